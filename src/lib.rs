@@ -1,0 +1,8 @@
+//! titorrent: a group's shared folder, mounted with FUSE and kept in sync
+//! peer-to-peer over BitTorrent, with a tracker manager for locks and events.
+//!
+//! Dependencies point one way: `fuse -> model -> {swarm, tracker_client} ->
+//! titorrent_tracker::proto`. The model names no fuser or librqbit type.
+
+pub mod swarm;
+pub mod tracker_client;

@@ -1,0 +1,1 @@
+//! Talks to the tracker manager: one multiplexed connection, reconnecting, authenticated, subscribed.

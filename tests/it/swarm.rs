@@ -1,0 +1,1 @@
+//! Swarm tests: two sessions on loopback.

@@ -1,0 +1,8 @@
+//! titorrent's tracker manager: the protocol its clients speak (always
+//! built, light dependencies) and, with the `server` feature, the server that
+//! keeps groups, members, the file table, locks and the event log in sled.
+
+pub mod proto;
+
+#[cfg(feature = "server")]
+pub mod server;

@@ -1,0 +1,372 @@
+//! The tracker manager's client protocol: typed IDs, requests, responses,
+//! pushed events, and the length-prefixed bincode framing they travel in.
+//!
+//! Wire format: every frame is a 4-byte big-endian length followed by that
+//! many bytes of bincode (standard config) encoding one [`ClientFrame`] or
+//! [`ServerFrame`]. The first frame each side sends is a `Hello` carrying
+//! [`PROTOCOL_VERSION`]; a peer speaking another version is refused.
+//! A frame longer than [`MAX_FRAME`] is malformed and closes the connection.
+//!
+//! Requests carry a client-chosen `id`; the matching response carries the
+//! same `id`. Events are pushed unsolicited, in sequence order, after a
+//! `Subscribe` has been answered.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Bumped on every incompatible change of the types in this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts (torrent metainfo of a large file is
+/// the biggest payload: 20 bytes per piece).
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Default lease time-to-live the tracker grants for a lock.
+pub const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub u64);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A group: one shared folder and its members.
+    GroupId
+);
+id_type!(
+    /// A member of one group. Unique within the tracker.
+    MemberId
+);
+id_type!(
+    /// A file or directory of a group; stable across renames and edits.
+    /// [`FileId::ROOT`] is the group's root directory.
+    FileId
+);
+id_type!(
+    /// A file's version number: 0 for a created, still empty file, then +1
+    /// for every published edit.
+    Version
+);
+id_type!(
+    /// Position in a group's event log. The first event has `Seq(1)`.
+    Seq
+);
+id_type!(
+    /// One grant of a lock. Renew, unlock and publish must name it.
+    LeaseId
+);
+
+impl FileId {
+    /// The root directory of every group.
+    pub const ROOT: FileId = FileId(1);
+}
+
+/// A BitTorrent v1 info hash (SHA-1 of the bencoded info dict).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InfoHash(pub [u8; 20]);
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({})", hex::encode(self.0))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMillis = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+}
+
+/// One row of a group's file table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub id: FileId,
+    pub parent: FileId,
+    /// One path component: never empty, never `.` or `..`, never contains `/` or NUL.
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime: UnixMillis,
+    /// Permission bits only (e.g. 0o644).
+    pub mode: u32,
+    pub version: Version,
+    /// `None` for directories and for empty files (a zero-length file cannot
+    /// be a torrent).
+    pub info_hash: Option<InfoHash>,
+    /// The member whose publish made this version.
+    pub author: MemberId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: MemberId,
+    pub name: String,
+    pub online: bool,
+    /// Where this member's BitTorrent session listens, as it reported when it
+    /// last authenticated.
+    pub peer_addr: Option<SocketAddr>,
+}
+
+/// Who holds a lock, as the tracker tells someone who was refused it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub member: MemberId,
+    pub member_name: String,
+    pub since: UnixMillis,
+    pub expires: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub file: FileId,
+    pub expires: UnixMillis,
+}
+
+/// A member's secret, handed out once by `CreateGroup` or `Join`. The tracker
+/// keeps only its hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub [u8; 32]);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// What a member needs to authenticate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub group: GroupId,
+    pub member: MemberId,
+    pub secret: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Allowed before authentication. Creates a group whose first member is
+    /// the caller; the connection is then authenticated as that member.
+    CreateGroup { group_name: String, member_name: String, peer_addr: Option<SocketAddr> },
+    /// Allowed before authentication. Redeems an invite; the connection is
+    /// then authenticated as the new member.
+    Join { group: GroupId, invite: String, member_name: String, peer_addr: Option<SocketAddr> },
+    Authenticate { credential: Credential, peer_addr: Option<SocketAddr> },
+    /// `ttl_ms` 0 means the tracker's default (one day); `uses` 0 means one.
+    CreateInvite { ttl_ms: u64, uses: u32 },
+    ListMembers,
+    /// Answers with `Snapshot` when `from` is `None` or older than the log
+    /// reaches, then pushes every event after it.
+    Subscribe { from: Option<Seq> },
+    ListFiles,
+    /// Creates an empty file or a directory. With `lock`, a file is created
+    /// already locked by the caller (an `open(O_CREAT)`).
+    CreateFile { parent: FileId, name: String, kind: FileKind, mode: u32, lock: bool },
+    Lock { file: FileId },
+    Renew { lease: LeaseId },
+    Unlock { lease: LeaseId },
+    /// Compare-and-set: refused unless `base` is the current version and
+    /// `lease` is a live lease of the caller on `file`.
+    Publish {
+        file: FileId,
+        base: Version,
+        lease: LeaseId,
+        size: u64,
+        mtime: UnixMillis,
+        /// `None` with `torrent` empty for an empty file.
+        info_hash: Option<InfoHash>,
+        /// The whole .torrent file (bencoded metainfo) of the new content.
+        torrent: Vec<u8>,
+        /// Keep the lock after publishing (an fsync while still open).
+        keep_lock: bool,
+    },
+    GetTorrent { file: FileId, version: Version },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Created { group: GroupId, credential: Credential },
+    Joined { credential: Credential },
+    Authenticated { member: MemberInfo, group_name: String },
+    Invite { code: String, expires: UnixMillis },
+    Members(Vec<MemberInfo>),
+    /// The whole file table as of `seq`, then events after `seq` follow.
+    Snapshot { seq: Seq, files: Vec<FileEntry> },
+    /// Events after the requested `Seq` follow; none were lost.
+    Subscribed { seq: Seq },
+    Files { seq: Seq, files: Vec<FileEntry> },
+    File { entry: FileEntry, lease: Option<Lease> },
+    Locked(Lease),
+    Published(FileEntry),
+    Torrent(Vec<u8>),
+    Error(ProtoError),
+}
+
+/// Everything the tracker refuses, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProtoError {
+    /// Not authenticated as a member of this group, bad credential, unknown
+    /// member, unknown group: deliberately one answer for all of them.
+    #[error("not authenticated as a member of this group")]
+    NotAuthenticated,
+    #[error("invite unknown, expired or used up")]
+    BadInvite,
+    #[error("no such file")]
+    NoSuchFile,
+    #[error("a file with that name already exists")]
+    AlreadyExists,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("locked by {} since {}", .0.member_name, .0.since)]
+    Locked(LockHolder),
+    #[error("lease unknown or expired")]
+    NoLease,
+    #[error("publish refused: based on version {base} but current is {current}")]
+    StaleVersion { base: Version, current: Version },
+    #[error("no torrent for that version")]
+    NoTorrent,
+    #[error("request malformed: {0}")]
+    BadRequest(String),
+    #[error("tracker internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    FileCreated(FileEntry),
+    /// A new version was published (or attributes changed).
+    FileUpdated(FileEntry),
+    Locked { file: FileId, holder: LockHolder },
+    Unlocked { file: FileId },
+    MemberJoined(MemberInfo),
+    MemberOnline(MemberInfo),
+    MemberOffline { member: MemberId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: Seq,
+    pub at: UnixMillis,
+    /// Who caused it (the tracker itself for lock expiry: `MemberId(0)`).
+    pub by: MemberId,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Hello { version: u32 },
+    Request { id: u64, req: Request },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    Hello { version: u32 },
+    Response { id: u64, resp: Response },
+    Event(Event),
+    /// Sent just before the server closes a connection it refuses.
+    Goodbye { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `msg` as one frame: 4-byte big-endian length, then bincode.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(msg, &mut out, config())?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes one frame body (without its length prefix). Trailing bytes are
+/// an error: a frame holds exactly one message.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let cfg = config().with_limit::<MAX_FRAME>();
+    let (msg, used) = bincode::serde::decode_from_slice(body, cfg)?;
+    if used != body.len() {
+        return Err(FrameError::Decode(bincode::error::DecodeError::Other(
+            "trailing bytes after message",
+        )));
+    }
+    Ok(msg)
+}
+
+/// Checks one path component the way the tracker does.
+pub fn validate_name(name: &str) -> Result<(), ProtoError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\0')
+        || name.len() > 255;
+    if bad {
+        Err(ProtoError::InvalidName(name.escape_debug().to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip() {
+        let f = ClientFrame::Request { id: 7, req: Request::Lock { file: FileId(3) } };
+        let bytes = encode_frame(&f).unwrap();
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4);
+        let back: ClientFrame = decode_body(&bytes[4..]).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for body in [&b""[..], b"\xff\xff\xff\xff\xff", b"hello world"] {
+            assert!(decode_body::<ClientFrame>(body).is_err());
+        }
+    }
+
+    #[test]
+    fn names_with_slash_or_dots_are_refused() {
+        for n in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(validate_name(n).is_err(), "{n:?}");
+        }
+        assert!(validate_name("notes (1).txt").is_ok());
+        assert!(validate_name("..hidden").is_ok());
+    }
+}

@@ -1,0 +1,1 @@
+//! The tracker server: sled-backed state, the connection handler and lease expiry.
