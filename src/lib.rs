@@ -4,5 +4,8 @@
 //! Dependencies point one way: `fuse -> model -> {swarm, tracker_client} ->
 //! titorrent_tracker::proto`. The model names no fuser or librqbit type.
 
+pub mod fuse;
+pub mod model;
+pub mod state;
 pub mod swarm;
 pub mod tracker_client;

@@ -1,1 +1,700 @@
 //! Everything librqbit: the BitTorrent session, building and seeding edit torrents, on-demand ranged reads.
+//!
+//! Layout under `cache_dir`:
+//! - `objects/<info hash hex>/<name>`: the content of one version (complete
+//!   or partial), which is the file librqbit seeds and downloads into;
+//! - `session/`: librqbit's JSON session persistence: the torrents it
+//!   manages (restored on the next start) and one have-bitfield per torrent
+//!   (`<hex>.bitv`, its fastresume data).
+//!
+//! A version known to this swarm is in one of these states:
+//! - **seeding**: published here, or every piece fetched; `local_path` is
+//!   `Some`, reads are `pread`s on the object file;
+//! - **fetching**: added with `background = true`; librqbit fetches every
+//!   piece, reads ask for theirs first;
+//! - **on demand**: added with `background = false` (librqbit's "no file
+//!   selected"); only the pieces reads ask for are fetched. A later
+//!   `ensure(.., background = true)` moves it to fetching;
+//! - **failed**: librqbit stopped it (e.g. a full disk); reads fail, the next
+//!   `ensure` restarts it.
+//!
+//! `forget` removes a version in any state, files included.
+
+mod error;
+mod metainfo;
+mod peer_feed;
+
+pub use error::SwarmError;
+pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, SeekFrom};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use librqbit::api::TorrentIdOrHash;
+use librqbit::dht::Id20;
+use librqbit::limits::LimitsConfig;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, Api, ListenerMode, ListenerOptions, ManagedTorrent,
+    ManagedTorrentState, Session, SessionOptions, SessionPersistenceConfig,
+};
+use parking_lot::RwLock;
+use titorrent_tracker::proto::InfoHash;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use error::{engine, engine_ref};
+use peer_feed::PeerFeed;
+
+/// librqbit's blocking-work permits (`SessionOptions::runtime_worker_threads`).
+/// Piece writes and hash checks take one each while they run.
+const DISK_PERMITS: usize = 16;
+/// Open `FileStream`s at once. Each holds one of `DISK_PERMITS` for its whole
+/// life, and a stream waits for pieces whose writes need permits too: this
+/// many streams can never starve the writes.
+const MAX_OPEN_STREAMS: usize = 4;
+/// `pread`s on object files at once (each on a blocking thread).
+const MAX_DISK_READS: usize = 32;
+/// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
+/// that exceeds its one-second burst; keep limits well above it.
+const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
+/// How often `wait_complete` looks when librqbit has nothing to notify.
+const COMPLETE_POLL: Duration = Duration::from_millis(200);
+
+/// How to start a swarm.
+#[derive(Clone, Debug)]
+pub struct SwarmConfig {
+    /// Object store and librqbit's session state. Must be valid UTF-8 (librqbit
+    /// takes output folders as strings).
+    pub cache_dir: PathBuf,
+    /// Where to accept peer connections, e.g. `0.0.0.0:0` (any port) or
+    /// `127.0.0.1:0` in tests.
+    pub listen: SocketAddr,
+    /// Bytes per second, all torrents together; at least 64 KiB/s if set.
+    pub upload_limit_bps: Option<u32>,
+    pub download_limit_bps: Option<u32>,
+}
+
+impl SwarmConfig {
+    pub fn new(cache_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        SwarmConfig {
+            cache_dir: cache_dir.into(),
+            listen,
+            upload_limit_bps: None,
+            download_limit_bps: None,
+        }
+    }
+}
+
+/// A version this member published and now seeds.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub info_hash: InfoHash,
+    /// The bencoded .torrent, for the tracker manager's file table.
+    pub torrent: Vec<u8>,
+    pub size: u64,
+}
+
+/// A handle on this member's BitTorrent session. Cheap to clone.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Arc<Session>,
+    /// Only for `api_dump_haves`: librqbit exposes a torrent's have-bitfield
+    /// through its `Api` facade alone.
+    api: Api,
+    objects: PathBuf,
+    session_dir: PathBuf,
+    versions: RwLock<HashMap<InfoHash, Arc<Version>>>,
+    /// Torrent ids we hand librqbit. Its own choice (persistence's `next_id`)
+    /// races between concurrent adds, and a clash makes `add_torrent` answer
+    /// `AlreadyManaged` with the *other* torrent.
+    next_id: AtomicUsize,
+    streams: Semaphore,
+    disk_reads: Semaphore,
+    feed: Arc<PeerFeed>,
+    listen: SocketAddr,
+    shut: AtomicBool,
+}
+
+/// One version in the session.
+struct Version {
+    handle: Arc<ManagedTorrent>,
+    size: u64,
+    piece_length: u64,
+    path: PathBuf,
+    /// Set once every piece is verified (never unset while the version lives).
+    complete: AtomicBool,
+    /// Read-only descriptor of the object file, opened on the first `pread`.
+    file: OnceLock<Arc<File>>,
+}
+
+fn id20(ih: InfoHash) -> Id20 {
+    Id20::new(ih.0)
+}
+
+fn join_error(e: tokio::task::JoinError) -> SwarmError {
+    SwarmError::Io(io::Error::other(format!("blocking task failed: {e}")))
+}
+
+impl Swarm {
+    /// Starts the session: listens on `cfg.listen`, restores the versions a
+    /// previous run left in `cache_dir` (seeds resume without re-hashing).
+    pub async fn start(cfg: SwarmConfig) -> Result<Swarm, SwarmError> {
+        let objects = cfg.cache_dir.join("objects");
+        let session_dir = cfg.cache_dir.join("session");
+        if objects.to_str().is_none() {
+            return Err(SwarmError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the cache directory must be valid UTF-8",
+            )));
+        }
+        tokio::fs::create_dir_all(&objects).await?;
+        tokio::fs::create_dir_all(&session_dir).await?;
+
+        let feed = PeerFeed::bind().await?;
+        let cancel = CancellationToken::new();
+        let limit = |bps: Option<u32>| bps.and_then(|b| NonZeroU32::new(b.max(MIN_RATE_LIMIT_BPS)));
+        let opts = SessionOptions {
+            // Peers come from the member list only (through the peer feed).
+            dht: None,
+            disable_local_service_discovery: true,
+            trackers: feed.urls().into_iter().collect(),
+            persistence: Some(SessionPersistenceConfig::Json {
+                folder: Some(session_dir.clone()),
+            }),
+            fastresume: true,
+            listen: Some(ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: cfg.listen,
+                enable_upnp_port_forwarding: false,
+                ipv4_only: cfg.listen.is_ipv4(),
+                ..Default::default()
+            }),
+            ratelimits: LimitsConfig {
+                upload_bps: limit(cfg.upload_limit_bps),
+                download_bps: limit(cfg.download_limit_bps),
+            },
+            runtime_worker_threads: Some(DISK_PERMITS),
+            cancellation_token: Some(cancel.clone()),
+            root_span: Some(tracing::Span::current()),
+            client_name_and_version: Some(metainfo::CREATED_BY.to_owned()),
+            ..Default::default()
+        };
+        let session = Session::new_with_opts(objects.clone(), opts)
+            .await
+            .map_err(engine)?;
+        let listen = session
+            .listen_addr()
+            .ok_or_else(|| SwarmError::Engine("the session is not listening".into()))?;
+        feed.set_own(listen);
+        feed.spawn(cancel);
+
+        let next_id = session
+            .with_torrents(|it| it.map(|(id, _)| id).max())
+            .map_or(0, |m| m + 1);
+        let inner = Arc::new(Inner {
+            api: Api::new(session.clone(), None),
+            session,
+            objects,
+            session_dir,
+            versions: RwLock::default(),
+            next_id: AtomicUsize::new(next_id),
+            streams: Semaphore::new(MAX_OPEN_STREAMS),
+            disk_reads: Semaphore::new(MAX_DISK_READS),
+            feed: feed.clone(),
+            listen,
+            shut: AtomicBool::new(false),
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        feed.set_is_complete(Box::new(move |ih| {
+            weak.upgrade()
+                .and_then(|inner| inner.lookup(ih).ok().map(|v| inner.is_complete(&v)))
+                .unwrap_or(false)
+        }));
+        info!(%listen, "swarm started");
+        Ok(Swarm { inner })
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.inner.listen.port()
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen
+    }
+
+    /// Hashes a finished file (a staging copy the caller will not touch
+    /// again), builds its private single-file torrent, moves the file into the
+    /// object store and seeds it. The pieces are not hashed a second time:
+    /// fastresume data saying "all pieces present" is written before the
+    /// torrent is added, and librqbit only spot-checks a few pieces of it.
+    ///
+    /// If this very content is already complete here, the staging file is
+    /// removed and the existing version returned.
+    pub async fn publish(&self, staging: &Path, name: &str) -> Result<Published, SwarmError> {
+        self.inner.check_running()?;
+        metainfo::check_name(name)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let built = {
+            let (staging, name) = (staging.to_owned(), name.to_owned());
+            tokio::task::spawn_blocking(move || metainfo::build(&staging, &name, now))
+                .await
+                .map_err(join_error)??
+        };
+        let ih = built.info_hash;
+        let published = Published {
+            info_hash: ih,
+            torrent: built.torrent,
+            size: built.size,
+        };
+
+        if let Ok(v) = self.inner.lookup(ih) {
+            if self.inner.is_complete(&v) {
+                if let Err(e) = tokio::fs::remove_file(staging).await {
+                    warn!(?staging, "could not remove a staging copy of known content: {e}");
+                }
+                return Ok(published);
+            }
+            // We hold all of it while the session holds part: start over as a seed.
+            self.forget(ih).await?;
+        }
+
+        let dir = self.inner.object_dir(ih);
+        let dest = dir.join(name);
+        let n_pieces = built.size.div_ceil(u64::from(built.piece_length));
+        let bitv = self.inner.bitv_path(ih);
+        {
+            let staging = staging.to_owned();
+            let dest = dest.clone();
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                std::fs::create_dir_all(&dir)?;
+                move_file(&staging, &dest)?;
+                write_full_bitfield(&bitv, n_pieces)
+            })
+            .await
+            .map_err(join_error)??;
+        }
+
+        let handle = self
+            .inner
+            .add(ih, published.torrent.clone(), None, Vec::new())
+            .await?;
+        // Seeding starts once the spot check is done; surface its failure here.
+        handle.wait_until_initialized().await.map_err(engine)?;
+        let v = self.inner.register(ih, handle)?;
+        if !self.inner.is_complete(&v) {
+            warn!(%ih, "fastresume data was rejected; librqbit re-checked the published file");
+        }
+        debug!(%ih, size = built.size, "published");
+        Ok(published)
+    }
+
+    /// Makes a version known: checks that `torrent`'s info dict hashes to
+    /// `info_hash` (else `HashMismatch`, nothing added) and adds it, stored
+    /// under the object store, with `peers` to dial. Idempotent.
+    ///
+    /// `background = true` fetches every piece; `false` fetches only the
+    /// pieces reads ask for. A version ensured both ways is fetched in the
+    /// background. A version that failed (see the module doc) is restarted.
+    pub async fn ensure(
+        &self,
+        info_hash: InfoHash,
+        torrent: &[u8],
+        peers: Vec<SocketAddr>,
+        background: bool,
+    ) -> Result<(), SwarmError> {
+        self.inner.check_running()?;
+        let checked = metainfo::check(info_hash, torrent)?;
+        self.inner.feed.add(&peers);
+        let v = match self.inner.lookup(info_hash) {
+            Ok(v) => v,
+            Err(SwarmError::NotFound) => {
+                let only_files = if background { None } else { Some(Vec::new()) };
+                let handle = self
+                    .inner
+                    .add(info_hash, checked.torrent, only_files, peers)
+                    .await?;
+                self.inner.register(info_hash, handle)?
+            }
+            Err(e) => return Err(e),
+        };
+        if v.size != checked.size {
+            return Err(SwarmError::Engine(format!(
+                "{info_hash} is known with size {}, offered with {}",
+                v.size, checked.size
+            )));
+        }
+        let session = &self.inner.session;
+        if v.handle.with_state(|s| matches!(s, ManagedTorrentState::Error(_))) {
+            info!(%info_hash, "restarting a failed version");
+            session.unpause(&v.handle).await.map_err(engine)?;
+        }
+        if background && v.handle.only_files().is_some_and(|f| f.is_empty()) {
+            v.handle.wait_until_initialized().await.map_err(engine)?;
+            session
+                .update_only_files(&v.handle, &HashSet::from([0]))
+                .await
+                .map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    /// Tells live torrents about more members' addresses (they dial them
+    /// within a few seconds). Best effort.
+    pub fn add_peers(&self, peers: &[SocketAddr]) {
+        self.inner.feed.add(peers);
+    }
+
+    /// Replaces the set of member addresses torrents are told about (members
+    /// that went offline are no longer dialled). Best effort.
+    pub fn set_peers(&self, peers: &[SocketAddr]) {
+        self.inner.feed.replace(peers);
+    }
+
+    /// Changes the session's rate limits (bytes per second, `None` = unlimited).
+    pub fn set_rate_limits(&self, upload_bps: Option<u32>, download_bps: Option<u32>) {
+        let limit = |bps: Option<u32>| bps.and_then(|b| NonZeroU32::new(b.max(MIN_RATE_LIMIT_BPS)));
+        let r = &self.inner.session.ratelimits;
+        r.set_upload_bps(limit(upload_bps));
+        r.set_download_bps(limit(download_bps));
+    }
+
+    /// Reads `len` bytes at `offset` (fewer only at the end of the file).
+    /// Returns as soon as the pieces covering the range are verified.
+    ///
+    /// Ranges already local are `pread` from the object file. Otherwise a
+    /// librqbit `FileStream` asks for the range's pieces first and waits for
+    /// them; it is dropped right after, and at most `MAX_OPEN_STREAMS` are
+    /// open at once. There is no timeout: a range no online member has waits
+    /// until one comes online. Dropping the future cancels the read cleanly.
+    pub async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, SwarmError> {
+        let v = self.inner.lookup(info_hash)?;
+        if offset >= v.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + u64::from(len)).min(v.size);
+        if self.inner.range_local(&v, offset, end) {
+            return self.inner.pread(&v, offset, end).await;
+        }
+        if let Some(e) = state_error(&v.handle) {
+            return Err(e);
+        }
+        let _slot = self
+            .inner
+            .streams
+            .acquire()
+            .await
+            .map_err(|_| SwarmError::ShutDown)?;
+        // Arrived while we queued for a slot?
+        if self.inner.range_local(&v, offset, end) {
+            return self.inner.pread(&v, offset, end).await;
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        {
+            let mut stream = v.handle.clone().stream(0).await.map_err(engine)?;
+            stream.seek(SeekFrom::Start(offset)).await?;
+            stream.read_exact(&mut buf).await?;
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// The object file of a version, once every piece of it is here.
+    pub fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
+        let v = self.inner.lookup(info_hash).ok()?;
+        self.inner.is_complete(&v).then(|| v.path.clone())
+    }
+
+    /// (bytes verified here, total size) of a version this swarm knows.
+    pub fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)> {
+        let v = self.inner.lookup(info_hash).ok()?;
+        if v.complete.load(Ordering::Acquire) {
+            return Some((v.size, v.size));
+        }
+        let have = match self.inner.haves(&v) {
+            Some(bits) => {
+                let n = v.size.div_ceil(v.piece_length);
+                let last_len = v.size - (n - 1) * v.piece_length;
+                (0..n)
+                    .filter(|&i| bit(&bits, i))
+                    .map(|i| if i == n - 1 { last_len } else { v.piece_length })
+                    .sum()
+            }
+            None => 0,
+        };
+        Some((have, v.size))
+    }
+
+    /// Waits until every piece of a version is here. A version ensured with
+    /// `background = false` completes only if reads cover all of it.
+    pub async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
+        loop {
+            self.inner.check_running()?;
+            let v = self.inner.lookup(info_hash)?;
+            if self.inner.is_complete(&v) {
+                return Ok(());
+            }
+            if let Some(e) = state_error(&v.handle) {
+                return Err(e);
+            }
+            let fetching = v.handle.only_files().is_none();
+            let woke = tokio::time::timeout(COMPLETE_POLL, async {
+                if fetching {
+                    let _ = v.handle.wait_until_completed().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await;
+            if woke.is_ok() && !self.inner.is_complete(&v) {
+                // librqbit's notion of finished ran ahead of ours; don't spin.
+                tokio::time::sleep(COMPLETE_POLL / 10).await;
+            }
+        }
+    }
+
+    /// Drops a version: removes it from the session and deletes its files.
+    /// Forgetting an unknown version only cleans up what may be left on disk.
+    pub async fn forget(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
+        self.inner.versions.write().remove(&info_hash);
+        let key = TorrentIdOrHash::Hash(id20(info_hash));
+        if self.inner.session.get(key).is_some() {
+            if let Err(e) = self.inner.session.delete(key, true).await {
+                warn!(%info_hash, "librqbit could not delete it cleanly: {e:#}");
+            }
+        }
+        for r in [
+            tokio::fs::remove_dir_all(self.inner.object_dir(info_hash)).await,
+            tokio::fs::remove_file(self.inner.bitv_path(info_hash)).await,
+        ] {
+            match r {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        debug!(%info_hash, "forgotten");
+        Ok(())
+    }
+
+    /// Stops the session (seeding, fetching, listening). Versions stay on disk
+    /// and come back with the next `start` on the same `cache_dir`.
+    pub async fn shutdown(&self) {
+        if self.inner.shut.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.streams.close();
+        self.inner.session.stop().await;
+    }
+}
+
+impl Inner {
+    fn check_running(&self) -> Result<(), SwarmError> {
+        if self.shut.load(Ordering::Acquire) {
+            Err(SwarmError::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn object_dir(&self, ih: InfoHash) -> PathBuf {
+        self.objects.join(ih.to_string())
+    }
+
+    /// librqbit's fastresume file for a torrent (see `JsonSessionPersistenceStore`).
+    fn bitv_path(&self, ih: InfoHash) -> PathBuf {
+        self.session_dir.join(format!("{ih}.bitv"))
+    }
+
+    async fn add(
+        &self,
+        ih: InfoHash,
+        torrent: Vec<u8>,
+        only_files: Option<Vec<usize>>,
+        peers: Vec<SocketAddr>,
+    ) -> Result<Arc<ManagedTorrent>, SwarmError> {
+        let dir = self.object_dir(ih);
+        let opts = AddTorrentOptions {
+            only_files,
+            // Our own object directory: resuming a partial file is the point.
+            overwrite: true,
+            output_folder: Some(dir.to_str().expect("checked at start").to_owned()),
+            initial_peers: (!peers.is_empty()).then_some(peers),
+            preferred_id: Some(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            ..Default::default()
+        };
+        let handle = self
+            .session
+            .add_torrent(AddTorrent::from_bytes(torrent), Some(opts))
+            .await
+            .map_err(engine)?
+            .into_handle()
+            .ok_or_else(|| SwarmError::Engine("librqbit only listed the torrent".into()))?;
+        if handle.info_hash() != id20(ih) {
+            return Err(SwarmError::Engine(format!(
+                "librqbit answered {:?} when adding {ih}",
+                handle.info_hash()
+            )));
+        }
+        Ok(handle)
+    }
+
+    /// Remembers a torrent of the session (keeping an existing entry).
+    fn register(&self, ih: InfoHash, handle: Arc<ManagedTorrent>) -> Result<Arc<Version>, SwarmError> {
+        let (size, piece_length, rel) = handle
+            .with_metadata(|m| {
+                (
+                    m.lengths().total_length(),
+                    u64::from(m.lengths().default_piece_length()),
+                    m.file_infos.first().map(|f| f.relative_filename.clone()),
+                )
+            })
+            .map_err(engine)?;
+        let rel = rel.ok_or_else(|| SwarmError::Engine(format!("{ih} has no file")))?;
+        let v = Arc::new(Version {
+            path: handle.output_folder().join(rel),
+            handle,
+            size,
+            piece_length,
+            complete: AtomicBool::new(false),
+            file: OnceLock::new(),
+        });
+        Ok(self.versions.write().entry(ih).or_insert(v).clone())
+    }
+
+    /// The version, also when librqbit restored it from a previous run.
+    fn lookup(&self, ih: InfoHash) -> Result<Arc<Version>, SwarmError> {
+        if let Some(v) = self.versions.read().get(&ih) {
+            return Ok(v.clone());
+        }
+        let handle = self
+            .session
+            .get(TorrentIdOrHash::Hash(id20(ih)))
+            .ok_or(SwarmError::NotFound)?;
+        self.register(ih, handle)
+    }
+
+    /// The torrent's have-bitfield (MSB first), if it is past its initial check.
+    fn haves(&self, v: &Version) -> Option<Vec<u8>> {
+        let (bits, _) = self
+            .api
+            .api_dump_haves(TorrentIdOrHash::Hash(v.handle.info_hash()))
+            .ok()?;
+        Some(bits.as_raw_slice().to_vec())
+    }
+
+    fn is_complete(&self, v: &Version) -> bool {
+        self.range_local(v, 0, v.size)
+    }
+
+    /// Whether every piece covering `start..end` is verified.
+    fn range_local(&self, v: &Version, start: u64, end: u64) -> bool {
+        if v.complete.load(Ordering::Acquire) {
+            return true;
+        }
+        let Some(bits) = self.haves(v) else {
+            return false;
+        };
+        let n = v.size.div_ceil(v.piece_length);
+        if (0..n).all(|i| bit(&bits, i)) {
+            v.complete.store(true, Ordering::Release);
+            return true;
+        }
+        (start / v.piece_length..=(end - 1) / v.piece_length).all(|i| bit(&bits, i))
+    }
+
+    async fn pread(&self, v: &Arc<Version>, offset: u64, end: u64) -> Result<Bytes, SwarmError> {
+        let _slot = self
+            .disk_reads
+            .acquire()
+            .await
+            .map_err(|_| SwarmError::ShutDown)?;
+        let v = v.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+            let file = match v.file.get() {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(File::open(&v.path)?);
+                    v.file.get_or_init(|| f).clone()
+                }
+            };
+            let mut buf = vec![0u8; (end - offset) as usize];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(SwarmError::from)
+    }
+}
+
+/// Bit `i` of an MSB-first bitfield (BitTorrent's order).
+fn bit(bits: &[u8], i: u64) -> bool {
+    bits.get((i / 8) as usize)
+        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// Why librqbit stopped a torrent, if it did.
+fn state_error(handle: &ManagedTorrent) -> Option<SwarmError> {
+    handle.with_state(|s| match s {
+        ManagedTorrentState::Error(e) => Some(engine_ref(e)),
+        _ => None,
+    })
+}
+
+/// Renames, or copies when the staging file is on another file system.
+fn move_file(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)
+        }
+        r => r,
+    }
+}
+
+/// Fastresume data claiming every piece: `n_pieces` one-bits, MSB first, the
+/// spare bits of the last byte zero. Written atomically.
+fn write_full_bitfield(path: &Path, n_pieces: u64) -> io::Result<()> {
+    let mut bits = vec![0xffu8; n_pieces.div_ceil(8) as usize];
+    let spare = (bits.len() as u64 * 8 - n_pieces) as u32;
+    if let Some(last) = bits.last_mut() {
+        *last = 0xffu8.checked_shl(spare).unwrap_or(0);
+    }
+    let tmp = path.with_extension("bitv.tmp");
+    std::fs::write(&tmp, &bits)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_bitfield_has_exactly_n_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [1u64, 7, 8, 9, 16, 17, 256] {
+            let p = dir.path().join("x.bitv");
+            write_full_bitfield(&p, n).unwrap();
+            let b = std::fs::read(&p).unwrap();
+            assert_eq!(b.len() as u64, n.div_ceil(8));
+            assert_eq!(b.iter().map(|x| x.count_ones() as u64).sum::<u64>(), n);
+            assert!((0..n).all(|i| bit(&b, i)));
+            assert!(!bit(&b, n));
+        }
+    }
+}

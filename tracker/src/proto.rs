@@ -138,6 +138,9 @@ pub struct Lease {
     pub id: LeaseId,
     pub file: FileId,
     pub expires: UnixMillis,
+    /// The file's current version when the lease was granted: the version
+    /// an edit under this lease starts from (the `base` of its publish).
+    pub version: Version,
 }
 
 /// A member's secret, handed out once by `CreateGroup` or `Join`. The tracker

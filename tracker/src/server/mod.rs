@@ -1,1 +1,254 @@
 //! The tracker server: sled-backed state, the connection handler and lease expiry.
+//!
+//! Layout:
+//! - [`store`]: sled key layout and records; one atomic batch per request.
+//! - [`group`]: a group's in-memory state (file table, locks, members)
+//!   behind one mutex; the lock state machine is documented there.
+//! - [`ops`]: what each request does to a group.
+//! - [`commit`]: group commit, then release of events in seq order.
+//! - [`conn`] / [`subscribe`]: one client connection; event streaming.
+//! - [`sweep`]: lease expiry and log retention.
+//! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
+//!
+//! Durability: a reply that promises durability (group created, joined,
+//! file created, lock granted, published, invite created) and every event
+//! a subscriber sees wait for a sled flush; several requests share one
+//! flush. Renew, unlock and presence changes are applied at once and
+//! become durable with the next flush (sled also flushes every 500 ms):
+//! losing one in a crash only makes a lease last longer or shorter.
+
+mod cli;
+mod commit;
+mod conn;
+mod group;
+mod ops;
+mod store;
+mod subscribe;
+mod sweep;
+
+pub use cli::{run, ServeArgs};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::proto::{FileId, GroupId, ProtoError, UnixMillis, DEFAULT_LEASE_TTL_MS};
+use commit::{Commit, Committer, Ticket};
+use group::{Group, GroupState, MemberState, Txn};
+use store::Store;
+
+/// How the tracker is run.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// Where sled keeps the state.
+    pub data_dir: PathBuf,
+    /// How long a lock lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// Events older than this are dropped from the log (a subscriber that
+    /// far behind gets a snapshot instead).
+    pub log_retention: Duration,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            data_dir: PathBuf::from("./titorrent-tracker"),
+            lease_ttl: Duration::from_millis(DEFAULT_LEASE_TTL_MS),
+            log_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("cannot open the tracker database in {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("tracker database error")]
+    Db(#[from] sled::Error),
+    #[error("tracker database is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The tracker manager: groups, members, file tables, locks and event logs.
+pub struct Tracker {
+    cfg: TrackerConfig,
+    store: Store,
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    next_group: AtomicU64,
+    next_member: AtomicU64,
+    committer: Committer,
+    /// Taken by the first `serve`, which starts the background tasks.
+    commit_rx: Mutex<Option<mpsc::UnboundedReceiver<Commit>>>,
+    cancel: CancellationToken,
+}
+
+impl Tracker {
+    /// Opens (or creates) the state in `cfg.data_dir`. Every member starts
+    /// offline. Locks held when the tracker stopped get one full lease ttl
+    /// from now, so a restart does not take them from holders that
+    /// reconnect and renew in time.
+    pub fn open(cfg: TrackerConfig) -> Result<Arc<Tracker>, TrackerError> {
+        let store = Store::open(&cfg.data_dir)?;
+        let loaded = store.load()?;
+        let now = now_ms();
+        let grace_until = now.saturating_add(duration_ms(cfg.lease_ttl));
+        let mut groups = HashMap::new();
+        let (mut max_group, mut max_member) = (0u64, 0u64);
+        for (g, lg) in loaded.groups {
+            max_group = max_group.max(g.0);
+            let mut st = GroupState::new(lg.rec.name.clone());
+            let last_logged = lg.log.map(|(_, last)| last).unwrap_or(0);
+            st.next_seq = lg.rec.next_seq.max(last_logged + 1).max(1);
+            st.log_start = lg.log.map(|(first, _)| first).unwrap_or(st.next_seq);
+            let max_file = lg.files.keys().next_back().map(|f| f.0).unwrap_or(FileId::ROOT.0);
+            st.next_file = lg.rec.next_file.max(max_file + 1);
+            for (_, e) in lg.files {
+                st.insert_file(e);
+            }
+            for (f, mut rec) in lg.locks {
+                if st.files.contains_key(&f) {
+                    rec.expires = rec.expires.max(grace_until);
+                    st.insert_lock(f, rec);
+                }
+            }
+            for (m, rec) in lg.members {
+                max_member = max_member.max(m.0);
+                st.members.insert(m, MemberState { rec, conns: 0 });
+            }
+            if !st.files.contains_key(&FileId::ROOT) {
+                return Err(TrackerError::Corrupt(format!("group {g} has no root directory")));
+            }
+            groups.insert(g, Arc::new(Group::new(g, st)));
+        }
+        tracing::info!(dir = %cfg.data_dir.display(), groups = groups.len(), "tracker state opened");
+        let (committer, commit_rx) = Committer::new();
+        Ok(Arc::new(Tracker {
+            cfg,
+            store,
+            groups: RwLock::new(groups),
+            next_group: AtomicU64::new(max_group + 1),
+            next_member: AtomicU64::new(max_member + 1),
+            committer,
+            commit_rx: Mutex::new(Some(commit_rx)),
+            cancel: CancellationToken::new(),
+        }))
+    }
+
+    /// Accepts connections until [`Tracker::shutdown`]; each connection runs
+    /// in its own task. Accept errors (e.g. out of file descriptors) are
+    /// logged and retried.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
+        self.start_background();
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "tracker serving");
+        loop {
+            let accepted = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(()),
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    let span = tracing::info_span!("conn", %remote);
+                    spawn(span, conn::run(self.clone(), stream, remote));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops serving: listeners return, connections close, background
+    /// tasks end. The sled database closes when the last `Arc<Tracker>`
+    /// is dropped (the committer flushes once more first).
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    fn start_background(self: &Arc<Self>) {
+        if let Some(rx) = self.commit_rx.lock().take() {
+            spawn(tracing::info_span!("committer"), commit::run(self.store.clone(), rx));
+            spawn(
+                tracing::info_span!("sweeper"),
+                sweep::run(Arc::downgrade(self), self.cfg.clone(), self.cancel.clone()),
+            );
+        }
+    }
+
+    fn group(&self, g: GroupId) -> Option<Arc<Group>> {
+        self.groups.read().get(&g).cloned()
+    }
+
+    fn all_groups(&self) -> Vec<Arc<Group>> {
+        self.groups.read().values().cloned().collect()
+    }
+
+    /// Applies a mutation's batch, advances the group's counters and queues
+    /// its events. Call with the group mutex held, before changing memory
+    /// (a failed write leaves memory as it was).
+    fn commit(
+        &self,
+        group: &Arc<Group>,
+        st: &mut GroupState,
+        txn: Txn,
+        want_ticket: bool,
+    ) -> Result<Option<Ticket>, ProtoError> {
+        let f = txn.finish(st)?;
+        let has_events = !f.events.is_empty();
+        self.store.apply(f.w)?;
+        st.next_seq = f.next_seq;
+        st.next_file = f.next_file;
+        if has_events || want_ticket {
+            Ok(self.committer.submit(Some(group.clone()), f.events, want_ticket))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn lease_ttl_ms(&self) -> u64 {
+        duration_ms(self.cfg.lease_ttl).max(1)
+    }
+}
+
+/// Spawns a task in `span`. The tasks here handle their own errors.
+fn spawn<F>(span: tracing::Span, fut: F) -> JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(fut.instrument(span))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn now_ms() -> UnixMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| duration_ms(d)).unwrap_or(0)
+}

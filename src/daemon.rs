@@ -1,0 +1,166 @@
+//! The mount daemon: wires a state directory, the swarm, the tracker link,
+//! the folder model and the FUSE session together, applies the tracker's
+//! events, and goes offline cleanly on SIGTERM, SIGINT or an external umount.
+
+use crate::fuse::{KernelNotifier, TitorrentFs};
+use crate::model::{Folder, FolderDirs};
+use crate::state::StateDir;
+use crate::swarm::{Swarm, SwarmConfig};
+use crate::tracker_client::{LinkEvent, TrackerLink};
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use titorrent_tracker::proto::{MemberId, Request};
+
+/// Everything `titorrent mount` needs.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub mountpoint: PathBuf,
+    pub state: StateDir,
+    /// Where this member's BitTorrent session listens.
+    pub peer_listen: SocketAddr,
+    pub upload_limit: Option<u32>,
+    pub download_limit: Option<u32>,
+    /// How long to wait for the tracker before giving up.
+    pub connect_timeout: Duration,
+}
+
+type LiveFolder = Folder<Swarm, TrackerLink>;
+
+/// Mounts, prints `mounted DIR` when ready, and runs until `stop` resolves,
+/// a signal arrives, or the filesystem is unmounted from outside.
+pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let membership = cfg.state.load()?;
+    let credential = membership.credential().map_err(anyhow::Error::msg)?;
+    let md = std::fs::metadata(&cfg.mountpoint)
+        .with_context(|| format!("mount point {}", cfg.mountpoint.display()))?;
+    if !md.is_dir() {
+        bail!("mount point {} is not a directory", cfg.mountpoint.display());
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)");
+    }
+
+    let swarm = Swarm::start(SwarmConfig {
+        cache_dir: cfg.state.cache(),
+        listen: cfg.peer_listen,
+        upload_limit_bps: cfg.upload_limit,
+        download_limit_bps: cfg.download_limit,
+    })
+    .await
+    .context("starting the BitTorrent session")?;
+    let (link, mut events) =
+        TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), None);
+    let rt = tokio::runtime::Handle::current();
+    let dirs = FolderDirs { staging: cfg.state.staging(), torrents: cfg.state.torrents(), conflicts: cfg.state.conflicts() };
+    let folder: Arc<LiveFolder> = Folder::new(swarm.clone(), link.clone(), MemberId(membership.member), dirs, rt.clone())?;
+
+    // The tree must be known before the kernel can ask for it.
+    let first = tokio::time::timeout(cfg.connect_timeout, async {
+        while let Some(ev) = events.recv().await {
+            let snapshot = matches!(ev, LinkEvent::Snapshot { .. });
+            apply(&folder, ev);
+            if snapshot {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if !matches!(first, Ok(true)) {
+        link.shutdown();
+        swarm.shutdown().await;
+        bail!("tracker {} unreachable or refused this member (waited {:?})", membership.tracker, cfg.connect_timeout);
+    }
+
+    let events_task = {
+        let folder = folder.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                apply(&folder, ev);
+            }
+        })
+    };
+    let renew_task = tokio::spawn(folder.clone().renew_leases());
+
+    let fs = TitorrentFs::new(folder.clone(), rt.clone());
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("titorrent:{}", membership.group_name)),
+        fuser::MountOption::Subtype("titorrent".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    config.n_threads = Some(4);
+    let mountpoint = cfg.mountpoint.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &mountpoint, &config).and_then(|s| s.spawn()))
+        .await?
+        .with_context(|| format!("mounting {}", cfg.mountpoint.display()))?;
+    folder.set_kernel(Box::new(KernelNotifier(session.notifier())));
+    tracing::info!(mountpoint = %cfg.mountpoint.display(), group = %membership.group_name, member = %membership.member_name, "mounted");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "mounted {}", cfg.mountpoint.display());
+        let _ = out.flush();
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let unmounted_outside = async {
+        loop {
+            if session.guard.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop => tracing::info!("stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: going offline"),
+        _ = int.recv() => tracing::info!("SIGINT: going offline"),
+        _ = unmounted_outside => tracing::info!("unmounted from outside: going offline"),
+    }
+
+    // Offline cleanly: let publishes in flight land, then unmount.
+    if !folder.drain(Duration::from_secs(60)).await {
+        tracing::warn!("some publishes did not finish; their edits stay in {}", cfg.state.staging().display());
+    }
+    let mp = cfg.mountpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = session.umount_and_join() {
+            tracing::warn!(error = %e, "unmount failed; detaching {}", mp.display());
+            detach(&mp);
+        }
+    })
+    .await?;
+    for lease in folder.held_leases() {
+        let _ = folder.tracker().request(Request::Unlock { lease }).await;
+    }
+    renew_task.abort();
+    link.shutdown();
+    events_task.abort();
+    swarm.shutdown().await;
+    tracing::info!("offline");
+    Ok(())
+}
+
+fn apply(folder: &Arc<LiveFolder>, ev: LinkEvent) {
+    match ev {
+        LinkEvent::Online => folder.set_online(true),
+        LinkEvent::Offline => folder.set_online(false),
+        LinkEvent::Snapshot { seq, files } => folder.apply_snapshot(seq, files),
+        LinkEvent::Event(e) => folder.apply_event(e),
+    }
+}
+
+/// Lazily detaches a mount that is still busy.
+pub fn detach(mountpoint: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else { return };
+    // SAFETY: c is a valid NUL-terminated path.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+}

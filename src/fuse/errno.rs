@@ -1,0 +1,68 @@
+//! The one place where the model's errors become errno values. Every variant
+//! is mapped explicitly; anything that becomes EIO is logged with its cause.
+
+use crate::model::{ContentError, ModelError};
+use fuser::Errno;
+use titorrent_tracker::proto::ProtoError;
+
+/// Maps an error to the errno the calling program sees, logging refusals a
+/// user would want explained ("notes.txt is locked by ana since 12:03").
+pub fn to_errno(op: &str, err: &ModelError) -> Errno {
+    let errno = match err {
+        ModelError::NotFound => Errno::ENOENT,
+        ModelError::Exists => Errno::EEXIST,
+        ModelError::NotDir => Errno::ENOTDIR,
+        ModelError::IsDir => Errno::EISDIR,
+        ModelError::InvalidName => Errno::EINVAL,
+        ModelError::Locked { .. } => Errno::EBUSY,
+        ModelError::Offline => Errno::EROFS,
+        ModelError::BadHandle => Errno::EBADF,
+        ModelError::NotWritable => Errno::EBADF,
+        ModelError::Unsupported(_) => Errno::EOPNOTSUPP,
+        ModelError::Refused(p) => match p {
+            ProtoError::NotAuthenticated => Errno::EACCES,
+            ProtoError::NoSuchFile => Errno::ENOENT,
+            ProtoError::AlreadyExists => Errno::EEXIST,
+            ProtoError::NotADirectory => Errno::ENOTDIR,
+            ProtoError::InvalidName(_) => Errno::EINVAL,
+            ProtoError::Locked(_) => Errno::EBUSY,
+            ProtoError::NoLease | ProtoError::StaleVersion { .. } => Errno::ESTALE,
+            ProtoError::BadInvite
+            | ProtoError::NoTorrent
+            | ProtoError::BadRequest(_)
+            | ProtoError::Internal(_) => Errno::EIO,
+        },
+        ModelError::Content(c) => match c {
+            ContentError::NoSpace => Errno::ENOSPC,
+            ContentError::Io(e) => Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)),
+            ContentError::HashMismatch | ContentError::NotFound | ContentError::Other(_) => Errno::EIO,
+        },
+        ModelError::Protocol(_) => Errno::EIO,
+        ModelError::Io(e) => Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    match err {
+        ModelError::NotFound | ModelError::Exists => tracing::debug!(op, "{err}"),
+        ModelError::Locked { .. } | ModelError::Offline | ModelError::Unsupported(_) => {
+            tracing::warn!(op, "refused: {err}")
+        }
+        _ if errno == Errno::EIO => tracing::warn!(op, error = ?err, "I/O error: {err}"),
+        _ => tracing::info!(op, "{err}"),
+    }
+    errno
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use titorrent_tracker::proto::{LockHolder, MemberId};
+
+    #[test]
+    fn lock_conflicts_are_ebusy_and_offline_is_erofs() {
+        let holder = LockHolder { member: MemberId(2), member_name: "ana".into(), since: 0, expires: 1 };
+        assert_eq!(to_errno("open", &ModelError::Locked { path: "a".into(), holder }), Errno::EBUSY);
+        assert_eq!(to_errno("open", &ModelError::Offline), Errno::EROFS);
+        assert_eq!(to_errno("read", &ModelError::Content(ContentError::NoSpace)), Errno::ENOSPC);
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(to_errno("write", &ModelError::Io(enospc)), Errno::ENOSPC);
+    }
+}

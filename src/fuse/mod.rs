@@ -1,0 +1,354 @@
+//! FUSE glue only: each fuser callback becomes one model call and exactly
+//! one reply. Callbacks answer from memory; anything that waits on the
+//! network moves its reply into a task on the tokio runtime and returns, so
+//! the dispatch threads never wait on the tracker or the swarm.
+
+pub mod errno;
+
+use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
+
+/// How long the kernel may trust attributes and names without asking. Other
+/// members' changes are pushed into the kernel by invalidation, so this only
+/// bounds how stale a missed notification can make things.
+const TTL: Duration = Duration::from_secs(1);
+
+pub struct TitorrentFs<C: Content, T: Coordinator> {
+    folder: Arc<Folder<C, T>>,
+    rt: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+}
+
+impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
+    pub fn new(folder: Arc<Folder<C, T>>, rt: tokio::runtime::Handle) -> Self {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        TitorrentFs { folder, rt, uid, gid }
+    }
+
+    fn attr(&self, e: &FileEntry) -> FileAttr {
+        file_attr(e, self.uid, self.gid)
+    }
+}
+
+pub fn file_attr(e: &FileEntry, uid: u32, gid: u32) -> FileAttr {
+    let mtime = UNIX_EPOCH + Duration::from_millis(e.mtime);
+    let (kind, nlink) = match e.kind {
+        FileKind::Dir => (FileType::Directory, 2),
+        FileKind::File => (FileType::RegularFile, 1),
+    };
+    FileAttr {
+        ino: INodeNo(e.id.0),
+        size: e.size,
+        blocks: e.size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind,
+        perm: (e.mode & 0o7777) as u16,
+        nlink,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+fn fid(ino: INodeNo) -> FileId {
+    FileId(ino.0)
+}
+
+fn millis(t: TimeOrNow) -> u64 {
+    let t = match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with open() instead of as a separate setattr, so a
+        // truncating open is one locked edit.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res = name_str(name).and_then(|n| self.folder.lookup(fid(parent), n).map_err(|e| errno::to_errno("lookup", &e)));
+        match res {
+            Ok(e) => reply.entry(&TTL, &self.attr(&e), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.folder.attr(fid(ino)) {
+            Ok(e) => reply.attr(&TTL, &self.attr(&e)),
+            Err(e) => reply.error(errno::to_errno("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let folder = self.folder.clone();
+        let (uid, gid) = (self.uid, self.gid);
+        let id = fid(ino);
+        let fh = fh.map(|f| Fh(f.0));
+        self.rt.spawn(async move {
+            let res: Result<FileEntry, ModelError> = async {
+                if let Some(size) = size {
+                    folder.set_size(id, fh, size).await?;
+                }
+                folder.set_local_attrs(id, mode, mtime.map(millis))
+            }
+            .await;
+            match res {
+                Ok(e) => reply.attr(&TTL, &file_attr(&e, uid, gid)),
+                Err(e) => reply.error(errno::to_errno("setattr", &e)),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let folder = self.folder.clone();
+        let (uid, gid) = (self.uid, self.gid);
+        self.rt.spawn(async move {
+            match folder.mkdir(fid(parent), &name, mode & !umask).await {
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, uid, gid), Generation(0)),
+                Err(e) => reply.error(errno::to_errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno::to_errno("unlink", &ModelError::Unsupported("delete")));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno::to_errno("rmdir", &ModelError::Unsupported("rmdir")));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno::to_errno("rename", &ModelError::Unsupported("rename")));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode = open_mode(flags);
+        let folder = self.folder.clone();
+        let id = fid(ino);
+        if !mode.write {
+            // Reads never need the network to open.
+            return match folder.open_read(id) {
+                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(errno::to_errno("open", &e)),
+            };
+        }
+        self.rt.spawn(async move {
+            match folder.open(id, mode).await {
+                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                Err(e) => reply.error(errno::to_errno("open", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let folder = self.folder.clone();
+        let (uid, gid) = (self.uid, self.gid);
+        self.rt.spawn(async move {
+            match folder.create(fid(parent), &name, mode & !umask).await {
+                Ok((e, fh)) => {
+                    reply.created(&TTL, &file_attr(&e, uid, gid), Generation(0), FileHandle(fh.0), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno::to_errno("create", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.folder.read_plan(Fh(fh.0), offset, size) {
+            Ok(ReadPlan::Data(d)) => reply.data(&d),
+            Ok(ReadPlan::Fetch { file, version, info_hash }) => {
+                let folder = self.folder.clone();
+                self.rt.spawn(async move {
+                    match folder.fetch(file, version, info_hash, offset, size).await {
+                        Ok(d) => reply.data(&d),
+                        Err(e) => reply.error(errno::to_errno("read", &e)),
+                    }
+                });
+            }
+            Err(e) => reply.error(errno::to_errno("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.folder.write(Fh(fh.0), offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno::to_errno("write", &e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: fuser::LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.folder.release(Fh(fh.0));
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.folder.fsync(Fh(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno::to_errno("fsync", &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.folder.attr(fid(ino)) {
+            Ok(e) if e.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno::to_errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let id = fid(ino);
+        let kids = match self.folder.readdir(id) {
+            Ok(k) => k,
+            Err(e) => return reply.error(errno::to_errno("readdir", &e)),
+        };
+        let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
+        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
+        for (i, (child, kind, name)) in dots.into_iter().chain(kids).enumerate().skip(offset as usize) {
+            let ft = if kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
+            if reply.add(INodeNo(child.0), (i + 1) as u64, ft, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Report the cache disk's space: that is where fetched content lands.
+        reply.statfs(1 << 30, 1 << 29, 1 << 29, 1 << 20, 1 << 19, 4096, 255, 4096);
+    }
+}
+
+fn open_mode(flags: OpenFlags) -> OpenMode {
+    let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+    OpenMode { write, truncate: flags.0 & libc::O_TRUNC != 0 }
+}
+
+/// The kernel's caches, invalidated through fuser's notifier.
+pub struct KernelNotifier(pub Notifier);
+
+impl KernelCache for KernelNotifier {
+    fn inval_entry(&self, parent: FileId, name: &str) {
+        if let Err(e) = self.0.inval_entry(INodeNo(parent.0), OsStr::new(name)) {
+            // ENOENT: the kernel had nothing cached under that name.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!(%parent, name, error = %e, "inval_entry failed");
+            }
+        }
+    }
+
+    fn inval_inode(&self, file: FileId) {
+        if let Err(e) = self.0.inval_inode(INodeNo(file.0), 0, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!(%file, error = %e, "inval_inode failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The model's error type: every way a filesystem operation can fail, typed,
+//! so that the FUSE layer can turn each into exactly one errno in one place.
+
+use titorrent_tracker::proto::{LockHolder, ProtoError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid name")]
+    InvalidName,
+    #[error("{path} is locked by {} since {}", .holder.member_name, crate::model::fmt_time(.holder.since))]
+    Locked { path: String, holder: LockHolder },
+    #[error("the tracker is unreachable; the folder is read-only until it is back")]
+    Offline,
+    #[error("stale file handle")]
+    BadHandle,
+    #[error("file not open for writing")]
+    NotWritable,
+    #[error("operation not supported yet: {0}")]
+    Unsupported(&'static str),
+    #[error("the tracker refused: {0}")]
+    Refused(#[source] ProtoError),
+    #[error("content unavailable: {0}")]
+    Content(#[source] ContentError),
+    #[error("the tracker answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How fetching, storing or publishing content failed (implemented by the
+/// swarm; fakes in tests).
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("torrent does not match its info hash")]
+    HashMismatch,
+    #[error("no space left on the cache disk")]
+    NoSpace,
+    #[error("version not known to the swarm")]
+    NotFound,
+    #[error("I/O: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a request to the tracker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    #[error("not connected to the tracker")]
+    Offline,
+    #[error("refused: {0}")]
+    Refused(#[source] ProtoError),
+    #[error("tracker connection failed: {0}")]
+    Failed(String),
+}
+
+impl From<CoordError> for ModelError {
+    fn from(e: CoordError) -> Self {
+        match e {
+            CoordError::Offline | CoordError::Failed(_) => ModelError::Offline,
+            CoordError::Refused(ProtoError::NoSuchFile) => ModelError::NotFound,
+            CoordError::Refused(ProtoError::AlreadyExists) => ModelError::Exists,
+            CoordError::Refused(ProtoError::NotADirectory) => ModelError::NotDir,
+            CoordError::Refused(ProtoError::InvalidName(_)) => ModelError::InvalidName,
+            CoordError::Refused(p) => ModelError::Refused(p),
+        }
+    }
+}
+
+impl From<ContentError> for ModelError {
+    fn from(e: ContentError) -> Self {
+        ModelError::Content(e)
+    }
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,963 @@
+//! The shared folder as one member sees it: the file table, open handles,
+//! this member's write sessions (lock held, staging copy, publish), and the
+//! application of the tracker's events. Every operation the FUSE layer
+//! needs, answered from memory where it can be.
+//!
+//! A file's write state on this member is one of (see `WriteState`):
+//!
+//! ```text
+//!   (none) --open for write: lock granted--> Open{opens>0}
+//!   Open   --last close, unchanged-------->  (none)       [unlock]
+//!   Open   --last close, changed---------->  Publishing   [hash, seed, publish]
+//!   Publishing --tracker accepted--------->  (none)       [lease released by publish]
+//! ```
+//!
+//! While a file has a write state, every read of it on this member is served
+//! from the staging copy, so this member always sees its own edits.
+
+pub mod error;
+pub mod ports;
+pub mod tree;
+
+pub use error::{ContentError, CoordError, ModelError, Result};
+pub use ports::{Content, Coordinator, KernelCache, PublishedContent};
+
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use titorrent_tracker::proto::{
+    Event, EventKind, FileEntry, FileId, FileKind, InfoHash, Lease, LockHolder, MemberId, MemberInfo, ProtoError,
+    Request, Response, Seq, UnixMillis, Version,
+};
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+use tree::Tree;
+
+/// Formats a time as the log lines show it ("12:03:04 UTC").
+pub fn fmt_time(ms: UnixMillis) -> String {
+    let s = (ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, (s / 60) % 60, s % 60)
+}
+
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// How a file is being opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+}
+
+/// An open file handle's number, as handed to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
+#[derive(Debug)]
+struct Handle {
+    file: FileId,
+    write: bool,
+}
+
+#[derive(Debug)]
+struct Staging {
+    path: PathBuf,
+    file: File,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    lease: Lease,
+    /// How long leases last, as observed when this one was granted.
+    lease_len_ms: u64,
+    staging: Arc<Staging>,
+    opens: u32,
+    dirty: bool,
+    publishing: bool,
+}
+
+/// What a read needs, decided from memory.
+pub enum ReadPlan {
+    /// The bytes, read from a local file.
+    Data(Vec<u8>),
+    /// Must be fetched from the swarm.
+    Fetch { file: FileId, version: Version, info_hash: InfoHash },
+}
+
+struct Inner {
+    tree: Tree,
+    seq: Option<Seq>,
+    handles: HashMap<Fh, Handle>,
+    next_fh: u64,
+    writes: HashMap<FileId, WriteState>,
+    locks: HashMap<FileId, LockHolder>,
+    members: HashMap<MemberId, MemberInfo>,
+    /// Open files of complete local versions, so reads don't reopen them.
+    local_files: HashMap<InfoHash, Arc<File>>,
+    /// Versions already handed to the swarm.
+    ensured: HashSet<InfoHash>,
+}
+
+/// Paths a folder keeps on local disk.
+#[derive(Clone, Debug)]
+pub struct FolderDirs {
+    pub staging: PathBuf,
+    pub torrents: PathBuf,
+    pub conflicts: PathBuf,
+}
+
+pub struct Folder<C: Content, T: Coordinator> {
+    content: C,
+    coord: T,
+    me: MemberId,
+    dirs: FolderDirs,
+    kernel: OnceLock<Box<dyn KernelCache>>,
+    inner: Mutex<Inner>,
+    online: AtomicBool,
+    /// Signalled whenever the tree or a write state changes.
+    changed: Notify,
+    /// Serialises opens for write of one file on this member.
+    write_opens: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
+    tasks: TaskTracker,
+    rt: tokio::runtime::Handle,
+}
+
+impl<C: Content, T: Coordinator> Folder<C, T> {
+    pub fn new(content: C, coord: T, me: MemberId, dirs: FolderDirs, rt: tokio::runtime::Handle) -> std::io::Result<Arc<Self>> {
+        for d in [&dirs.staging, &dirs.torrents, &dirs.conflicts] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(Arc::new(Folder {
+            content,
+            coord,
+            me,
+            dirs,
+            kernel: OnceLock::new(),
+            inner: Mutex::new(Inner {
+                tree: Tree::new(),
+                seq: None,
+                handles: HashMap::new(),
+                next_fh: 1,
+                writes: HashMap::new(),
+                locks: HashMap::new(),
+                members: HashMap::new(),
+                local_files: HashMap::new(),
+                ensured: HashSet::new(),
+            }),
+            online: AtomicBool::new(false),
+            changed: Notify::new(),
+            write_opens: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            rt,
+        }))
+    }
+
+    pub fn content(&self) -> &C {
+        &self.content
+    }
+
+    /// Connects the kernel's caches once the mount exists.
+    pub fn set_kernel(&self, k: Box<dyn KernelCache>) {
+        let _ = self.kernel.set(k);
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.inner.lock().seq
+    }
+
+    pub fn path_of(&self, id: FileId) -> String {
+        self.inner.lock().tree.path(id)
+    }
+
+    // ---- answered from memory -------------------------------------------
+
+    /// The entry as this member sees it: a file being written here shows the
+    /// staging copy's size.
+    pub fn attr(&self, id: FileId) -> Result<FileEntry> {
+        let inner = self.inner.lock();
+        let mut e = inner.tree.get(id).cloned().ok_or(ModelError::NotFound)?;
+        if let Some(w) = inner.writes.get(&id) {
+            if let Ok(md) = w.staging.file.metadata() {
+                e.size = md.len();
+            }
+        }
+        Ok(e)
+    }
+
+    pub fn lookup(&self, parent: FileId, name: &str) -> Result<FileEntry> {
+        let id = {
+            let inner = self.inner.lock();
+            let p = inner.tree.get(parent).ok_or(ModelError::NotFound)?;
+            if p.kind != FileKind::Dir {
+                return Err(ModelError::NotDir);
+            }
+            inner.tree.lookup(parent, name).ok_or(ModelError::NotFound)?.id
+        };
+        self.attr(id)
+    }
+
+    pub fn readdir(&self, dir: FileId) -> Result<Vec<(FileId, FileKind, String)>> {
+        let inner = self.inner.lock();
+        let kids = inner.tree.children(dir).ok_or_else(|| {
+            if inner.tree.get(dir).is_some() { ModelError::NotDir } else { ModelError::NotFound }
+        })?;
+        Ok(kids.into_iter().map(|e| (e.id, e.kind, e.name.clone())).collect())
+    }
+
+    /// Who holds a file's lock, as last heard.
+    pub fn lock_holder(&self, id: FileId) -> Option<LockHolder> {
+        self.inner.lock().locks.get(&id).cloned()
+    }
+
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.inner.lock().members.values().cloned().collect()
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        let inner = self.inner.lock();
+        inner.members.values().filter(|m| m.online && m.id != self.me).filter_map(|m| m.peer_addr).collect()
+    }
+
+    // ---- open / create ---------------------------------------------------
+
+    fn new_handle(&self, inner: &mut Inner, file: FileId, write: bool) -> Fh {
+        let fh = Fh(inner.next_fh);
+        inner.next_fh += 1;
+        inner.handles.insert(fh, Handle { file, write });
+        fh
+    }
+
+    /// Opens a file for reading: from memory, never waits.
+    pub fn open_read(&self, id: FileId) -> Result<Fh> {
+        let mut inner = self.inner.lock();
+        inner.tree.get(id).ok_or(ModelError::NotFound)?;
+        Ok(self.new_handle(&mut inner, id, false))
+    }
+
+    /// Opens a file. For write, takes the file's lock from the tracker first.
+    pub async fn open(self: &Arc<Self>, id: FileId, mode: OpenMode) -> Result<Fh> {
+        if !mode.write {
+            return self.open_read(id);
+        }
+        let entry = self.attr(id)?;
+        if entry.kind == FileKind::Dir {
+            return Err(ModelError::IsDir);
+        }
+        let gate = self.write_open_gate(id);
+        let _serial = gate.lock().await;
+        // Join this member's own write session if there is one.
+        loop {
+            {
+                let mut inner = self.inner.lock();
+                match inner.writes.get_mut(&id) {
+                    Some(w) if !w.publishing => {
+                        w.opens += 1;
+                        if mode.truncate {
+                            w.staging.file.set_len(0)?;
+                            w.dirty = true;
+                        }
+                        return Ok(self.new_handle(&mut inner, id, true));
+                    }
+                    Some(_) => {} // wait for the publish to finish, then lock again
+                    None => break,
+                }
+            }
+            self.wait_changed(Duration::from_secs(60)).await;
+        }
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        let lease = self.take_lock(id).await?;
+        let staging = match self.prepare_staging(id, &lease, mode.truncate).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.release_lease(lease.id);
+                return Err(e);
+            }
+        };
+        let mut inner = self.inner.lock();
+        inner.writes.insert(
+            id,
+            WriteState {
+                lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
+                lease,
+                staging: Arc::new(staging),
+                opens: 1,
+                dirty: mode.truncate && entry.size > 0,
+                publishing: false,
+            },
+        );
+        Ok(self.new_handle(&mut inner, id, true))
+    }
+
+    /// Creates a file (locked by this member) and opens it for write.
+    pub async fn create(self: &Arc<Self>, parent: FileId, name: &str, mode: u32) -> Result<(FileEntry, Fh)> {
+        self.check_new_name(parent, name)?;
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        let req = Request::CreateFile { parent, name: name.to_string(), kind: FileKind::File, mode: mode & 0o7777, lock: true };
+        let (entry, lease) = match self.coord.request(req).await {
+            Ok(Response::File { entry, lease: Some(lease) }) => (entry, lease),
+            Ok(other) => return Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
+            Err(CoordError::Refused(ProtoError::AlreadyExists)) => {
+                // Someone else created it first: open theirs, as O_CREAT without O_EXCL would.
+                let existing = self.wait_for_name(parent, name).await.ok_or(ModelError::Exists)?;
+                let fh = self.open(existing, OpenMode { write: true, truncate: false }).await?;
+                return Ok((self.attr(existing)?, fh));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let staging = self.new_staging(entry.id, &lease)?;
+        let applied = {
+            let mut inner = self.inner.lock();
+            let applied = inner.tree.apply(entry.clone());
+            inner.writes.insert(
+                entry.id,
+                WriteState {
+                    lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
+                    lease,
+                    staging: Arc::new(staging),
+                    opens: 1,
+                    dirty: false,
+                    publishing: false,
+                },
+            );
+            let fh = self.new_handle(&mut inner, entry.id, true);
+            (applied, fh)
+        };
+        self.changed.notify_waiters();
+        Ok((entry, applied.1))
+    }
+
+    pub async fn mkdir(self: &Arc<Self>, parent: FileId, name: &str, mode: u32) -> Result<FileEntry> {
+        self.check_new_name(parent, name)?;
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        let req = Request::CreateFile { parent, name: name.to_string(), kind: FileKind::Dir, mode: mode & 0o7777, lock: false };
+        match self.coord.request(req).await? {
+            Response::File { entry, .. } => {
+                self.inner.lock().tree.apply(entry.clone());
+                self.changed.notify_waiters();
+                Ok(entry)
+            }
+            other => Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
+        }
+    }
+
+    fn check_new_name(&self, parent: FileId, name: &str) -> Result<()> {
+        titorrent_tracker::proto::validate_name(name).map_err(|_| ModelError::InvalidName)?;
+        let inner = self.inner.lock();
+        match inner.tree.get(parent) {
+            None => Err(ModelError::NotFound),
+            Some(p) if p.kind != FileKind::Dir => Err(ModelError::NotDir),
+            Some(_) if inner.tree.lookup(parent, name).is_some() => Err(ModelError::Exists),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn write_open_gate(&self, id: FileId) -> Arc<tokio::sync::Mutex<()>> {
+        self.write_opens.lock().entry(id).or_default().clone()
+    }
+
+    async fn wait_changed(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.changed.notified()).await;
+    }
+
+    async fn wait_for_name(&self, parent: FileId, name: &str) -> Option<FileId> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let notified = self.changed.notified();
+            if let Some(e) = self.inner.lock().tree.lookup(parent, name) {
+                return Some(e.id);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    async fn take_lock(&self, id: FileId) -> Result<Lease> {
+        match self.coord.request(Request::Lock { file: id }).await {
+            Ok(Response::Locked(lease)) => Ok(lease),
+            Ok(other) => Err(ModelError::Protocol(format!("Lock answered {other:?}"))),
+            Err(CoordError::Refused(ProtoError::Locked(holder))) => {
+                Err(ModelError::Locked { path: self.path_of(id), holder })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn release_lease(self: &Arc<Self>, lease: titorrent_tracker::proto::LeaseId) {
+        let this = self.clone();
+        self.tasks.spawn_on(
+            async move {
+                if let Err(e) = this.coord.request(Request::Unlock { lease }).await {
+                    tracing::warn!(%lease, error = %e, "unlock failed; the lease will expire by itself");
+                }
+            },
+            &self.rt,
+        );
+    }
+
+    fn new_staging(&self, id: FileId, lease: &Lease) -> Result<Staging> {
+        let path = self.dirs.staging.join(format!("{}-{}", id.0, lease.id.0));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        Ok(Staging { path, file })
+    }
+
+    /// A private copy to write into: empty, or the version the lease starts
+    /// from (fetched whole first if it is not local).
+    async fn prepare_staging(&self, id: FileId, lease: &Lease, truncate: bool) -> Result<Staging> {
+        // The lease names the version the edit starts from; our table may not
+        // have heard of it yet.
+        let entry = self.wait_for_version(id, lease.version).await?;
+        let staging = self.new_staging(id, lease)?;
+        let Some(ih) = entry.info_hash.filter(|_| !truncate && entry.size > 0) else {
+            return Ok(staging);
+        };
+        if self.content.local_path(ih).is_none() {
+            self.ensure_version(id, entry.version, ih).await?;
+        }
+        if let Some(src) = self.content.local_path(ih) {
+            let dst = staging.path.clone();
+            tokio::task::spawn_blocking(move || std::fs::copy(src, dst))
+                .await
+                .map_err(|e| ModelError::Io(std::io::Error::other(e)))??;
+            return Ok(staging);
+        }
+        // Not complete yet: pull it through the swarm in large reads.
+        const CHUNK: u32 = 4 << 20;
+        let mut off = 0u64;
+        while off < entry.size {
+            let data = self.content.read(ih, off, CHUNK).await?;
+            if data.is_empty() {
+                break;
+            }
+            staging.file.write_all_at(&data, off)?;
+            off += data.len() as u64;
+        }
+        Ok(staging)
+    }
+
+    async fn wait_for_version(&self, id: FileId, version: Version) -> Result<FileEntry> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.changed.notified();
+            let e = self.inner.lock().tree.get(id).cloned().ok_or(ModelError::NotFound)?;
+            if e.version >= version {
+                return Ok(e);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ModelError::Protocol(format!("version {version} of file {id} never arrived")));
+            }
+        }
+    }
+
+    // ---- read / write ----------------------------------------------------
+
+    /// Decides a read from memory: local bytes now, or what to fetch.
+    pub fn read_plan(&self, fh: Fh, offset: u64, size: u32) -> Result<ReadPlan> {
+        let mut inner = self.inner.lock();
+        let file = inner.handles.get(&fh).ok_or(ModelError::BadHandle)?.file;
+        if let Some(w) = inner.writes.get(&file) {
+            let staging = w.staging.clone();
+            drop(inner);
+            return Ok(ReadPlan::Data(pread(&staging.file, offset, size)?));
+        }
+        let e = inner.tree.get(file).ok_or(ModelError::NotFound)?;
+        let (version, size_total) = (e.version, e.size);
+        let Some(ih) = e.info_hash else {
+            return Ok(ReadPlan::Data(Vec::new()));
+        };
+        if offset >= size_total {
+            return Ok(ReadPlan::Data(Vec::new()));
+        }
+        let local = match inner.local_files.get(&ih) {
+            Some(f) => Some(f.clone()),
+            None => match self.content.local_path(ih).map(File::open) {
+                Some(Ok(f)) => {
+                    let f = Arc::new(f);
+                    if inner.local_files.len() > 512 {
+                        inner.local_files.clear();
+                    }
+                    inner.local_files.insert(ih, f.clone());
+                    Some(f)
+                }
+                _ => None,
+            },
+        };
+        drop(inner);
+        match local {
+            Some(f) => Ok(ReadPlan::Data(pread(&f, offset, size)?)),
+            None => Ok(ReadPlan::Fetch { file, version, info_hash: ih }),
+        }
+    }
+
+    /// Fetches a range from the swarm (after making the version known to it).
+    pub async fn fetch(&self, file: FileId, version: Version, ih: InfoHash, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.ensure_version(file, version, ih).await?;
+        Ok(self.content.read(ih, offset, size).await?.to_vec())
+    }
+
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut inner = self.inner.lock();
+        let h = inner.handles.get(&fh).ok_or(ModelError::BadHandle)?;
+        if !h.write {
+            return Err(ModelError::NotWritable);
+        }
+        let file = h.file;
+        let w = inner.writes.get_mut(&file).ok_or(ModelError::NotWritable)?;
+        w.dirty = true;
+        let staging = w.staging.clone();
+        drop(inner);
+        staging.file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Changes a file's size. Through an open write handle this edits the
+    /// staging copy; otherwise it is a whole open-truncate-close edit.
+    pub async fn set_size(self: &Arc<Self>, id: FileId, fh: Option<Fh>, size: u64) -> Result<()> {
+        let staging = {
+            let inner = self.inner.lock();
+            let by_handle = fh.and_then(|fh| inner.handles.get(&fh)).filter(|h| h.write && h.file == id);
+            match (by_handle, inner.writes.get(&id)) {
+                (Some(_), Some(w)) if !w.publishing => Some(w.staging.clone()),
+                _ => None,
+            }
+        };
+        if let Some(s) = staging {
+            s.file.set_len(size)?;
+            if let Some(w) = self.inner.lock().writes.get_mut(&id) {
+                w.dirty = true;
+            }
+            return Ok(());
+        }
+        if self.attr(id)?.size == size {
+            return Ok(());
+        }
+        let fh = self.open(id, OpenMode { write: true, truncate: size == 0 }).await?;
+        let res = self.set_size(id, Some(fh), size).await;
+        self.release(fh);
+        res
+    }
+
+    /// Attributes only this member sees for now (mode, mtime).
+    pub fn set_local_attrs(&self, id: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) -> Result<FileEntry> {
+        self.inner
+            .lock()
+            .tree
+            .with_entry_mut(id, |e| {
+                if let Some(m) = mode {
+                    e.mode = m & 0o7777;
+                }
+                if let Some(t) = mtime {
+                    e.mtime = t;
+                }
+            })
+            .ok_or(ModelError::NotFound)?;
+        self.attr(id)
+    }
+
+    pub fn fsync(&self, fh: Fh) -> Result<()> {
+        let inner = self.inner.lock();
+        let file = inner.handles.get(&fh).ok_or(ModelError::BadHandle)?.file;
+        if let Some(w) = inner.writes.get(&file) {
+            let s = w.staging.clone();
+            drop(inner);
+            s.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The last close of a file opened for write publishes it.
+    pub fn release(self: &Arc<Self>, fh: Fh) {
+        let mut inner = self.inner.lock();
+        let Some(h) = inner.handles.remove(&fh) else { return };
+        if !h.write {
+            return;
+        }
+        let Some(w) = inner.writes.get_mut(&h.file) else { return };
+        w.opens = w.opens.saturating_sub(1);
+        if w.opens > 0 {
+            return;
+        }
+        if !w.dirty {
+            let lease = w.lease.id;
+            inner.writes.remove(&h.file);
+            drop(inner);
+            self.changed.notify_waiters();
+            self.release_lease(lease);
+            return;
+        }
+        w.publishing = true;
+        drop(inner);
+        let this = self.clone();
+        let file = h.file;
+        self.tasks.spawn_on(async move { this.publish(file).await }, &self.rt);
+    }
+
+    async fn publish(self: Arc<Self>, id: FileId) {
+        let (staging, lease, name) = {
+            let inner = self.inner.lock();
+            let Some(w) = inner.writes.get(&id) else { return };
+            let name = inner.tree.get(id).map(|e| e.name.clone()).unwrap_or_else(|| format!("file-{id}"));
+            (w.staging.clone(), w.lease.clone(), name)
+        };
+        let path = self.path_of(id);
+        let size = match staging.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::error!(%path, error = %e, "cannot stat the staging copy; edit kept at {}", staging.path.display());
+                return;
+            }
+        };
+        let content = if size == 0 {
+            None
+        } else {
+            // Publishing moves the staging file into the store; our open
+            // descriptor keeps serving reads until the tracker accepts.
+            match self.content.publish(&staging.path, &name).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(%path, error = %e, "could not make a torrent of the edit; it is kept at {}", staging.path.display());
+                    self.keep_as_conflict(id, &staging, &path);
+                    return;
+                }
+            }
+        };
+        if let Some(c) = &content {
+            let tpath = self.dirs.torrents.join(format!("{}.torrent", c.info_hash));
+            if let Err(e) = std::fs::write(&tpath, &c.torrent) {
+                tracing::warn!(error = %e, "cannot cache torrent file {}", tpath.display());
+            }
+            self.inner.lock().ensured.insert(c.info_hash);
+        }
+        let req = Request::Publish {
+            file: id,
+            base: lease.version,
+            lease: lease.id,
+            size,
+            mtime: now_ms(),
+            info_hash: content.as_ref().map(|c| c.info_hash),
+            torrent: content.as_ref().map(|c| c.torrent.clone()).unwrap_or_default(),
+            keep_lock: false,
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.coord.request(req.clone()).await {
+                Ok(Response::Published(entry)) => {
+                    tracing::info!(%path, version = %entry.version, size, "published");
+                    let applied = {
+                        let mut inner = self.inner.lock();
+                        inner.writes.remove(&id);
+                        inner.locks.remove(&id);
+                        inner.tree.apply(entry)
+                    };
+                    self.changed.notify_waiters();
+                    if applied.content_changed {
+                        self.kernel_inval_inode(id);
+                    }
+                    return;
+                }
+                Err(CoordError::Offline) | Err(CoordError::Failed(_)) => {
+                    tracing::info!(%path, "tracker unreachable; publish will be retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Ok(other) => {
+                    tracing::error!(%path, answer = ?other, "unexpected answer to publish");
+                    self.keep_as_conflict(id, &staging, &path);
+                    return;
+                }
+                Err(CoordError::Refused(e)) => {
+                    tracing::error!(%path, error = %e, "publish refused");
+                    self.keep_as_conflict(id, &staging, &path);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An edit the tracker would not take is never dropped: its bytes are
+    /// kept in the conflicts directory and the log says where.
+    fn keep_as_conflict(self: &Arc<Self>, id: FileId, staging: &Staging, path: &str) {
+        let name = path.replace('/', "_");
+        let dst = self.dirs.conflicts.join(format!("{} (conflict {})", name, now_ms()));
+        let kept = File::create(&dst).and_then(|mut out| {
+            let mut src = &staging.file;
+            use std::io::Seek;
+            src.seek(std::io::SeekFrom::Start(0))?;
+            std::io::copy(&mut src, &mut out)
+        });
+        match kept {
+            Ok(_) => tracing::error!(%path, kept = %dst.display(), "edit could not be published; its bytes are kept"),
+            Err(e) => tracing::error!(%path, error = %e, staging = %staging.path.display(), "edit could not be published nor copied"),
+        }
+        let lease = self.inner.lock().writes.remove(&id).map(|w| w.lease.id);
+        self.changed.notify_waiters();
+        if let Some(lease) = lease {
+            self.release_lease(lease);
+        }
+    }
+
+    // ---- versions and the swarm -----------------------------------------
+
+    /// Hands a version to the swarm once: its torrent comes from the local
+    /// cache or the tracker.
+    async fn ensure_version(&self, file: FileId, version: Version, ih: InfoHash) -> Result<()> {
+        if self.inner.lock().ensured.contains(&ih) {
+            return Ok(());
+        }
+        let tpath = self.dirs.torrents.join(format!("{ih}.torrent"));
+        let torrent = match std::fs::read(&tpath) {
+            Ok(t) => t,
+            Err(_) => match self.coord.request(Request::GetTorrent { file, version }).await? {
+                Response::Torrent(t) => {
+                    let _ = std::fs::write(&tpath, &t);
+                    t
+                }
+                other => return Err(ModelError::Protocol(format!("GetTorrent answered {other:?}"))),
+            },
+        };
+        let peers = self.peers();
+        match self.content.ensure(ih, &torrent, peers).await {
+            Ok(()) => {
+                self.inner.lock().ensured.insert(ih);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, ContentError::HashMismatch) {
+                    let _ = std::fs::remove_file(&tpath);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn fetch_in_background(self: &Arc<Self>, e: &FileEntry) {
+        let Some(ih) = e.info_hash else { return };
+        if self.inner.lock().ensured.contains(&ih) {
+            return;
+        }
+        let (this, file, version) = (self.clone(), e.id, e.version);
+        self.tasks.spawn_on(
+            async move {
+                if let Err(err) = this.ensure_version(file, version, ih).await {
+                    tracing::warn!(file = %this.path_of(file), %version, error = %err, "cannot fetch version");
+                }
+            },
+            &self.rt,
+        );
+    }
+
+    // ---- the tracker's events -------------------------------------------
+
+    pub fn set_online(self: &Arc<Self>, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+        if online {
+            let this = self.clone();
+            self.tasks.spawn_on(async move { this.refresh_members().await }, &self.rt);
+        }
+    }
+
+    async fn refresh_members(&self) {
+        match self.coord.request(Request::ListMembers).await {
+            Ok(Response::Members(ms)) => {
+                let peers: Vec<SocketAddr> =
+                    ms.iter().filter(|m| m.online && m.id != self.me).filter_map(|m| m.peer_addr).collect();
+                self.inner.lock().members = ms.into_iter().map(|m| (m.id, m)).collect();
+                self.content.add_peers(&peers);
+            }
+            Ok(other) => tracing::warn!(answer = ?other, "unexpected answer to ListMembers"),
+            Err(e) => tracing::debug!(error = %e, "cannot list members"),
+        }
+    }
+
+    /// Replaces the table with a snapshot from the tracker.
+    pub fn apply_snapshot(self: &Arc<Self>, seq: Seq, files: Vec<FileEntry>) {
+        let new_tree = Tree::from_snapshot(files);
+        let (gone, changed): (Vec<(FileId, String)>, Vec<FileEntry>) = {
+            let mut inner = self.inner.lock();
+            let gone = inner
+                .tree
+                .entries()
+                .filter(|e| e.id != FileId::ROOT && new_tree.get(e.id).is_none_or(|n| n.parent != e.parent || n.name != e.name))
+                .map(|e| (e.parent, e.name.clone()))
+                .collect();
+            let changed = new_tree
+                .entries()
+                .filter(|n| inner.tree.get(n.id).is_none_or(|o| o.version != n.version || o.info_hash != n.info_hash))
+                .cloned()
+                .collect();
+            inner.tree = new_tree;
+            inner.seq = Some(seq);
+            (gone, changed)
+        };
+        self.changed.notify_waiters();
+        for (parent, name) in gone {
+            self.kernel_inval_entry(parent, &name);
+        }
+        for e in &changed {
+            self.kernel_inval_entry(e.parent, &e.name);
+            self.kernel_inval_inode(e.id);
+            self.fetch_in_background(e);
+        }
+    }
+
+    pub fn apply_event(self: &Arc<Self>, ev: Event) {
+        let mut names = Vec::new();
+        let mut inval = None;
+        let mut fetch = None;
+        {
+            let mut inner = self.inner.lock();
+            if inner.seq.is_some_and(|s| ev.seq <= s) {
+                return; // already applied
+            }
+            inner.seq = Some(ev.seq);
+            match ev.kind {
+                EventKind::FileCreated(e) | EventKind::FileUpdated(e) => {
+                    // Our own write session is the truth for this member
+                    // until its publish lands.
+                    let applied = inner.tree.apply(e.clone());
+                    names = applied.names;
+                    if applied.content_changed {
+                        inval = Some(e.id);
+                        fetch = Some(e);
+                    }
+                }
+                EventKind::Locked { file, holder } => {
+                    inner.locks.insert(file, holder);
+                }
+                EventKind::Unlocked { file } => {
+                    inner.locks.remove(&file);
+                }
+                EventKind::MemberJoined(m) | EventKind::MemberOnline(m) => {
+                    if m.online && m.id != self.me {
+                        if let Some(a) = m.peer_addr {
+                            self.content.add_peers(&[a]);
+                        }
+                    }
+                    inner.members.insert(m.id, m);
+                }
+                EventKind::MemberOffline { member } => {
+                    if let Some(m) = inner.members.get_mut(&member) {
+                        m.online = false;
+                    }
+                }
+            }
+        }
+        self.changed.notify_waiters();
+        for (parent, name) in names {
+            self.kernel_inval_entry(parent, &name);
+        }
+        if let Some(id) = inval {
+            self.kernel_inval_inode(id);
+        }
+        if let Some(e) = fetch {
+            if e.author != self.me {
+                self.fetch_in_background(&e);
+            }
+        }
+    }
+
+    fn kernel_inval_entry(&self, parent: FileId, name: &str) {
+        if let Some(k) = self.kernel.get() {
+            k.inval_entry(parent, name);
+        }
+    }
+
+    fn kernel_inval_inode(&self, id: FileId) {
+        if let Some(k) = self.kernel.get() {
+            k.inval_inode(id);
+        }
+    }
+
+    // ---- leases ----------------------------------------------------------
+
+    /// Renews the leases of files being written here, well before they run
+    /// out. Runs until the folder shuts down.
+    pub async fn renew_leases(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let due: Vec<(FileId, Lease, u64)> = {
+                let inner = self.inner.lock();
+                let now = now_ms();
+                inner
+                    .writes
+                    .iter()
+                    .filter(|(_, w)| w.lease.expires.saturating_sub(now) < w.lease_len_ms * 2 / 3)
+                    .map(|(id, w)| (*id, w.lease.clone(), w.lease_len_ms))
+                    .collect()
+            };
+            for (id, lease, len) in due {
+                match self.coord.request(Request::Renew { lease: lease.id }).await {
+                    Ok(resp) => {
+                        let expires = match resp {
+                            Response::Locked(l) => l.expires,
+                            _ => now_ms() + len,
+                        };
+                        if let Some(w) = self.inner.lock().writes.get_mut(&id) {
+                            w.lease.expires = expires;
+                        }
+                    }
+                    Err(CoordError::Refused(e)) => {
+                        tracing::error!(file = %self.path_of(id), error = %e, "lease lost: the edit will be kept as a conflict copy if the publish is refused");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "lease renewal failed; retrying"),
+                }
+            }
+        }
+    }
+
+    /// Waits for publishes in flight to finish (bounded), for unmount.
+    pub async fn drain(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.changed.notified();
+            let busy = self.inner.lock().writes.values().any(|w| w.publishing);
+            if !busy {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Locks this member still holds because files are open for write.
+    pub fn held_leases(&self) -> Vec<titorrent_tracker::proto::LeaseId> {
+        self.inner.lock().writes.values().map(|w| w.lease.id).collect()
+    }
+
+    pub fn tracker(&self) -> &T {
+        &self.coord
+    }
+}
+
+fn pread(f: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}

@@ -1,0 +1,273 @@
+//! The group's file table as this member last heard it from the tracker:
+//! entries by id, children by name, kept consistent as events are applied.
+//!
+//! Invariants: every entry but the root has a parent that is a directory in
+//! the tree, and appears in exactly that parent's `children` under its own
+//! name. Inode numbers are file ids (the root is `FileId::ROOT` = 1, which is
+//! also FUSE's root inode).
+
+use std::collections::{BTreeMap, HashMap};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, MemberId, Version};
+
+#[derive(Debug)]
+struct Node {
+    entry: FileEntry,
+    children: BTreeMap<String, FileId>,
+}
+
+/// What applying an entry changed, so that the kernel's caches can be told.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Directory entries that appeared, moved or vanished: (parent, name).
+    pub names: Vec<(FileId, String)>,
+    /// The file's content changed (new version): its pages are stale.
+    pub content_changed: bool,
+}
+
+#[derive(Debug)]
+pub struct Tree {
+    nodes: HashMap<FileId, Node>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn root_entry() -> FileEntry {
+    FileEntry {
+        id: FileId::ROOT,
+        parent: FileId::ROOT,
+        name: String::new(),
+        kind: FileKind::Dir,
+        size: 0,
+        mtime: 0,
+        mode: 0o755,
+        version: Version(0),
+        info_hash: None,
+        author: MemberId(0),
+    }
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(FileId::ROOT, Node { entry: root_entry(), children: BTreeMap::new() });
+        Tree { nodes }
+    }
+
+    /// Builds a tree from a snapshot of the whole table. Entries whose parent
+    /// is missing are kept out (and logged): they cannot be reached by path.
+    pub fn from_snapshot(files: Vec<FileEntry>) -> Self {
+        let mut tree = Tree::new();
+        let mut pending: Vec<FileEntry> = files;
+        // Parents may come after their children in the snapshot; apply in
+        // rounds until nothing more can be placed.
+        loop {
+            let before = pending.len();
+            pending.retain(|e| {
+                if e.id == FileId::ROOT || tree.nodes.contains_key(&e.parent) {
+                    tree.apply(e.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for orphan in pending {
+            tracing::warn!(file = %orphan.id, name = %orphan.name, parent = %orphan.parent, "file table entry without a parent directory; ignored");
+        }
+        tree
+    }
+
+    pub fn get(&self, id: FileId) -> Option<&FileEntry> {
+        self.nodes.get(&id).map(|n| &n.entry)
+    }
+
+    pub fn lookup(&self, parent: FileId, name: &str) -> Option<&FileEntry> {
+        let id = self.nodes.get(&parent)?.children.get(name)?;
+        self.get(*id)
+    }
+
+    /// Children of a directory in name order; `None` if `dir` is unknown or
+    /// not a directory.
+    pub fn children(&self, dir: FileId) -> Option<Vec<&FileEntry>> {
+        let node = self.nodes.get(&dir)?;
+        if node.entry.kind != FileKind::Dir {
+            return None;
+        }
+        Some(node.children.values().filter_map(|id| self.get(*id)).collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &FileEntry> {
+        self.nodes.values().map(|n| &n.entry)
+    }
+
+    /// Path of an entry from the root, for log lines ("docs/notes.txt").
+    pub fn path(&self, id: FileId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = id;
+        while cur != FileId::ROOT {
+            match self.get(cur) {
+                Some(e) => {
+                    parts.push(e.name.clone());
+                    cur = e.parent;
+                }
+                None => break,
+            }
+            if parts.len() > 4096 {
+                break; // a cycle would be a tracker bug; don't spin
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Inserts or updates an entry. Older versions never replace newer ones,
+    /// so a late event cannot roll a file back.
+    pub fn apply(&mut self, entry: FileEntry) -> Applied {
+        let mut applied = Applied::default();
+        if entry.id == FileId::ROOT {
+            if let Some(root) = self.nodes.get_mut(&FileId::ROOT) {
+                root.entry.mtime = entry.mtime;
+                root.entry.mode = entry.mode;
+            }
+            return applied;
+        }
+        if !self.nodes.get(&entry.parent).is_some_and(|p| p.entry.kind == FileKind::Dir) {
+            tracing::warn!(file = %entry.id, parent = %entry.parent, "entry for an unknown parent directory; ignored");
+            return applied;
+        }
+        match self.nodes.get_mut(&entry.id) {
+            Some(node) => {
+                if entry.version < node.entry.version {
+                    return applied;
+                }
+                applied.content_changed = entry.version != node.entry.version
+                    || entry.info_hash != node.entry.info_hash
+                    || entry.size != node.entry.size;
+                let old_parent = node.entry.parent;
+                let old_name = std::mem::replace(&mut node.entry, entry.clone()).name;
+                if old_parent != entry.parent || old_name != entry.name {
+                    if let Some(p) = self.nodes.get_mut(&old_parent) {
+                        if p.children.get(&old_name) == Some(&entry.id) {
+                            p.children.remove(&old_name);
+                        }
+                    }
+                    applied.names.push((old_parent, old_name));
+                    self.link(&entry, &mut applied);
+                }
+            }
+            None => {
+                self.nodes.insert(entry.id, Node { entry: entry.clone(), children: BTreeMap::new() });
+                self.link(&entry, &mut applied);
+            }
+        }
+        applied
+    }
+
+    fn link(&mut self, entry: &FileEntry, applied: &mut Applied) {
+        if let Some(p) = self.nodes.get_mut(&entry.parent) {
+            if let Some(prev) = p.children.insert(entry.name.clone(), entry.id) {
+                if prev != entry.id {
+                    // The tracker decided the name now means another file;
+                    // the old one is no longer reachable under it.
+                    tracing::debug!(old = %prev, new = %entry.id, name = %entry.name, "name taken over");
+                }
+            }
+        }
+        applied.names.push((entry.parent, entry.name.clone()));
+    }
+
+    /// Updates attributes of an entry this member changed itself, before the
+    /// tracker's event confirms them.
+    pub fn with_entry_mut<R>(&mut self, id: FileId, f: impl FnOnce(&mut FileEntry) -> R) -> Option<R> {
+        self.nodes.get_mut(&id).map(|n| f(&mut n.entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: u64, parent: u64, name: &str, version: u64) -> FileEntry {
+        FileEntry {
+            id: FileId(id),
+            parent: FileId(parent),
+            name: name.into(),
+            kind: FileKind::File,
+            size: version * 10,
+            mtime: 0,
+            mode: 0o644,
+            version: Version(version),
+            info_hash: None,
+            author: MemberId(1),
+        }
+    }
+
+    fn dir(id: u64, parent: u64, name: &str) -> FileEntry {
+        FileEntry { kind: FileKind::Dir, ..file(id, parent, name, 0) }
+    }
+
+    #[test]
+    fn snapshot_with_children_before_parents() {
+        let t = Tree::from_snapshot(vec![file(3, 2, "a.txt", 1), dir(2, 1, "docs")]);
+        assert_eq!(t.lookup(FileId(2), "a.txt").unwrap().id, FileId(3));
+        assert_eq!(t.path(FileId(3)), "docs/a.txt");
+        let names: Vec<_> = t.children(FileId::ROOT).unwrap().iter().map(|e| e.name.clone()).collect();
+        assert_eq!(names, ["docs"]);
+    }
+
+    #[test]
+    fn orphans_are_left_out() {
+        let t = Tree::from_snapshot(vec![file(3, 9, "lost", 1)]);
+        assert!(t.get(FileId(3)).is_none());
+    }
+
+    #[test]
+    fn new_version_marks_content_changed_and_old_version_is_ignored() {
+        let mut t = Tree::new();
+        t.apply(file(2, 1, "a", 1));
+        let a = t.apply(file(2, 1, "a", 2));
+        assert!(a.content_changed);
+        let b = t.apply(file(2, 1, "a", 1));
+        assert!(!b.content_changed);
+        assert_eq!(t.get(FileId(2)).unwrap().version, Version(2));
+    }
+
+    #[test]
+    fn rename_moves_between_directories() {
+        let mut t = Tree::new();
+        t.apply(dir(2, 1, "d"));
+        t.apply(file(3, 1, "a", 1));
+        let mut moved = file(3, 2, "b", 1);
+        moved.version = Version(1);
+        let applied = t.apply(moved);
+        assert!(t.lookup(FileId::ROOT, "a").is_none());
+        assert_eq!(t.lookup(FileId(2), "b").unwrap().id, FileId(3));
+        assert!(applied.names.contains(&(FileId::ROOT, "a".to_string())));
+        assert!(applied.names.contains(&(FileId(2), "b".to_string())));
+    }
+
+    #[test]
+    fn children_of_a_file_is_none() {
+        let mut t = Tree::new();
+        t.apply(file(2, 1, "a", 1));
+        assert!(t.children(FileId(2)).is_none());
+        // a file cannot be a parent
+        t.apply(file(3, 2, "x", 1));
+        assert!(t.get(FileId(3)).is_none());
+    }
+}

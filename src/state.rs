@@ -1,0 +1,145 @@
+//! A member's local state directory: who it is in which group (the
+//! credential, readable by its owner only) and where its cache, staging
+//! copies and torrents live.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use titorrent_tracker::proto::{Credential, GroupId, MemberId, Secret};
+
+const MEMBER_FILE: &str = "member.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error("{0} holds no membership yet: run `titorrent create-group` or `titorrent join` with --state {0}")]
+    NotAMember(PathBuf),
+}
+
+/// This member's identity in one group, as stored in `member.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Membership {
+    /// host:port of the tracker manager.
+    pub tracker: String,
+    pub group: u64,
+    pub group_name: String,
+    pub member: u64,
+    pub member_name: String,
+    /// The member secret, hex.
+    pub secret: String,
+}
+
+impl Membership {
+    pub fn credential(&self) -> Result<Credential, String> {
+        let bytes = hex::decode(&self.secret).map_err(|e| format!("secret is not hex: {e}"))?;
+        let secret: [u8; 32] = bytes.try_into().map_err(|_| "secret must be 32 bytes".to_string())?;
+        Ok(Credential { group: GroupId(self.group), member: MemberId(self.member), secret: Secret(secret) })
+    }
+}
+
+/// The layout of a state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+    pub fn torrents(&self) -> PathBuf {
+        self.root.join("torrents")
+    }
+    pub fn conflicts(&self) -> PathBuf {
+        self.root.join("conflicts")
+    }
+    pub fn tracker_data(&self) -> PathBuf {
+        self.root.join("tracker")
+    }
+
+    pub fn has_membership(&self) -> bool {
+        self.root.join(MEMBER_FILE).exists()
+    }
+
+    pub fn load(&self) -> Result<Membership, StateError> {
+        let path = self.root.join(MEMBER_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotAMember(self.root.clone())),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        let m: Membership = toml::from_str(&text).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;
+        m.credential().map_err(|msg| StateError::Invalid { path, msg })?;
+        Ok(m)
+    }
+
+    /// Writes the membership with mode 0600 (it holds the secret).
+    pub fn save(&self, m: &Membership) -> Result<(), StateError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let path = self.root.join(MEMBER_FILE);
+        let tmp = self.root.join(".member.toml.tmp");
+        let text = toml::to_string(m).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn membership_round_trips_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path().join("st"));
+        assert!(matches!(s.load(), Err(StateError::NotAMember(_))));
+        let m = Membership {
+            tracker: "127.0.0.1:7070".into(),
+            group: 1,
+            group_name: "g".into(),
+            member: 2,
+            member_name: "ana".into(),
+            secret: hex::encode([7u8; 32]),
+        };
+        s.save(&m).unwrap();
+        let back = s.load().unwrap();
+        assert_eq!(back.credential().unwrap(), m.credential().unwrap());
+        let mode = std::fs::metadata(dir.path().join("st/member.toml")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_bad_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("member.toml"), "tracker = 3").unwrap();
+        let err = StateDir::new(dir.path()).load().unwrap_err().to_string();
+        assert!(err.contains("member.toml"), "{err}");
+    }
+}

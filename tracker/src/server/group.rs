@@ -1,0 +1,205 @@
+//! One group in memory: its file table, locks, members and log position
+//! behind one mutex, mirrored to sled by [`Txn`]s.
+//!
+//! The group mutex serializes every mutation of the group, so seq numbers,
+//! file ids and the file table change together. It is a `parking_lot`
+//! mutex and is never held across an `.await`: a mutation validates
+//! against memory, applies one sled batch (buffered, no fsync), updates
+//! memory, queues its events for the committer, and returns.
+//!
+//! Lock states of a file (exactly one at a time):
+//! - **free**: no entry in `locks`;
+//! - **held**: an entry with `expires > now`; only its holder may renew,
+//!   unlock, or publish with its lease id;
+//! - **expired**: an entry with `expires <= now` not yet swept; it behaves
+//!   as free (a `Lock` takes it over, emitting `Unlocked` by `MemberId(0)`
+//!   first) and as unknown to `Renew` and `Publish`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, watch};
+
+use super::store::{GroupRec, LockRec, MemberRec, StoreError, WriteSet};
+use crate::proto::{
+    Event, EventKind, FileEntry, FileId, GroupId, LeaseId, LockHolder, MemberId, MemberInfo, Seq, UnixMillis,
+};
+
+/// Events buffered per group for live subscribers; a subscriber further
+/// behind re-reads the log from sled.
+const BROADCAST_CAPACITY: usize = 1024;
+
+pub(crate) struct Group {
+    pub id: GroupId,
+    pub state: Mutex<GroupState>,
+    /// Durable events, in seq order (sent by the committer).
+    pub events: broadcast::Sender<Event>,
+    /// Highest seq known durable.
+    pub durable: watch::Sender<Seq>,
+}
+
+impl Group {
+    pub fn new(id: GroupId, state: GroupState) -> Group {
+        let durable = watch::Sender::new(state.current_seq());
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Group { id, state: Mutex::new(state), events, durable }
+    }
+}
+
+pub(crate) struct MemberState {
+    pub rec: MemberRec,
+    /// Authenticated connections; online while > 0.
+    pub conns: u32,
+}
+
+pub(crate) struct GroupState {
+    pub name: String,
+    pub next_seq: u64,
+    pub next_file: u64,
+    /// First seq still in the log (`next_seq` when the log is empty).
+    pub log_start: u64,
+    pub files: BTreeMap<FileId, FileEntry>,
+    /// (parent, name) -> child.
+    pub names: HashMap<(FileId, String), FileId>,
+    pub locks: HashMap<FileId, LockRec>,
+    pub leases: HashMap<LeaseId, FileId>,
+    pub members: BTreeMap<MemberId, MemberState>,
+}
+
+impl GroupState {
+    pub fn new(name: String) -> GroupState {
+        GroupState {
+            name,
+            next_seq: 1,
+            next_file: FileId::ROOT.0 + 1,
+            log_start: 1,
+            files: BTreeMap::new(),
+            names: HashMap::new(),
+            locks: HashMap::new(),
+            leases: HashMap::new(),
+            members: BTreeMap::new(),
+        }
+    }
+
+    pub fn current_seq(&self) -> Seq {
+        Seq(self.next_seq - 1)
+    }
+
+    pub fn rec(&self) -> GroupRec {
+        GroupRec { name: self.name.clone(), next_file: self.next_file, next_seq: self.next_seq }
+    }
+
+    pub fn member_info(&self, m: MemberId) -> Option<MemberInfo> {
+        self.members.get(&m).map(|ms| MemberInfo {
+            id: m,
+            name: ms.rec.name.clone(),
+            online: ms.conns > 0,
+            peer_addr: ms.rec.peer_addr,
+        })
+    }
+
+    pub fn holder(&self, rec: &LockRec) -> LockHolder {
+        LockHolder {
+            member: rec.holder,
+            member_name: self.members.get(&rec.holder).map(|m| m.rec.name.clone()).unwrap_or_default(),
+            since: rec.since,
+            expires: rec.expires,
+        }
+    }
+
+    pub fn insert_file(&mut self, e: FileEntry) {
+        if e.id != FileId::ROOT {
+            self.names.insert((e.parent, e.name.clone()), e.id);
+        }
+        self.files.insert(e.id, e);
+    }
+
+    pub fn insert_lock(&mut self, f: FileId, rec: LockRec) {
+        self.leases.insert(rec.lease, f);
+        if let Some(old) = self.locks.insert(f, rec) {
+            self.leases.remove(&old.lease);
+        }
+    }
+
+    pub fn remove_lock(&mut self, f: FileId) {
+        if let Some(old) = self.locks.remove(&f) {
+            self.leases.remove(&old.lease);
+        }
+    }
+
+    /// The lock `lease` names, if it is a live lease of `m`.
+    pub fn live_lease(&self, lease: LeaseId, m: MemberId, now: UnixMillis) -> Option<(FileId, &LockRec)> {
+        let f = *self.leases.get(&lease)?;
+        let rec = self.locks.get(&f)?;
+        (rec.holder == m && rec.lease == lease && rec.expires > now).then_some((f, rec))
+    }
+
+    /// A lease id not in use in this group (random, so not guessable).
+    pub fn new_lease_id(&self) -> LeaseId {
+        loop {
+            let id = LeaseId(rand::random::<u64>());
+            if id.0 != 0 && !self.leases.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// The writes and events of one mutation, built before memory changes so a
+/// failed sled write leaves memory untouched.
+pub(crate) struct Txn {
+    pub group: GroupId,
+    pub w: WriteSet,
+    pub events: Vec<Event>,
+    pub now: UnixMillis,
+    pub next_seq: u64,
+    pub next_file: u64,
+    counters_changed: bool,
+}
+
+impl Txn {
+    pub fn new(group: GroupId, st: &GroupState, now: UnixMillis) -> Txn {
+        Txn {
+            group,
+            w: WriteSet::new(),
+            events: Vec::new(),
+            now,
+            next_seq: st.next_seq,
+            next_file: st.next_file,
+            counters_changed: false,
+        }
+    }
+
+    pub fn event(&mut self, by: MemberId, kind: EventKind) -> Result<(), StoreError> {
+        let ev = Event { seq: Seq(self.next_seq), at: self.now, by, kind };
+        self.next_seq += 1;
+        self.counters_changed = true;
+        self.w.put_event(self.group, &ev)?;
+        self.events.push(ev);
+        Ok(())
+    }
+
+    pub fn alloc_file(&mut self) -> FileId {
+        let id = FileId(self.next_file);
+        self.next_file += 1;
+        self.counters_changed = true;
+        id
+    }
+
+    /// Adds the group record when the counters moved, so they change in the
+    /// same batch as the events and files that used them.
+    pub fn finish(mut self, st: &GroupState) -> Result<FinishedTxn, StoreError> {
+        if self.counters_changed {
+            let rec = GroupRec { name: st.name.clone(), next_file: self.next_file, next_seq: self.next_seq };
+            self.w.put_group(self.group, &rec)?;
+        }
+        Ok(FinishedTxn { w: self.w, events: self.events, next_seq: self.next_seq, next_file: self.next_file })
+    }
+}
+
+pub(crate) struct FinishedTxn {
+    pub w: WriteSet,
+    pub events: Vec<Event>,
+    pub next_seq: u64,
+    pub next_file: u64,
+}

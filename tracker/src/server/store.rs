@@ -1,0 +1,386 @@
+//! The tracker's on-disk state: one sled tree, its key layout, the records
+//! stored under each key, and loading everything back at open.
+//!
+//! Every key starts with a one-byte table tag, then big-endian ids so that
+//! sled's byte order is the numeric order:
+//!
+//! | tag | key                                   | value            |
+//! |-----|---------------------------------------|------------------|
+//! | `G` | group                                 | [`GroupRec`]     |
+//! | `M` | member                                | [`MemberRec`]    |
+//! | `F` | group, file                           | `FileEntry`      |
+//! | `T` | group, file, version                  | .torrent bytes   |
+//! | `L` | group, file                           | [`LockRec`]      |
+//! | `I` | SHA-256 of the invite code            | [`InviteRec`]    |
+//! | `E` | group, seq                            | `Event`          |
+//!
+//! All the writes of one request go into one [`WriteSet`] applied with
+//! `Tree::apply_batch`, which sled recovers atomically after a crash: an
+//! event is never on disk without the file-table or lock change it records,
+//! and a group's `next_seq` never lags its log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::TrackerError;
+use crate::proto::{
+    Event, FileEntry, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version,
+};
+
+const TREE: &str = "tracker-v1";
+
+const GROUP: u8 = b'G';
+const MEMBER: u8 = b'M';
+const FILE: u8 = b'F';
+const TORRENT: u8 = b'T';
+const LOCK: u8 = b'L';
+const INVITE: u8 = b'I';
+const EVENT: u8 = b'E';
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct GroupRec {
+    pub name: String,
+    pub next_file: u64,
+    pub next_seq: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MemberRec {
+    pub group: GroupId,
+    pub name: String,
+    pub secret_hash: [u8; 32],
+    pub peer_addr: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockRec {
+    pub holder: MemberId,
+    pub lease: LeaseId,
+    pub since: UnixMillis,
+    pub expires: UnixMillis,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct InviteRec {
+    pub group: GroupId,
+    pub expires: UnixMillis,
+    pub uses_left: u32,
+}
+
+/// A failure of the store while serving a request. The client only ever
+/// sees `ProtoError::Internal`; the cause is logged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("corrupt record under key {key}: {source}")]
+    Decode { key: String, source: bincode::error::DecodeError },
+}
+
+impl From<StoreError> for ProtoError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "tracker store failure");
+        ProtoError::Internal("tracker storage failure".into())
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(bincode::serde::encode_to_vec(v, bincode::config::standard())?)
+}
+
+fn dec<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(v, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|source| StoreError::Decode { key: hex::encode(key), source })
+}
+
+fn key(tag: u8, parts: &[u64]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 * parts.len());
+    k.push(tag);
+    for p in parts {
+        k.extend_from_slice(&p.to_be_bytes());
+    }
+    k
+}
+
+fn u64_at(k: &[u8], idx: usize) -> Option<u64> {
+    let start = 1 + 8 * idx;
+    k.get(start..start + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
+fn invite_key(code_hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(INVITE);
+    k.extend_from_slice(code_hash);
+    k
+}
+
+/// The writes of one request, applied atomically by [`Store::apply`].
+pub(crate) struct WriteSet {
+    batch: sled::Batch,
+    empty: bool,
+}
+
+impl WriteSet {
+    pub fn new() -> Self {
+        WriteSet { batch: sled::Batch::default(), empty: true }
+    }
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.batch.insert(k, v);
+        self.empty = false;
+    }
+    fn del(&mut self, k: Vec<u8>) {
+        self.batch.remove(k);
+        self.empty = false;
+    }
+    pub fn put_group(&mut self, g: GroupId, rec: &GroupRec) -> Result<(), StoreError> {
+        self.put(key(GROUP, &[g.0]), enc(rec)?);
+        Ok(())
+    }
+    pub fn put_member(&mut self, m: MemberId, rec: &MemberRec) -> Result<(), StoreError> {
+        self.put(key(MEMBER, &[m.0]), enc(rec)?);
+        Ok(())
+    }
+    pub fn put_file(&mut self, g: GroupId, e: &FileEntry) -> Result<(), StoreError> {
+        self.put(key(FILE, &[g.0, e.id.0]), enc(e)?);
+        Ok(())
+    }
+    pub fn put_torrent(&mut self, g: GroupId, f: FileId, v: Version, bytes: Vec<u8>) {
+        self.put(key(TORRENT, &[g.0, f.0, v.0]), bytes);
+    }
+    pub fn del_torrent(&mut self, g: GroupId, f: FileId, v: Version) {
+        self.del(key(TORRENT, &[g.0, f.0, v.0]));
+    }
+    pub fn put_lock(&mut self, g: GroupId, f: FileId, rec: &LockRec) -> Result<(), StoreError> {
+        self.put(key(LOCK, &[g.0, f.0]), enc(rec)?);
+        Ok(())
+    }
+    pub fn del_lock(&mut self, g: GroupId, f: FileId) {
+        self.del(key(LOCK, &[g.0, f.0]));
+    }
+    pub fn put_invite(&mut self, code_hash: &[u8; 32], rec: &InviteRec) -> Result<(), StoreError> {
+        self.put(invite_key(code_hash), enc(rec)?);
+        Ok(())
+    }
+    pub fn del_invite(&mut self, code_hash: &[u8; 32]) {
+        self.del(invite_key(code_hash));
+    }
+    pub fn del_invite_key(&mut self, raw_key: &[u8]) {
+        self.del(raw_key.to_vec());
+    }
+    pub fn put_event(&mut self, g: GroupId, ev: &Event) -> Result<(), StoreError> {
+        self.put(key(EVENT, &[g.0, ev.seq.0]), enc(ev)?);
+        Ok(())
+    }
+    pub fn del_event(&mut self, g: GroupId, seq: Seq) {
+        self.del(key(EVENT, &[g.0, seq.0]));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+}
+
+/// Everything loaded at open, before it is turned into in-memory groups.
+pub(crate) struct Loaded {
+    pub groups: BTreeMap<GroupId, LoadedGroup>,
+}
+
+pub(crate) struct LoadedGroup {
+    pub rec: GroupRec,
+    pub members: BTreeMap<MemberId, MemberRec>,
+    pub files: BTreeMap<FileId, FileEntry>,
+    pub locks: BTreeMap<FileId, LockRec>,
+    /// First and last seq still in the log, if any.
+    pub log: Option<(u64, u64)>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, TrackerError> {
+        let open_err = |source| TrackerError::Open { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(sled::Error::Io(e)))?;
+        let db = sled::Config::new().path(dir).open().map_err(open_err)?;
+        let tree = db.open_tree(TREE).map_err(open_err)?;
+        Ok(Store { db, tree })
+    }
+
+    pub fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
+        if !w.empty {
+            self.tree.apply_batch(w.batch)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write applied so far durable.
+    pub async fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(|_| ())
+    }
+
+    pub fn invite(&self, code_hash: &[u8; 32]) -> Result<Option<InviteRec>, StoreError> {
+        let k = invite_key(code_hash);
+        match self.tree.get(&k)? {
+            Some(v) => Ok(Some(dec(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Raw keys of invites that expired before `now`, at most `limit`.
+    pub fn expired_invites(&self, now: UnixMillis, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([INVITE]) {
+            let (k, v) = kv?;
+            let rec: InviteRec = dec(&k, &v)?;
+            if rec.expires <= now {
+                out.push(k.to_vec());
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn torrent(&self, g: GroupId, f: FileId, v: Version) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key(TORRENT, &[g.0, f.0, v.0]))?.map(|b| b.to_vec()))
+    }
+
+    /// Events of group `g` with `from <= seq <= to`, at most `limit`, in order.
+    pub fn events(&self, g: GroupId, from: u64, to: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for kv in self.tree.range(key(EVENT, &[g.0, from])..=key(EVENT, &[g.0, to])) {
+            let (k, v) = kv?;
+            out.push(dec(&k, &v)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_bounds(&self, g: GroupId) -> Result<Option<(u64, u64)>, StoreError> {
+        let range = key(EVENT, &[g.0, 0])..=key(EVENT, &[g.0, u64::MAX]);
+        let first = self.tree.range(range.clone()).next().transpose()?;
+        let last = self.tree.range(range).next_back().transpose()?;
+        match (first, last) {
+            (Some((f, _)), Some((l, _))) => Ok(u64_at(&f, 1).zip(u64_at(&l, 1))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads groups, members, file tables and locks (not the event log,
+    /// only its bounds). Writes nothing.
+    pub fn load(&self) -> Result<Loaded, TrackerError> {
+        let corrupt = |e: StoreError| TrackerError::Corrupt(e.to_string());
+        let mut groups = BTreeMap::new();
+        for kv in self.tree.scan_prefix([GROUP]) {
+            let (k, v) = kv?;
+            let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let rec: GroupRec = dec(&k, &v).map_err(corrupt)?;
+            let log = self.log_bounds(g).map_err(corrupt)?;
+            groups.insert(
+                g,
+                LoadedGroup {
+                    rec,
+                    members: BTreeMap::new(),
+                    files: BTreeMap::new(),
+                    locks: BTreeMap::new(),
+                    log,
+                },
+            );
+        }
+        for kv in self.tree.scan_prefix([MEMBER]) {
+            let (k, v) = kv?;
+            let m = MemberId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let rec: MemberRec = dec(&k, &v).map_err(corrupt)?;
+            match groups.get_mut(&rec.group) {
+                Some(lg) => {
+                    lg.members.insert(m, rec);
+                }
+                None => tracing::warn!(member = %m, group = %rec.group, "member of an unknown group ignored"),
+            }
+        }
+        for kv in self.tree.scan_prefix([FILE]) {
+            let (k, v) = kv?;
+            let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let e: FileEntry = dec(&k, &v).map_err(corrupt)?;
+            if let Some(lg) = groups.get_mut(&g) {
+                lg.files.insert(e.id, e);
+            }
+        }
+        for kv in self.tree.scan_prefix([LOCK]) {
+            let (k, v) = kv?;
+            let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let f = FileId(u64_at(&k, 1).ok_or_else(|| bad_key(&k))?);
+            let rec: LockRec = dec(&k, &v).map_err(corrupt)?;
+            if let Some(lg) = groups.get_mut(&g) {
+                lg.locks.insert(f, rec);
+            }
+        }
+        Ok(Loaded { groups })
+    }
+}
+
+fn bad_key(k: &[u8]) -> TrackerError {
+    TrackerError::Corrupt(format!("malformed key {}", hex::encode(k)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{EventKind, FileKind};
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(key(EVENT, &[1, 255]) < key(EVENT, &[1, 256]));
+        assert!(key(EVENT, &[1, u64::MAX]) < key(EVENT, &[2, 0]));
+        assert_eq!(u64_at(&key(FILE, &[7, 9]), 1), Some(9));
+    }
+
+    #[test]
+    fn batch_round_trip_and_event_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let g = GroupId(3);
+        let mut w = WriteSet::new();
+        w.put_group(g, &GroupRec { name: "g".into(), next_file: 2, next_seq: 4 }).unwrap();
+        let root = FileEntry {
+            id: FileId::ROOT,
+            parent: FileId::ROOT,
+            name: String::new(),
+            kind: FileKind::Dir,
+            size: 0,
+            mtime: 0,
+            mode: 0o755,
+            version: Version(0),
+            info_hash: None,
+            author: MemberId(1),
+        };
+        w.put_file(g, &root).unwrap();
+        for s in 1..=3 {
+            let ev = Event { seq: Seq(s), at: 0, by: MemberId(1), kind: EventKind::Unlocked { file: FileId(s) } };
+            w.put_event(g, &ev).unwrap();
+        }
+        store.apply(w).unwrap();
+        let loaded = store.load().unwrap();
+        let lg = &loaded.groups[&g];
+        assert_eq!(lg.log, Some((1, 3)));
+        assert_eq!(lg.files[&FileId::ROOT], root);
+        let evs = store.events(g, 2, 10, 100).unwrap();
+        assert_eq!(evs.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(store.events(GroupId(4), 1, 10, 100).unwrap().is_empty());
+    }
+}
