@@ -106,11 +106,13 @@ impl Peer {
         p
     }
 
-    /// `titorrent up MOUNTPOINT --state DIR --listen 127.0.0.1:0`: embedded
-    /// tracker, new group, mount, all in one daemon. Waits for the mount.
+    /// `titorrent up MOUNTPOINT --state DIR --listen 127.0.0.1:0
+    /// --tracker-listen 127.0.0.1:0`: embedded tracker, new group, mount,
+    /// all in one daemon. Waits for the mount.
     pub fn up(name: &str) -> Peer {
         let mut p = Peer::new(name, None);
-        p.spawn_daemon("up", &[], false);
+        // Not the default 0.0.0.0:7070: tests run side by side.
+        p.spawn_daemon("up", &["--tracker-listen", "127.0.0.1:0"], false);
         p
     }
 

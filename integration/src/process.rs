@@ -40,7 +40,8 @@ impl Daemon {
             .stdout(append(&stdout))
             .stderr(err_file)
             .env("RUST_LOG", rust_log())
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1");
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
@@ -208,7 +209,8 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> CliOutput {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RUST_LOG", rust_log())
-        .env("RUST_BACKTRACE", "1");
+        .env("RUST_BACKTRACE", "1")
+        .env("NO_COLOR", "1");
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = drain(child.stdout.take().expect("piped stdout"));
     let err = drain(child.stderr.take().expect("piped stderr"));

@@ -19,6 +19,9 @@ pub mod error;
 pub mod ports;
 pub mod tree;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{ContentError, CoordError, ModelError, Result};
 pub use ports::{Content, Coordinator, KernelCache, PublishedContent};
 

@@ -211,8 +211,6 @@ pub struct Checked {
     /// announce URL in the offered bytes can make us talk to a public tracker.
     pub torrent: Vec<u8>,
     pub size: u64,
-    pub piece_length: u32,
-    pub name: String,
 }
 
 /// Checks that `torrent` is a single-file v1 torrent whose info dict hashes
@@ -253,8 +251,6 @@ pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Checked, SwarmError>
     Ok(Checked {
         torrent: minimal,
         size,
-        piece_length,
-        name: name.to_owned(),
     })
 }
 
@@ -296,7 +292,6 @@ mod tests {
             assert_eq!(b.size, size as u64);
             let c = check(b.info_hash, &b.torrent).unwrap();
             assert_eq!(c.size, size as u64);
-            assert_eq!(c.name, "f");
             let meta = librqbit::torrent_from_bytes(&b.torrent).unwrap();
             assert!(meta.info.data.private);
             assert_eq!(

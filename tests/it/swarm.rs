@@ -1,1 +1,382 @@
-//! Swarm tests: two sessions on loopback.
+//! Swarm tests: real librqbit sessions on loopback, each in its own temp dir
+//! and tracing span, every test under a deadline.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tempfile::TempDir;
+use titorrent::swarm::{Published, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH};
+use titorrent_tracker::proto::InfoHash;
+use tracing::Instrument;
+
+const MIB: usize = 1024 * 1024;
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs a test body under a deadline.
+async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test deadline passed")
+}
+
+struct Peer {
+    swarm: Swarm,
+    dir: TempDir,
+}
+
+impl Peer {
+    async fn start(name: &str, upload_limit_bps: Option<u32>) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
+        cfg.upload_limit_bps = upload_limit_bps;
+        let swarm = Swarm::start(cfg)
+            .instrument(tracing::info_span!("peer", name))
+            .await
+            .unwrap();
+        Peer { swarm, dir }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.swarm.listen_addr()
+    }
+
+    /// Writes `data` to a staging file and publishes it.
+    async fn publish(&self, name: &str, data: &[u8]) -> Published {
+        let staging = self.staging(name, data);
+        let p = self.swarm.publish(&staging, name).await.unwrap();
+        assert!(!staging.exists(), "publish moves the staging file");
+        p
+    }
+
+    fn staging(&self, name: &str, data: &[u8]) -> PathBuf {
+        let staging = self.dir.path().join(format!("staging-{name}"));
+        std::fs::write(&staging, data).unwrap();
+        staging
+    }
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+async fn read_all(s: &Swarm, ih: InfoHash, size: usize, chunk: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        let b = s.read(ih, out.len() as u64, chunk).await.unwrap();
+        assert!(!b.is_empty());
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_then_fetch_32_mib() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        let data = random_bytes(32 * MIB);
+        let p = a.publish("data.bin", &data).await;
+        assert_eq!(p.size, data.len() as u64);
+
+        // The torrent is BEP 3 as other clients read it.
+        let meta = librqbit::torrent_from_bytes(&p.torrent).unwrap();
+        assert_eq!(meta.info_hash.0, p.info_hash.0);
+        let info = &meta.info.data;
+        assert!(info.private);
+        assert_eq!(info.piece_length, MIN_PIECE_LENGTH);
+        assert_eq!(info.length, Some(data.len() as u64));
+        assert!(info.files.is_none());
+        assert!(meta.announce.is_none());
+        // An exact multiple of the piece length: no extra hash at the end.
+        assert_eq!(
+            info.pieces.as_ref().len(),
+            data.len() / MIN_PIECE_LENGTH as usize * 20
+        );
+
+        let seeded = a.swarm.local_path(p.info_hash).expect("the publisher seeds it");
+        assert_eq!(std::fs::read(&seeded).unwrap(), data);
+        assert_eq!(a.swarm.progress(p.info_hash), Some((p.size, p.size)));
+
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .await
+            .unwrap();
+        // Idempotent.
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .await
+            .unwrap();
+        let got = read_all(&b.swarm, p.info_hash, data.len(), 1024 * 1024).await;
+        assert!(got == data, "B read different bytes");
+        b.swarm.wait_complete(p.info_hash).await.unwrap();
+        let local = b.swarm.local_path(p.info_hash).unwrap();
+        assert!(std::fs::read(local).unwrap() == data);
+        // Reads past the end.
+        let tail = b.swarm.read(p.info_hash, p.size - 10, 4096).await.unwrap();
+        assert_eq!(&tail[..], &data[data.len() - 10..]);
+        assert!(b.swarm.read(p.info_hash, p.size, 4096).await.unwrap().is_empty());
+
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_returns_before_the_file_is_complete() {
+    init_tracing();
+    within(120, async {
+        // 4 MiB/s: all of it would take 16 s.
+        let a = Peer::start("A", Some(4 * MIB as u32)).await;
+        let b = Peer::start("B", None).await;
+        let data = random_bytes(64 * MIB);
+        let p = a.publish("big.bin", &data).await;
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .await
+            .unwrap();
+
+        let offset = 40 * MIB + 12345;
+        let started = Instant::now();
+        let got = b.swarm.read(p.info_hash, offset as u64, 4096).await.unwrap();
+        let latency = started.elapsed();
+        let (have, total) = b.swarm.progress(p.info_hash).unwrap();
+        eprintln!("on-demand 4 KiB read at 40 MiB: {latency:?}; B had {have} of {total} bytes");
+        assert_eq!(&got[..], &data[offset..offset + 4096]);
+        assert!(have < total, "the read waited for the whole file");
+        assert!(b.swarm.local_path(p.info_hash).is_none());
+
+        // Asking for the background fetch later completes it.
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![], true)
+            .await
+            .unwrap();
+        a.swarm.set_rate_limits(None, None);
+        b.swarm.wait_complete(p.info_hash).await.unwrap();
+        let local = b.swarm.local_path(p.info_hash).unwrap();
+        assert!(std::fs::read(local).unwrap() == data);
+
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ensure_rejects_a_torrent_that_does_not_match_its_hash() {
+    init_tracing();
+    within(60, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        let p = a.publish("small.txt", b"hello, swarm").await;
+        let wrong = InfoHash([0xab; 20]);
+        let r = b.swarm.ensure(wrong, &p.torrent, vec![a.addr()], true).await;
+        assert!(matches!(r, Err(SwarmError::HashMismatch { .. })), "{r:?}");
+        assert!(b.swarm.progress(wrong).is_none());
+        assert!(b.swarm.progress(p.info_hash).is_none());
+        assert!(matches!(
+            b.swarm.read(p.info_hash, 0, 10).await,
+            Err(SwarmError::NotFound)
+        ));
+        let r = b.swarm.ensure(p.info_hash, b"d4:infoi3ee", vec![], true).await;
+        assert!(matches!(r, Err(SwarmError::InvalidTorrent(_))), "{r:?}");
+
+        let empty = a.staging("empty", b"");
+        assert!(matches!(
+            a.swarm.publish(&empty, "empty").await,
+            Err(SwarmError::EmptyFile)
+        ));
+        let other = a.staging("x", b"x");
+        assert!(matches!(
+            a.swarm.publish(&other, "../x").await,
+            Err(SwarmError::InvalidName(_))
+        ));
+
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_reads_of_a_file_not_yet_here() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", Some(16 * MIB as u32)).await;
+        let b = Peer::start("B", None).await;
+        let data = Arc::new(random_bytes(64 * MIB));
+        let p = a.publish("many.bin", &data).await;
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .await
+            .unwrap();
+
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..32usize)
+            .map(|i| {
+                let (s, data) = (b.swarm.clone(), data.clone());
+                // Spread over the file; lengths cross piece boundaries.
+                let offset = i * 2 * MIB + i * 4099;
+                let len = 100 * 1024 + i * 1000;
+                tokio::spawn(async move {
+                    let got = s.read(p.info_hash, offset as u64, len as u32).await.unwrap();
+                    let end = (offset + len).min(data.len());
+                    assert!(got[..] == data[offset..end], "read {i} differs");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        eprintln!("32 concurrent reads done in {:?}", started.elapsed());
+
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// SHA-1 of a file with 1 MiB reads on one thread: what hashing alone costs.
+fn hash_only(path: &Path) -> Duration {
+    use sha1::Digest;
+    use std::io::Read;
+    let started = Instant::now();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; MIB];
+    let mut pieces = Vec::new();
+    let mut h = sha1::Sha1::new();
+    let mut in_piece = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for c in buf[..n].chunks(MIN_PIECE_LENGTH as usize) {
+            h.update(c);
+            in_piece += c.len();
+            if in_piece == MIN_PIECE_LENGTH as usize {
+                pieces.push(h.finalize_reset());
+                in_piece = 0;
+            }
+        }
+    }
+    assert!(!pieces.is_empty());
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_does_not_hash_twice() {
+    init_tracing();
+    within(300, async {
+        let a = Peer::start("A", None).await;
+        let data = random_bytes(256 * MIB);
+        let staging = a.staging("big", &data);
+        drop(data);
+        let hash = hash_only(&staging);
+        let started = Instant::now();
+        let p = a.swarm.publish(&staging, "big").await.unwrap();
+        let publish = started.elapsed();
+        eprintln!("256 MiB: hashing alone {hash:?}, publish {publish:?}");
+        assert!(a.swarm.local_path(p.info_hash).is_some());
+        // librqbit re-checking the file would cost about another `hash`.
+        assert!(
+            publish < hash.mul_f64(1.3) + Duration::from_millis(500),
+            "publish took {publish:?}, hashing alone {hash:?}"
+        );
+        a.swarm.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versions_survive_a_restart_and_forget_removes_them() {
+    init_tracing();
+    within(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
+        let s = Swarm::start(cfg.clone()).await.unwrap();
+        let data = random_bytes(3 * MIB + 5);
+        let staging = dir.path().join("staging");
+        std::fs::write(&staging, &data).unwrap();
+        let p = s.publish(&staging, "kept.bin").await.unwrap();
+        let path = s.local_path(p.info_hash).unwrap();
+        s.shutdown().await;
+        drop(s);
+
+        let s = Swarm::start(cfg).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.local_path(p.info_hash).is_none() {
+            assert!(Instant::now() < deadline, "the version did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(s.read(p.info_hash, 3 * MIB as u64, 100).await.unwrap(), &data[3 * MIB..]);
+
+        s.forget(p.info_hash).await.unwrap();
+        assert!(s.local_path(p.info_hash).is_none());
+        assert!(s.progress(p.info_hash).is_none());
+        assert!(!path.exists());
+        assert!(matches!(s.read(p.info_hash, 0, 1).await, Err(SwarmError::NotFound)));
+        // Idempotent.
+        s.forget(p.info_hash).await.unwrap();
+        s.shutdown().await;
+    })
+    .await
+}
+
+/// Loopback throughput; run with `cargo test --release -- --ignored swarm_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn swarm_throughput_256_mib() {
+    init_tracing();
+    within(600, async {
+        let a = Peer::start("A", None).await;
+        let data = random_bytes(256 * MIB);
+        let p = a.publish("t.bin", &data).await;
+
+        let b = Peer::start("B", None).await;
+        let started = Instant::now();
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .await
+            .unwrap();
+        b.swarm.wait_complete(p.info_hash).await.unwrap();
+        let t = started.elapsed();
+        eprintln!(
+            "background fetch of 256 MiB: {t:?} = {:.0} MiB/s",
+            256.0 / t.as_secs_f64()
+        );
+
+        let c = Peer::start("C", None).await;
+        c.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let got = read_all(&c.swarm, p.info_hash, data.len(), 128 * 1024).await;
+        let t = started.elapsed();
+        eprintln!(
+            "sequential on-demand 128 KiB reads of 256 MiB: {t:?} = {:.0} MiB/s",
+            256.0 / t.as_secs_f64()
+        );
+        assert!(got == data);
+        for p in [a, b, c] {
+            p.swarm.shutdown().await;
+        }
+    })
+    .await
+}

@@ -1,1 +1,26 @@
-fn main() {}
+//! `titorrent-tracker`: runs the tracker manager (flags in `server::ServeArgs`).
+
+use clap::Parser;
+use titorrent_tracker::server::{self, ServeArgs};
+
+/// titorrent's tracker manager: group members, file table, locks and event log.
+#[derive(Parser, Debug)]
+#[command(name = "titorrent-tracker", version, about)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(server::run(cli.serve))?;
+    Ok(())
+}

@@ -63,6 +63,9 @@ pub(crate) struct GroupState {
     pub names: HashMap<(FileId, String), FileId>,
     pub locks: HashMap<FileId, LockRec>,
     pub leases: HashMap<LeaseId, FileId>,
+    /// The lease whose publish made each file's current version (memory
+    /// only): lets a retried publish whose reply was lost succeed again.
+    pub published_by: HashMap<FileId, LeaseId>,
     pub members: BTreeMap<MemberId, MemberState>,
 }
 
@@ -77,16 +80,13 @@ impl GroupState {
             names: HashMap::new(),
             locks: HashMap::new(),
             leases: HashMap::new(),
+            published_by: HashMap::new(),
             members: BTreeMap::new(),
         }
     }
 
     pub fn current_seq(&self) -> Seq {
         Seq(self.next_seq - 1)
-    }
-
-    pub fn rec(&self) -> GroupRec {
-        GroupRec { name: self.name.clone(), next_file: self.next_file, next_seq: self.next_seq }
     }
 
     pub fn member_info(&self, m: MemberId) -> Option<MemberInfo> {

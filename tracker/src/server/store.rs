@@ -180,9 +180,6 @@ impl WriteSet {
     pub fn del_event(&mut self, g: GroupId, seq: Seq) {
         self.del(key(EVENT, &[g.0, seq.0]));
     }
-    pub fn is_empty(&self) -> bool {
-        self.empty
-    }
 }
 
 /// Everything loaded at open, before it is turned into in-memory groups.

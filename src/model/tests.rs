@@ -1,0 +1,311 @@
+//! Unit tests of the folder model against an in-memory tracker and content
+//! store: locking, publishing, conflicts, offline retry, own-edit reads.
+
+use super::*;
+use bytes::Bytes;
+use std::path::Path;
+use titorrent_tracker::proto::{LeaseId, ProtoError};
+
+/// Content kept in memory, addressed by a fake info hash (first bytes of a
+/// counter); `local` decides whether a version counts as complete here.
+#[derive(Default)]
+struct FakeContent {
+    store: Mutex<HashMap<InfoHash, Vec<u8>>>,
+    local: Mutex<HashSet<InfoHash>>,
+    dir: Mutex<Option<PathBuf>>,
+    next: Mutex<u8>,
+}
+
+impl Content for Arc<FakeContent> {
+    async fn publish(&self, staging: &Path, _name: &str) -> Result<PublishedContent, ContentError> {
+        let data = std::fs::read(staging).map_err(ContentError::Io)?;
+        std::fs::remove_file(staging).map_err(ContentError::Io)?; // moved into the store
+        let mut n = self.next.lock();
+        *n += 1;
+        let ih = InfoHash([*n; 20]);
+        let size = data.len() as u64;
+        self.store.lock().insert(ih, data);
+        self.local.lock().insert(ih);
+        Ok(PublishedContent { info_hash: ih, torrent: vec![b'd', *n, b'e'], size })
+    }
+    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>) -> Result<(), ContentError> {
+        if torrent.get(1) != Some(&info_hash.0[0]) {
+            return Err(ContentError::HashMismatch);
+        }
+        Ok(())
+    }
+    async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, ContentError> {
+        let store = self.store.lock();
+        let d = store.get(&info_hash).ok_or(ContentError::NotFound)?;
+        let start = (offset as usize).min(d.len());
+        let end = (start + len as usize).min(d.len());
+        Ok(Bytes::copy_from_slice(&d[start..end]))
+    }
+    fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
+        if !self.local.lock().contains(&info_hash) {
+            return None;
+        }
+        let dir = self.dir.lock().clone()?;
+        let p = dir.join(info_hash.to_string());
+        std::fs::write(&p, self.store.lock().get(&info_hash)?).ok()?;
+        Some(p)
+    }
+    fn progress(&self, _info_hash: InfoHash) -> Option<(u64, u64)> {
+        None
+    }
+    fn add_peers(&self, _peers: &[SocketAddr]) {}
+}
+
+/// A tracker that keeps one file table and lock table in memory.
+#[derive(Default)]
+struct FakeTracker {
+    files: Mutex<HashMap<FileId, FileEntry>>,
+    locks: Mutex<HashMap<FileId, (LeaseId, MemberId)>>,
+    next: Mutex<u64>,
+    offline: AtomicBool,
+    publishes: Mutex<Vec<Request>>,
+    /// Member name the fake reports as holding foreign locks.
+    foreign_holder: Mutex<Option<LockHolder>>,
+    torrents: Mutex<HashMap<(FileId, Version), Vec<u8>>>,
+}
+
+const ME: MemberId = MemberId(7);
+
+impl Coordinator for Arc<FakeTracker> {
+    async fn request(&self, req: Request) -> Result<Response, CoordError> {
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(CoordError::Offline);
+        }
+        let refuse = |e| Err(CoordError::Refused(e));
+        let mut next = self.next.lock();
+        *next += 1;
+        let n = *next;
+        drop(next);
+        match req {
+            Request::CreateFile { parent, name, kind, mode, lock } => {
+                let id = FileId(100 + n);
+                let entry = FileEntry {
+                    id,
+                    parent,
+                    name,
+                    kind,
+                    size: 0,
+                    mtime: 0,
+                    mode,
+                    version: Version(0),
+                    info_hash: None,
+                    author: ME,
+                };
+                self.files.lock().insert(id, entry.clone());
+                let lease = lock.then(|| {
+                    self.locks.lock().insert(id, (LeaseId(n), ME));
+                    Lease { id: LeaseId(n), file: id, expires: now_ms() + 30_000, version: Version(0) }
+                });
+                Ok(Response::File { entry, lease })
+            }
+            Request::Lock { file } => {
+                if let Some(h) = self.foreign_holder.lock().clone() {
+                    return refuse(ProtoError::Locked(h));
+                }
+                let version = self.files.lock().get(&file).map(|e| e.version).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
+                self.locks.lock().insert(file, (LeaseId(n), ME));
+                Ok(Response::Locked(Lease { id: LeaseId(n), file, expires: now_ms() + 30_000, version }))
+            }
+            Request::Unlock { lease } => {
+                self.locks.lock().retain(|_, (l, _)| *l != lease);
+                Ok(Response::Ok)
+            }
+            Request::Renew { .. } => Ok(Response::Ok),
+            Request::Publish { file, base, lease, size, mtime, info_hash, ref torrent, .. } => {
+                self.publishes.lock().push(req.clone());
+                let mut files = self.files.lock();
+                let e = files.get_mut(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
+                if e.version != base {
+                    return refuse(ProtoError::StaleVersion { base, current: e.version });
+                }
+                if self.locks.lock().get(&file).map(|(l, _)| *l) != Some(lease) {
+                    return refuse(ProtoError::NoLease);
+                }
+                e.version = Version(e.version.0 + 1);
+                e.size = size;
+                e.mtime = mtime;
+                e.info_hash = info_hash;
+                self.torrents.lock().insert((file, e.version), torrent.clone());
+                self.locks.lock().remove(&file);
+                Ok(Response::Published(e.clone()))
+            }
+            Request::GetTorrent { file, version } => {
+                self.torrents.lock().get(&(file, version)).cloned().map(Response::Torrent).ok_or(CoordError::Refused(ProtoError::NoTorrent))
+            }
+            Request::ListMembers => Ok(Response::Members(vec![])),
+            other => Err(CoordError::Failed(format!("fake tracker does not do {other:?}"))),
+        }
+    }
+}
+
+struct Fixture {
+    folder: Arc<Folder<Arc<FakeContent>, Arc<FakeTracker>>>,
+    content: Arc<FakeContent>,
+    tracker: Arc<FakeTracker>,
+    dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let content = Arc::new(FakeContent::default());
+    *content.dir.lock() = Some(dir.path().join("objects"));
+    std::fs::create_dir_all(dir.path().join("objects")).unwrap();
+    let tracker = Arc::new(FakeTracker::default());
+    let dirs = FolderDirs {
+        staging: dir.path().join("staging"),
+        torrents: dir.path().join("torrents"),
+        conflicts: dir.path().join("conflicts"),
+    };
+    let folder = Folder::new(content.clone(), tracker.clone(), ME, dirs, tokio::runtime::Handle::current()).unwrap();
+    folder.apply_snapshot(Seq(0), vec![]);
+    folder.set_online(true);
+    Fixture { folder, content, tracker, dir }
+}
+
+fn read_all(f: &Fixture, fh: Fh) -> Vec<u8> {
+    match f.folder.read_plan(fh, 0, 1 << 20).unwrap() {
+        ReadPlan::Data(d) => d,
+        ReadPlan::Fetch { .. } => panic!("expected local data"),
+    }
+}
+
+async fn published(f: &Fixture, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.tracker.publishes.lock().len() < n || !f.folder.drain(Duration::from_millis(10)).await {
+        assert!(tokio::time::Instant::now() < deadline, "publish {n} never happened");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn create_write_close_publishes_and_reads_back() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "a.txt", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"hello ").unwrap();
+    f.folder.write(fh, 6, b"world").unwrap();
+    // Own edits are visible before the close.
+    assert_eq!(read_all(&f, fh), b"hello world");
+    assert_eq!(f.folder.attr(entry.id).unwrap().size, 11);
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let e = f.folder.attr(entry.id).unwrap();
+    assert_eq!((e.version, e.size), (Version(1), 11));
+    let rh = f.folder.open_read(entry.id).unwrap();
+    assert_eq!(read_all(&f, rh), b"hello world");
+    assert!(f.tracker.locks.lock().is_empty(), "lock released by the publish");
+}
+
+#[tokio::test]
+async fn unchanged_close_unlocks_without_a_new_version() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644).await.unwrap();
+    f.folder.release(fh);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f.tracker.locks.lock().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never unlocked");
+        tokio::task::yield_now().await;
+    }
+    assert!(f.tracker.publishes.lock().is_empty());
+    assert_eq!(f.folder.attr(entry.id).unwrap().version, Version(0));
+}
+
+#[tokio::test]
+async fn open_for_write_of_a_locked_file_names_the_holder() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "notes.txt", 0o644).await.unwrap();
+    f.folder.release(fh);
+    *f.tracker.foreign_holder.lock() =
+        Some(LockHolder { member: MemberId(9), member_name: "ana".into(), since: 43_384_000, expires: 0 });
+    let err = f.folder.open(entry.id, OpenMode { write: true, truncate: false }).await.unwrap_err();
+    assert!(matches!(err, ModelError::Locked { .. }));
+    assert_eq!(err.to_string(), "notes.txt is locked by ana since 12:03:04 UTC");
+}
+
+#[tokio::test]
+async fn a_refused_publish_keeps_the_bytes_as_a_conflict_copy() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "doc", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"precious edit").unwrap();
+    // Someone else's version lands first at the tracker.
+    f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(5);
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let kept: Vec<_> = std::fs::read_dir(f.dir.path().join("conflicts")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"precious edit");
+}
+
+#[tokio::test]
+async fn publish_waits_out_an_offline_tracker() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "later", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"written offline").unwrap();
+    f.tracker.offline.store(true, Ordering::SeqCst);
+    f.folder.release(fh);
+    // The edit stays readable here while it waits.
+    let rh = f.folder.open_read(entry.id).unwrap();
+    assert_eq!(read_all(&f, rh), b"written offline");
+    assert!(!f.folder.drain(Duration::from_millis(300)).await, "cannot finish while offline");
+    f.tracker.offline.store(false, Ordering::SeqCst);
+    assert!(f.folder.drain(Duration::from_secs(5)).await);
+    assert_eq!(f.folder.attr(entry.id).unwrap().version, Version(1));
+    assert_eq!(read_all(&f, rh), b"written offline");
+}
+
+#[tokio::test]
+async fn writes_while_offline_are_read_only() {
+    let f = fixture();
+    f.folder.set_online(false);
+    let err = f.folder.create(FileId::ROOT, "x", 0o644).await.unwrap_err();
+    assert!(matches!(err, ModelError::Offline));
+}
+
+#[tokio::test]
+async fn another_members_version_is_fetched_not_read_locally() {
+    let f = fixture();
+    let ih = InfoHash([42; 20]);
+    f.content.store.lock().insert(ih, b"remote bytes".to_vec());
+    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 42, b'e']);
+    let e = FileEntry {
+        id: FileId(50),
+        parent: FileId::ROOT,
+        name: "remote".into(),
+        kind: FileKind::File,
+        size: 12,
+        mtime: 0,
+        mode: 0o644,
+        version: Version(1),
+        info_hash: Some(ih),
+        author: MemberId(9),
+    };
+    f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
+    assert_eq!(f.folder.lookup(FileId::ROOT, "remote").unwrap().size, 12);
+    let fh = f.folder.open_read(FileId(50)).unwrap();
+    let ReadPlan::Fetch { file, version, info_hash } = f.folder.read_plan(fh, 0, 100).unwrap() else {
+        panic!("not local, must fetch");
+    };
+    assert_eq!(f.folder.fetch(file, version, info_hash, 7, 100).await.unwrap(), b"bytes");
+}
+
+#[tokio::test]
+async fn a_torrent_that_does_not_match_its_hash_is_refused() {
+    let f = fixture();
+    let ih = InfoHash([42; 20]);
+    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 1, b'e']);
+    let err = f.folder.fetch(FileId(50), Version(1), ih, 0, 10).await.unwrap_err();
+    assert!(matches!(err, ModelError::Content(ContentError::HashMismatch)), "{err:?}");
+}
+
+#[tokio::test]
+async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
+    let f = fixture();
+    for bad in ["..", "a/b", ""] {
+        assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644).await, Err(ModelError::InvalidName)));
+    }
+    assert!(f.tracker.files.lock().is_empty());
+}

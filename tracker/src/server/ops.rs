@@ -1,0 +1,620 @@
+//! What each request does: membership (create group, invite, join,
+//! authenticate, presence) and the file table (create, lock, renew,
+//! unlock, publish, torrents). Every operation here is synchronous: it runs
+//! under one group mutex and returns the reply plus, when the reply
+//! promises durability, a [`Ticket`] the connection waits on before
+//! writing it.
+//!
+//! A member locking a file it already holds is refused like anyone else
+//! (`Locked` naming itself): a lease is owned by one writer, and the
+//! mount daemon shares it between its own handles. A daemon that lost its
+//! lease id (crash) waits for the lease to run out.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::commit::Ticket;
+use super::group::{Group, GroupState, MemberState, Txn};
+use super::store::{InviteRec, LockRec, MemberRec, WriteSet};
+use super::{now_ms, Tracker};
+use crate::proto::{
+    Credential, EventKind, FileEntry, FileId, FileKind, GroupId, InfoHash, Lease, LeaseId, MemberId,
+    MemberInfo, ProtoError, Response, Secret, Seq, UnixMillis, Version,
+};
+
+/// Torrents kept per file: the current version and a few before it, for
+/// peers still reading an older version.
+pub(crate) const KEEP_TORRENT_VERSIONS: u64 = 4;
+const DEFAULT_INVITE_TTL_MS: u64 = 24 * 3600 * 1000;
+const MAX_INVITE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
+const MAX_LABEL_LEN: usize = 128;
+
+pub(crate) type Outcome = Result<(Response, Option<Ticket>), ProtoError>;
+
+/// A connection's authenticated identity. While it exists the member counts
+/// as online; dropping it may take the member offline.
+pub(crate) struct Auth {
+    tracker: Arc<Tracker>,
+    pub group: Arc<Group>,
+    pub member: MemberId,
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        self.tracker.detach(&self.group, self.member);
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn new_secret() -> Secret {
+    let mut s = [0u8; 32];
+    OsRng.fill_bytes(&mut s);
+    Secret(s)
+}
+
+fn check_label(what: &str, s: &str) -> Result<(), ProtoError> {
+    if s.trim().is_empty() || s.len() > MAX_LABEL_LEN || s.chars().any(char::is_control) {
+        return Err(ProtoError::BadRequest(format!(
+            "{what} must be 1 to {MAX_LABEL_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A member reporting 0.0.0.0:port means "my address as you see it".
+fn fix_peer(given: Option<SocketAddr>, remote: SocketAddr) -> Option<SocketAddr> {
+    given.map(|mut a| {
+        if a.ip().is_unspecified() {
+            a.set_ip(remote.ip());
+        }
+        a
+    })
+}
+
+fn lease_of(f: FileId, rec: &LockRec, version: Version) -> Lease {
+    Lease { id: rec.lease, file: f, expires: rec.expires, version }
+}
+
+impl Tracker {
+    // ---- membership -------------------------------------------------
+
+    pub(crate) fn create_group(
+        self: &Arc<Self>,
+        group_name: String,
+        member_name: String,
+        peer_addr: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
+        check_label("group name", &group_name)?;
+        check_label("member name", &member_name)?;
+        let now = now_ms();
+        let g = GroupId(self.next_group.fetch_add(1, Ordering::Relaxed));
+        let m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
+        let secret = new_secret();
+        let rec = MemberRec {
+            group: g,
+            name: member_name,
+            secret_hash: sha256(&secret.0),
+            peer_addr: fix_peer(peer_addr, remote),
+        };
+        let root = FileEntry {
+            id: FileId::ROOT,
+            parent: FileId::ROOT,
+            name: String::new(),
+            kind: FileKind::Dir,
+            size: 0,
+            mtime: now,
+            mode: 0o755,
+            version: Version(0),
+            info_hash: None,
+            author: m,
+        };
+        let group = Arc::new(Group::new(g, GroupState::new(group_name)));
+        {
+            let mut st = group.state.lock();
+            let mut txn = Txn::new(g, &st, now);
+            txn.w.put_member(m, &rec)?;
+            txn.w.put_file(g, &root)?;
+            txn.event(m, EventKind::FileCreated(root.clone()))?;
+            let joined = MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr };
+            txn.event(m, EventKind::MemberJoined(joined))?;
+            self.commit(&group, &mut st, txn, false)?;
+            st.insert_file(root);
+            st.members.insert(m, MemberState { rec, conns: 0 });
+        }
+        self.groups.write().insert(g, group.clone());
+        tracing::info!(group = %g, member = %m, "group created");
+        let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
+        let credential = Credential { group: g, member: m, secret };
+        Ok((Response::Created { group: g, credential }, ticket, auth))
+    }
+
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        g: GroupId,
+        invite: &str,
+        member_name: String,
+        peer_addr: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
+        check_label("member name", &member_name)?;
+        let group = self.group(g).ok_or(ProtoError::BadInvite)?;
+        let code_hash = sha256(invite.as_bytes());
+        let now = now_ms();
+        let m;
+        let secret = new_secret();
+        {
+            let mut st = group.state.lock();
+            let inv = match self.store.invite(&code_hash)? {
+                Some(inv) if inv.group == g && inv.expires > now && inv.uses_left > 0 => inv,
+                _ => return Err(ProtoError::BadInvite),
+            };
+            m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
+            let rec = MemberRec {
+                group: g,
+                name: member_name,
+                secret_hash: sha256(&secret.0),
+                peer_addr: fix_peer(peer_addr, remote),
+            };
+            let mut txn = Txn::new(g, &st, now);
+            if inv.uses_left <= 1 {
+                txn.w.del_invite(&code_hash);
+            } else {
+                txn.w.put_invite(&code_hash, &InviteRec { uses_left: inv.uses_left - 1, ..inv })?;
+            }
+            txn.w.put_member(m, &rec)?;
+            let joined = MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr };
+            txn.event(m, EventKind::MemberJoined(joined))?;
+            self.commit(&group, &mut st, txn, false)?;
+            st.members.insert(m, MemberState { rec, conns: 0 });
+        }
+        tracing::info!(group = %g, member = %m, "member joined");
+        let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
+        Ok((Response::Joined { credential: Credential { group: g, member: m, secret } }, ticket, auth))
+    }
+
+    pub(crate) fn authenticate(
+        self: &Arc<Self>,
+        cred: &Credential,
+        peer_addr: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Result<(Response, Auth), ProtoError> {
+        // Same work whether or not group and member exist: hash, compare.
+        const NO_MEMBER: [u8; 32] = [0xa5; 32];
+        let presented = sha256(&cred.secret.0);
+        let group = self.group(cred.group);
+        let stored = group
+            .as_ref()
+            .and_then(|g| g.state.lock().members.get(&cred.member).map(|ms| ms.rec.secret_hash));
+        let matches = ct_eq(&presented, stored.as_ref().unwrap_or(&NO_MEMBER));
+        let group = match group {
+            Some(g) if matches && stored.is_some() => g,
+            _ => return Err(ProtoError::NotAuthenticated),
+        };
+        let (_, auth) = self.attach(&group, cred.member, peer_addr, remote, false)?;
+        let st = group.state.lock();
+        let member = st.member_info(cred.member).ok_or(ProtoError::NotAuthenticated)?;
+        Ok((Response::Authenticated { member, group_name: st.name.clone() }, auth))
+    }
+
+    /// Counts one more connection of `m`; emits `MemberOnline` when it comes
+    /// online or reports a new peer address.
+    fn attach(
+        self: &Arc<Self>,
+        group: &Arc<Group>,
+        m: MemberId,
+        peer_addr: Option<SocketAddr>,
+        remote: SocketAddr,
+        want_ticket: bool,
+    ) -> Result<(Option<Ticket>, Auth), ProtoError> {
+        let mut st = group.state.lock();
+        let ms = st.members.get(&m).ok_or(ProtoError::NotAuthenticated)?;
+        let peer = fix_peer(peer_addr, remote).or(ms.rec.peer_addr);
+        let changed = peer != ms.rec.peer_addr;
+        let coming_online = ms.conns == 0;
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        let mut rec = ms.rec.clone();
+        rec.peer_addr = peer;
+        if changed {
+            txn.w.put_member(m, &rec)?;
+        }
+        if changed || coming_online {
+            let info = MemberInfo { id: m, name: rec.name.clone(), online: true, peer_addr: peer };
+            txn.event(m, EventKind::MemberOnline(info))?;
+        }
+        let ticket = self.commit(group, &mut st, txn, want_ticket)?;
+        if let Some(ms) = st.members.get_mut(&m) {
+            ms.rec = rec;
+            ms.conns += 1;
+        }
+        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m }))
+    }
+
+    /// Counts one connection of `m` less; emits `MemberOffline` at zero.
+    fn detach(&self, group: &Arc<Group>, m: MemberId) {
+        let mut st = group.state.lock();
+        let Some(ms) = st.members.get_mut(&m) else { return };
+        ms.conns = ms.conns.saturating_sub(1);
+        if ms.conns > 0 {
+            return;
+        }
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        let res = txn
+            .event(m, EventKind::MemberOffline { member: m })
+            .map_err(ProtoError::from)
+            .and_then(|()| self.commit(group, &mut st, txn, false));
+        if let Err(e) = res {
+            tracing::warn!(member = %m, error = %e, "cannot record member offline");
+        }
+    }
+
+    pub(crate) fn create_invite(&self, auth: &Auth, ttl_ms: u64, uses: u32) -> Outcome {
+        let ttl = if ttl_ms == 0 { DEFAULT_INVITE_TTL_MS } else { ttl_ms.min(MAX_INVITE_TTL_MS) };
+        let expires = now_ms().saturating_add(ttl);
+        let mut raw = [0u8; 16];
+        OsRng.fill_bytes(&mut raw);
+        let code = hex::encode(raw);
+        let rec = InviteRec { group: auth.group.id, expires, uses_left: uses.max(1) };
+        let mut w = WriteSet::new();
+        w.put_invite(&sha256(code.as_bytes()), &rec)?;
+        self.store.apply(w)?;
+        let ticket = self.committer.submit(None, Vec::new(), true);
+        tracing::info!(group = %auth.group.id, member = %auth.member, uses = rec.uses_left, "invite created");
+        Ok((Response::Invite { code, expires }, ticket))
+    }
+
+    pub(crate) fn list_members(&self, auth: &Auth) -> Outcome {
+        let st = auth.group.state.lock();
+        let members = st.members.keys().filter_map(|m| st.member_info(*m)).collect();
+        Ok((Response::Members(members), None))
+    }
+
+    // ---- file table -------------------------------------------------
+
+    /// The whole file table and the seq it is current at; the reply waits
+    /// until that seq is durable.
+    pub(crate) fn file_table(&self, group: &Group) -> (Seq, Vec<crate::proto::FileEntry>, Ticket) {
+        let (seq, files) = {
+            let st = group.state.lock();
+            (st.current_seq(), st.files.values().cloned().collect())
+        };
+        (seq, files, Ticket::Seq(group.durable.subscribe(), seq))
+    }
+
+    pub(crate) fn list_files(&self, auth: &Auth) -> Outcome {
+        let (seq, files, ticket) = self.file_table(&auth.group);
+        Ok((Response::Files { seq, files }, Some(ticket)))
+    }
+
+    pub(crate) fn create_file(
+        &self,
+        auth: &Auth,
+        parent: FileId,
+        name: String,
+        kind: FileKind,
+        mode: u32,
+        lock: bool,
+    ) -> Outcome {
+        crate::proto::validate_name(&name)?;
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = group.state.lock();
+        match st.files.get(&parent) {
+            None => return Err(ProtoError::NoSuchFile),
+            Some(p) if p.kind != FileKind::Dir => return Err(ProtoError::NotADirectory),
+            Some(_) => {}
+        }
+        if st.names.contains_key(&(parent, name.clone())) {
+            return Err(ProtoError::AlreadyExists);
+        }
+        let now = now_ms();
+        let mut txn = Txn::new(group.id, &st, now);
+        let id = txn.alloc_file();
+        let entry = FileEntry {
+            id,
+            parent,
+            name,
+            kind,
+            size: 0,
+            mtime: now,
+            mode: mode & 0o7777,
+            version: Version(0),
+            info_hash: None,
+            author: m,
+        };
+        txn.w.put_file(group.id, &entry)?;
+        txn.event(m, EventKind::FileCreated(entry.clone()))?;
+        let lock = if lock && kind == FileKind::File {
+            let rec = LockRec {
+                holder: m,
+                lease: st.new_lease_id(),
+                since: now,
+                expires: now.saturating_add(self.lease_ttl_ms()),
+            };
+            txn.w.put_lock(group.id, id, &rec)?;
+            txn.event(m, EventKind::Locked { file: id, holder: st.holder(&rec) })?;
+            Some(rec)
+        } else {
+            None
+        };
+        let ticket = self.commit(group, &mut st, txn, true)?;
+        st.insert_file(entry.clone());
+        let lease = lock.map(|rec| {
+            let lease = lease_of(id, &rec, Version(0));
+            st.insert_lock(id, rec);
+            lease
+        });
+        Ok((Response::File { entry, lease }, ticket))
+    }
+
+    pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = group.state.lock();
+        let version = match st.files.get(&file) {
+            None => return Err(ProtoError::NoSuchFile),
+            Some(e) if e.kind == FileKind::Dir => {
+                return Err(ProtoError::BadRequest("a directory cannot be locked".into()))
+            }
+            Some(e) => e.version,
+        };
+        let now = now_ms();
+        let mut txn = Txn::new(group.id, &st, now);
+        if let Some(cur) = st.locks.get(&file) {
+            if cur.expires > now {
+                return Err(ProtoError::Locked(st.holder(cur)));
+            }
+            // Expired but not swept yet: release it the way the sweeper would.
+            txn.event(MemberId(0), EventKind::Unlocked { file })?;
+        }
+        let rec = LockRec {
+            holder: m,
+            lease: st.new_lease_id(),
+            since: now,
+            expires: now.saturating_add(self.lease_ttl_ms()),
+        };
+        txn.w.put_lock(group.id, file, &rec)?;
+        txn.event(m, EventKind::Locked { file, holder: st.holder(&rec) })?;
+        let ticket = self.commit(group, &mut st, txn, true)?;
+        let lease = lease_of(file, &rec, version);
+        st.insert_lock(file, rec);
+        Ok((Response::Locked(lease), ticket))
+    }
+
+    /// Extends a live lease of the caller. Not flushed: a renewal lost in a
+    /// crash is covered by the grace period at open.
+    pub(crate) fn renew(&self, auth: &Auth, lease: LeaseId) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = group.state.lock();
+        let now = now_ms();
+        let (file, cur) = st.live_lease(lease, m, now).ok_or(ProtoError::NoLease)?;
+        let rec = LockRec { expires: now.saturating_add(self.lease_ttl_ms()), ..cur.clone() };
+        let mut w = WriteSet::new();
+        w.put_lock(group.id, file, &rec)?;
+        self.store.apply(w)?;
+        let version = st.files.get(&file).map(|e| e.version).unwrap_or(Version(0));
+        let reply = lease_of(file, &rec, version);
+        st.insert_lock(file, rec);
+        Ok((Response::Locked(reply), None))
+    }
+
+    /// Releases a lease of the caller (also one that just expired and was
+    /// not swept yet: the caller wanted it released either way).
+    pub(crate) fn unlock(&self, auth: &Auth, lease: LeaseId) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = group.state.lock();
+        let file = *st.leases.get(&lease).ok_or(ProtoError::NoLease)?;
+        match st.locks.get(&file) {
+            Some(rec) if rec.holder == m && rec.lease == lease => {}
+            _ => return Err(ProtoError::NoLease),
+        }
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        txn.w.del_lock(group.id, file);
+        txn.event(m, EventKind::Unlocked { file })?;
+        self.commit(group, &mut st, txn, false)?;
+        st.remove_lock(file);
+        Ok((Response::Ok, None))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn publish(
+        &self,
+        auth: &Auth,
+        file: FileId,
+        base: Version,
+        lease: LeaseId,
+        size: u64,
+        mtime: UnixMillis,
+        info_hash: Option<InfoHash>,
+        torrent: Vec<u8>,
+        keep_lock: bool,
+    ) -> Outcome {
+        match (info_hash.is_some(), size > 0, torrent.is_empty()) {
+            (true, true, false) | (false, false, true) => {}
+            (true, false, _) => return Err(ProtoError::BadRequest("an empty file has no info hash".into())),
+            (false, true, _) => return Err(ProtoError::BadRequest("a non-empty file needs an info hash".into())),
+            (true, true, true) => return Err(ProtoError::BadRequest("info hash given without a torrent".into())),
+            (false, false, false) => return Err(ProtoError::BadRequest("torrent given for an empty file".into())),
+        }
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = group.state.lock();
+        let cur = match st.files.get(&file) {
+            None => return Err(ProtoError::NoSuchFile),
+            Some(e) if e.kind == FileKind::Dir => {
+                return Err(ProtoError::BadRequest("a directory has no content to publish".into()))
+            }
+            Some(e) => e.clone(),
+        };
+        if base.0.checked_add(1) == Some(cur.version.0)
+            && cur.author == m
+            && st.published_by.get(&file) == Some(&lease)
+        {
+            // A retry of the publish that made the current version, whose
+            // reply was lost with its connection: answer it again.
+            let ticket = Ticket::Seq(group.durable.subscribe(), st.current_seq());
+            return Ok((Response::Published(cur), Some(ticket)));
+        }
+        if base != cur.version {
+            return Err(ProtoError::StaleVersion { base, current: cur.version });
+        }
+        let now = now_ms();
+        match st.live_lease(lease, m, now) {
+            Some((f, _)) if f == file => {}
+            _ => return Err(ProtoError::NoLease),
+        }
+        let new = FileEntry {
+            version: Version(cur.version.0 + 1),
+            size,
+            mtime,
+            info_hash,
+            author: m,
+            ..cur
+        };
+        let mut txn = Txn::new(group.id, &st, now);
+        txn.w.put_file(group.id, &new)?;
+        if !torrent.is_empty() {
+            txn.w.put_torrent(group.id, file, new.version, torrent);
+        }
+        if new.version.0 > KEEP_TORRENT_VERSIONS {
+            txn.w.del_torrent(group.id, file, Version(new.version.0 - KEEP_TORRENT_VERSIONS));
+        }
+        txn.event(m, EventKind::FileUpdated(new.clone()))?;
+        if !keep_lock {
+            txn.w.del_lock(group.id, file);
+            txn.event(m, EventKind::Unlocked { file })?;
+        }
+        let ticket = self.commit(group, &mut st, txn, true)?;
+        st.files.insert(file, new.clone());
+        st.published_by.insert(file, lease);
+        if !keep_lock {
+            st.remove_lock(file);
+        }
+        Ok((Response::Published(new), ticket))
+    }
+
+    pub(crate) fn get_torrent(&self, auth: &Auth, file: FileId, version: Version) -> Outcome {
+        if !auth.group.state.lock().files.contains_key(&file) {
+            return Err(ProtoError::NoSuchFile);
+        }
+        match self.store.torrent(auth.group.id, file, version)? {
+            Some(bytes) => Ok((Response::Torrent(bytes), None)),
+            None => Err(ProtoError::NoTorrent),
+        }
+    }
+
+    // ---- background -------------------------------------------------
+
+    /// Releases every lease that expired by `now`, as `MemberId(0)`.
+    pub(crate) fn sweep_leases(&self, now: UnixMillis) {
+        for group in self.all_groups() {
+            let mut st = group.state.lock();
+            let expired: Vec<FileId> =
+                st.locks.iter().filter(|(_, r)| r.expires <= now).map(|(f, _)| *f).collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let mut txn = Txn::new(group.id, &st, now);
+            let mut res = Ok(());
+            for f in &expired {
+                txn.w.del_lock(group.id, *f);
+                res = res.and(txn.event(MemberId(0), EventKind::Unlocked { file: *f }));
+            }
+            let res = res.map_err(ProtoError::from).and_then(|()| self.commit(&group, &mut st, txn, false));
+            match res {
+                Ok(_) => {
+                    for f in expired {
+                        tracing::debug!(group = %group.id, file = %f, "lease expired");
+                        st.remove_lock(f);
+                    }
+                }
+                Err(e) => tracing::warn!(group = %group.id, error = %e, "cannot release expired leases"),
+            }
+        }
+    }
+
+    /// Drops events older than `cutoff` (always keeping the latest one, so
+    /// the log's end stays known) and expired invites.
+    pub(crate) fn prune(&self, now: UnixMillis, cutoff: UnixMillis) {
+        const CHUNK: usize = 1024;
+        for group in self.all_groups() {
+            let (start, current) = {
+                let st = group.state.lock();
+                (st.log_start, st.current_seq().0)
+            };
+            if current == 0 || start >= current {
+                continue;
+            }
+            let old = match self.store.events(group.id, start, current - 1, CHUNK) {
+                Ok(evs) => evs.into_iter().take_while(|e| e.at < cutoff).map(|e| e.seq).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(group = %group.id, error = %e, "cannot read the log to prune it");
+                    continue;
+                }
+            };
+            let Some(last) = old.last().copied() else { continue };
+            let mut w = WriteSet::new();
+            for s in &old {
+                w.del_event(group.id, *s);
+            }
+            let mut st = group.state.lock();
+            match self.store.apply(w) {
+                Ok(()) => st.log_start = st.log_start.max(last.0 + 1),
+                Err(e) => tracing::warn!(group = %group.id, error = %e, "cannot prune the log"),
+            }
+        }
+        match self.store.expired_invites(now, 1024) {
+            Ok(keys) if !keys.is_empty() => {
+                let mut w = WriteSet::new();
+                for k in &keys {
+                    w.del_invite_key(k);
+                }
+                if let Err(e) = self.store.apply(w) {
+                    tracing::warn!(error = %e, "cannot drop expired invites");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot scan invites"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_peer_ip_is_replaced_by_the_remote_ip() {
+        let remote: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let fixed = fix_peer(Some("0.0.0.0:6881".parse().unwrap()), remote);
+        assert_eq!(fixed, Some("10.1.2.3:6881".parse().unwrap()));
+        let kept = fix_peer(Some("192.168.1.9:6881".parse().unwrap()), remote);
+        assert_eq!(kept, Some("192.168.1.9:6881".parse().unwrap()));
+        assert_eq!(fix_peer(None, remote), None);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(&[1; 32], &[1; 32]));
+        let mut b = [1; 32];
+        b[31] = 2;
+        assert!(!ct_eq(&[1; 32], &b));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(check_label("x", "alice").is_ok());
+        assert!(check_label("x", "  ").is_err());
+        assert!(check_label("x", "a\nb").is_err());
+        assert!(check_label("x", &"a".repeat(200)).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! Test harness for the tracker: an in-process server on 127.0.0.1:0 in a
+//! temp dir, a minimal raw-frame client, and polling helpers (no sleeps as
+//! waits: everything polls a condition until a deadline).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use titorrent_tracker::proto::*;
+use titorrent_tracker::server::{Tracker, TrackerConfig};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn config(dir: &Path, lease_ttl: Duration) -> TrackerConfig {
+    TrackerConfig { data_dir: dir.to_path_buf(), lease_ttl, ..TrackerConfig::default() }
+}
+
+/// Polls `f` until it returns `Some`, panicking after `within`.
+pub async fn poll<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A tracker served in-process.
+pub struct Server {
+    pub tracker: Arc<Tracker>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(dir: &Path, lease_ttl: Duration) -> Server {
+        Self::start_on(dir, lease_ttl, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Opens `dir` (waiting for a previous tracker on it to let go) and
+    /// serves on `addr` (waiting for the port to be free again).
+    pub async fn start_on(dir: &Path, lease_ttl: Duration, addr: SocketAddr) -> Server {
+        let tracker = poll("the database to be free", WAIT, || async {
+            Tracker::open(config(dir, lease_ttl)).ok()
+        })
+        .await;
+        let listener = poll("the port to be free", WAIT, || async { TcpListener::bind(addr).await.ok() }).await;
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(tracker.clone().serve(listener));
+        Server { tracker, addr, dir: dir.to_path_buf(), task }
+    }
+
+    /// Also serves on another listener (same tracker).
+    pub async fn extra_listener(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(self.tracker.clone().serve(listener));
+        addr
+    }
+
+    /// Stops serving and drops this handle; the database closes once the
+    /// tracker's tasks have ended (`start` on the same dir waits for that).
+    pub async fn stop(self) {
+        self.tracker.shutdown();
+        let _ = tokio::time::timeout(WAIT, self.task).await.expect("serve did not return");
+    }
+}
+
+/// A raw-frame client: sequential requests, events buffered.
+pub struct Client {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    next_id: u64,
+    pub events: VecDeque<Event>,
+}
+
+pub async fn read_server_frame(rd: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<ServerFrame>> {
+    let mut len = [0u8; 4];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    rd.read_exact(&mut body).await?;
+    Ok(Some(decode_body(&body).expect("server sent an undecodable frame")))
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).unwrap();
+        let (rd, wr) = s.into_split();
+        let mut c = Client { rd: BufReader::new(rd), wr, next_id: 1, events: VecDeque::new() };
+        c.write(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await;
+        match c.frame().await {
+            Some(ServerFrame::Hello { version }) => assert_eq!(version, PROTOCOL_VERSION),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn authed(addr: SocketAddr, cred: &Credential) -> Client {
+        let mut c = Client::connect(addr).await;
+        match c.req(Request::Authenticate { credential: cred.clone(), peer_addr: None }).await {
+            Response::Authenticated { .. } => c,
+            other => panic!("authenticate: {other:?}"),
+        }
+    }
+
+    pub async fn write(&mut self, f: &ClientFrame) {
+        let bytes = encode_frame(f).unwrap();
+        self.wr.write_all(&bytes).await.expect("write");
+    }
+
+    /// Next frame, `None` when the server closed.
+    pub async fn frame(&mut self) -> Option<ServerFrame> {
+        tokio::time::timeout(WAIT, read_server_frame(&mut self.rd))
+            .await
+            .expect("no frame from the tracker in time")
+            .ok()
+            .flatten()
+    }
+
+    /// Sends a request without waiting; returns its id.
+    pub async fn send(&mut self, req: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.write(&ClientFrame::Request { id, req }).await;
+        id
+    }
+
+    /// The response to request `id`, buffering events that come first.
+    pub async fn response(&mut self, id: u64) -> Response {
+        loop {
+            match self.frame().await {
+                Some(ServerFrame::Response { id: got, resp }) => {
+                    assert_eq!(got, id, "responses out of order");
+                    return resp;
+                }
+                Some(ServerFrame::Event(e)) => self.events.push_back(e),
+                other => panic!("expected response {id}, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn req(&mut self, req: Request) -> Response {
+        let id = self.send(req).await;
+        self.response(id).await
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        match self.frame().await {
+            Some(ServerFrame::Event(e)) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Events until one matches `pred` (inclusive).
+    pub async fn events_until(&mut self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        loop {
+            let e = self.next_event().await;
+            let done = pred(&e);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    pub async fn create_file(&mut self, parent: FileId, name: &str, kind: FileKind, lock: bool) -> (FileEntry, Option<Lease>) {
+        let req = Request::CreateFile { parent, name: name.into(), kind, mode: 0o644, lock };
+        match self.req(req).await {
+            Response::File { entry, lease } => (entry, lease),
+            other => panic!("create {name}: {other:?}"),
+        }
+    }
+
+    pub async fn lock(&mut self, file: FileId) -> Result<Lease, ProtoError> {
+        match self.req(Request::Lock { file }).await {
+            Response::Locked(l) => Ok(l),
+            Response::Error(e) => Err(e),
+            other => panic!("lock: {other:?}"),
+        }
+    }
+
+    pub async fn invite(&mut self) -> String {
+        match self.req(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await {
+            Response::Invite { code, .. } => code,
+            other => panic!("invite: {other:?}"),
+        }
+    }
+}
+
+/// Creates a group; returns the creator's connection and credential.
+pub async fn new_group(addr: SocketAddr, member: &str) -> (Client, Credential) {
+    let mut c = Client::connect(addr).await;
+    let req = Request::CreateGroup { group_name: "team".into(), member_name: member.into(), peer_addr: None };
+    match c.req(req).await {
+        Response::Created { credential, .. } => (c, credential),
+        other => panic!("create group: {other:?}"),
+    }
+}
+
+/// Invites and joins a new member through `inviter`.
+pub async fn join(addr: SocketAddr, inviter: &mut Client, group: GroupId, member: &str) -> (Client, Credential) {
+    let code = inviter.invite().await;
+    let mut c = Client::connect(addr).await;
+    let req = Request::Join { group, invite: code, member_name: member.into(), peer_addr: None };
+    match c.req(req).await {
+        Response::Joined { credential } => (c, credential),
+        other => panic!("join: {other:?}"),
+    }
+}
+
+pub fn fake_torrent(tag: u8) -> (InfoHash, Vec<u8>) {
+    (InfoHash([tag; 20]), format!("d4:infod6:lengthi5e4:name1:{}ee", tag as char).into_bytes())
+}
