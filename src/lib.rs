@@ -4,6 +4,8 @@
 //! Dependencies point one way: `fuse -> model -> {swarm, tracker_client} ->
 //! titorrent_tracker::proto`. The model names no fuser or librqbit type.
 
+pub mod cli;
+pub mod daemon;
 pub mod fuse;
 pub mod model;
 pub mod state;

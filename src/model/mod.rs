@@ -533,28 +533,34 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Changes a file's size. Through an open write handle this edits the
     /// staging copy; otherwise it is a whole open-truncate-close edit.
     pub async fn set_size(self: &Arc<Self>, id: FileId, fh: Option<Fh>, size: u64) -> Result<()> {
-        let staging = {
-            let inner = self.inner.lock();
-            let by_handle = fh.and_then(|fh| inner.handles.get(&fh)).filter(|h| h.write && h.file == id);
-            match (by_handle, inner.writes.get(&id)) {
-                (Some(_), Some(w)) if !w.publishing => Some(w.staging.clone()),
-                _ => None,
-            }
-        };
-        if let Some(s) = staging {
-            s.file.set_len(size)?;
-            if let Some(w) = self.inner.lock().writes.get_mut(&id) {
-                w.dirty = true;
-            }
+        if self.truncate_staging(id, fh, size)? {
             return Ok(());
         }
         if self.attr(id)?.size == size {
             return Ok(());
         }
         let fh = self.open(id, OpenMode { write: true, truncate: size == 0 }).await?;
-        let res = self.set_size(id, Some(fh), size).await;
+        let res = self.truncate_staging(id, Some(fh), size);
         self.release(fh);
-        res
+        match res {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ModelError::NotWritable),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Truncates this member's staging copy if `fh` is a write handle on it.
+    fn truncate_staging(&self, id: FileId, fh: Option<Fh>, size: u64) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let by_handle = fh.and_then(|fh| inner.handles.get(&fh)).is_some_and(|h| h.write && h.file == id);
+        match inner.writes.get_mut(&id) {
+            Some(w) if by_handle && !w.publishing => {
+                w.staging.file.set_len(size)?;
+                w.dirty = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Attributes only this member sees for now (mode, mtime).

@@ -23,6 +23,7 @@
 mod error;
 mod metainfo;
 mod peer_feed;
+mod port;
 
 pub use error::SwarmError;
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
@@ -36,7 +37,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use librqbit::api::TorrentIdOrHash;
@@ -46,7 +47,7 @@ use librqbit::{
     AddTorrent, AddTorrentOptions, Api, ListenerMode, ListenerOptions, ManagedTorrent,
     ManagedTorrentState, Session, SessionOptions, SessionPersistenceConfig,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use titorrent_tracker::proto::InfoHash;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
@@ -68,6 +69,10 @@ const MAX_DISK_READS: usize = 32;
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
+/// A read waiting this long with no data arriving for its torrent redials.
+const STALL_CHECK: Duration = Duration::from_millis(1000);
+/// At most one redial per torrent this often.
+const KICK_MIN_INTERVAL: Duration = Duration::from_secs(3);
 /// How often `wait_complete` looks when librqbit has nothing to notify.
 const COMPLETE_POLL: Duration = Duration::from_millis(200);
 
@@ -140,6 +145,8 @@ struct Version {
     complete: AtomicBool,
     /// Read-only descriptor of the object file, opened on the first `pread`.
     file: OnceLock<Arc<File>>,
+    /// When a stalled read last restarted the peer connections (`kick`).
+    last_kick: Mutex<Option<Instant>>,
 }
 
 fn id20(ih: InfoHash) -> Id20 {
@@ -409,7 +416,24 @@ impl Swarm {
         {
             let mut stream = v.handle.clone().stream(0).await.map_err(engine)?;
             stream.seek(SeekFrom::Start(offset)).await?;
-            stream.read_exact(&mut buf).await?;
+            let read = stream.read_exact(&mut buf);
+            tokio::pin!(read);
+            let mut seen = fetched_bytes(&v.handle);
+            loop {
+                tokio::select! {
+                    r = &mut read => {
+                        r?;
+                        break;
+                    }
+                    () = tokio::time::sleep(STALL_CHECK) => {
+                        let now = fetched_bytes(&v.handle);
+                        if now == seen {
+                            self.inner.kick(&v).await;
+                        }
+                        seen = fetched_bytes(&v.handle);
+                    }
+                }
+            }
         }
         Ok(Bytes::from(buf))
     }
@@ -572,6 +596,7 @@ impl Inner {
             piece_length,
             complete: AtomicBool::new(false),
             file: OnceLock::new(),
+            last_kick: Mutex::new(None),
         });
         Ok(self.versions.write().entry(ih).or_insert(v).clone())
     }
@@ -617,6 +642,38 @@ impl Inner {
         (start / v.piece_length..=(end - 1) / v.piece_length).all(|i| bit(&bits, i))
     }
 
+    /// Restarts a torrent's peer connections after a read saw no data arrive
+    /// for `STALL_CHECK`.
+    ///
+    /// With no piece selected (on demand), librqbit hangs up on a seeder as
+    /// soon as no stream is open, and redials it when the next stream opens.
+    /// When a read's stream opens while that hang-up is under way, the seeder
+    /// ends up waiting out a reconnect backoff (10 s, then 60 s, ...) or is
+    /// never redialled; a request loop may also sleep 5 s before it notices a
+    /// new stream. Pausing and resuming gives the torrent fresh peer state:
+    /// it dials its initial peers and the peer feed's at once. Open streams
+    /// survive it (they belong to the torrent, not to its live state).
+    async fn kick(&self, v: &Version) {
+        {
+            let mut last = v.last_kick.lock();
+            if last.is_some_and(|t| t.elapsed() < KICK_MIN_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if v.handle.live().is_none() {
+            return;
+        }
+        debug!(info_hash = ?v.handle.info_hash(), "read stalled; redialling peers");
+        if let Err(e) = self.session.pause(&v.handle).await {
+            debug!("pause for a redial: {e:#}");
+            return;
+        }
+        if let Err(e) = self.session.unpause(&v.handle).await {
+            warn!(info_hash = ?v.handle.info_hash(), "could not resume after a redial: {e:#}");
+        }
+    }
+
     async fn pread(&self, v: &Arc<Version>, offset: u64, end: u64) -> Result<Bytes, SwarmError> {
         let _slot = self
             .disk_reads
@@ -646,6 +703,11 @@ impl Inner {
 fn bit(bits: &[u8], i: u64) -> bool {
     bits.get((i / 8) as usize)
         .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// Bytes received from peers by the torrent's current live state.
+fn fetched_bytes(handle: &ManagedTorrent) -> Option<u64> {
+    handle.live().map(|l| l.stats_snapshot().fetched_bytes)
 }
 
 /// Why librqbit stopped a torrent, if it did.

@@ -1,1 +1,40 @@
 //! Talks to the tracker manager: one multiplexed connection, reconnecting, authenticated, subscribed.
+//!
+//! - [`Connection`]: a one-shot, sequential connection for CLI commands
+//!   (create-group, join, invite, members).
+//! - [`TrackerLink`]: the mount daemon's long-lived link. It authenticates,
+//!   subscribes from the last seq it delivered, reconnects with backoff,
+//!   and multiplexes concurrent requests over one connection. It is the
+//!   model's [`crate::model::Coordinator`].
+
+mod connection;
+mod coordinator;
+mod frame;
+mod link;
+
+#[cfg(test)]
+mod tests;
+
+pub use connection::Connection;
+pub use link::{LinkEvent, TrackerLink};
+
+use titorrent_tracker::proto::{FrameError, ProtoError};
+
+/// How a request to the tracker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Not connected (the link is reconnecting), or the connection was lost
+    /// before the answer came: the request may or may not have been applied.
+    #[error("not connected to the tracker")]
+    Offline,
+    /// The tracker answered with a refusal.
+    #[error("the tracker refused: {0}")]
+    Refused(#[source] ProtoError),
+    #[error("tracker connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("tracker frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The tracker said something out of protocol, or said goodbye.
+    #[error("tracker protocol: {0}")]
+    Protocol(String),
+}

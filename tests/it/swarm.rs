@@ -21,6 +21,7 @@ fn init_tracing() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
+        .with_ansi(false)
         .try_init();
 }
 
@@ -245,6 +246,42 @@ async fn many_concurrent_reads_of_a_file_not_yet_here() {
         }
         eprintln!("32 concurrent reads done in {:?}", started.elapsed());
 
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// One read after another at scattered offsets, as a program seeking around
+/// a file does: librqbit drops and redials the seeder between reads, and no
+/// read may get stuck in that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scattered_reads_one_after_another() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        let data = random_bytes(48 * MIB + 777);
+        let p = a.publish("seek.bin", &data).await;
+        b.swarm
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .await
+            .unwrap();
+        let mut worst = Duration::ZERO;
+        let mut total = Duration::ZERO;
+        for i in 0..40usize {
+            // A fixed, spread-out order (a multiplicative walk over 1 MiB slots).
+            let offset = ((i * 29 + 7) % 48) * MIB + (i * 4099) % MIB;
+            let started = Instant::now();
+            let got = b.swarm.read(p.info_hash, offset as u64, 64 * 1024).await.unwrap();
+            let took = started.elapsed();
+            worst = worst.max(took);
+            total += took;
+            let end = (offset + 64 * 1024).min(data.len());
+            assert!(got[..] == data[offset..end], "read {i} differs");
+        }
+        eprintln!("40 scattered 64 KiB reads: mean {:?}, worst {worst:?}", total / 40);
+        assert!(worst < Duration::from_secs(4), "a read stalled for {worst:?}");
         a.swarm.shutdown().await;
         b.swarm.shutdown().await;
     })

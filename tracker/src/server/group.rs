@@ -115,10 +115,11 @@ impl GroupState {
     }
 
     pub fn insert_lock(&mut self, f: FileId, rec: LockRec) {
-        self.leases.insert(rec.lease, f);
+        let lease = rec.lease;
         if let Some(old) = self.locks.insert(f, rec) {
             self.leases.remove(&old.lease);
         }
+        self.leases.insert(lease, f);
     }
 
     pub fn remove_lock(&mut self, f: FileId) {
@@ -173,7 +174,6 @@ impl Txn {
     pub fn event(&mut self, by: MemberId, kind: EventKind) -> Result<(), StoreError> {
         let ev = Event { seq: Seq(self.next_seq), at: self.now, by, kind };
         self.next_seq += 1;
-        self.counters_changed = true;
         self.w.put_event(self.group, &ev)?;
         self.events.push(ev);
         Ok(())
@@ -186,8 +186,15 @@ impl Txn {
         id
     }
 
-    /// Adds the group record when the counters moved, so they change in the
-    /// same batch as the events and files that used them.
+    /// Makes `finish` write the group record (a new group).
+    pub fn write_group_rec(&mut self) {
+        self.counters_changed = true;
+    }
+
+    /// Adds the group record when a file id was allocated, in the same
+    /// batch as the file that used it. Events alone do not rewrite it: the
+    /// last event's key is the authoritative end of the log (pruning always
+    /// keeps it), and open() takes the larger of the two.
     pub fn finish(mut self, st: &GroupState) -> Result<FinishedTxn, StoreError> {
         if self.counters_changed {
             let rec = GroupRec { name: st.name.clone(), next_file: self.next_file, next_seq: self.next_seq };

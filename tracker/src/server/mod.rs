@@ -250,5 +250,5 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 pub(crate) fn now_ms() -> UnixMillis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| duration_ms(d)).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }

@@ -125,6 +125,7 @@ impl Tracker {
         {
             let mut st = group.state.lock();
             let mut txn = Txn::new(g, &st, now);
+            txn.write_group_rec();
             txn.w.put_member(m, &rec)?;
             txn.w.put_file(g, &root)?;
             txn.event(m, EventKind::FileCreated(root.clone()))?;
@@ -204,9 +205,12 @@ impl Tracker {
             _ => return Err(ProtoError::NotAuthenticated),
         };
         let (_, auth) = self.attach(&group, cred.member, peer_addr, remote, false)?;
-        let st = group.state.lock();
-        let member = st.member_info(cred.member).ok_or(ProtoError::NotAuthenticated)?;
-        Ok((Response::Authenticated { member, group_name: st.name.clone() }, auth))
+        // (The guard is released before `auth` could drop: its Drop locks.)
+        let answer = {
+            let st = group.state.lock();
+            st.member_info(cred.member).map(|member| Response::Authenticated { member, group_name: st.name.clone() })
+        };
+        Ok((answer.ok_or(ProtoError::NotAuthenticated)?, auth))
     }
 
     /// Counts one more connection of `m`; emits `MemberOnline` when it comes

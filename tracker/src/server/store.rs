@@ -16,8 +16,10 @@
 //!
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
-//! event is never on disk without the file-table or lock change it records,
-//! and a group's `next_seq` never lags its log.
+//! event is never on disk without the file-table or lock change it records.
+//! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
+//! `next_file`); the last key of its log, which pruning always keeps, is
+//! authoritative.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ const EVENT: u8 = b'E';
 pub(crate) struct GroupRec {
     pub name: String,
     pub next_file: u64,
+    /// A floor for the next seq; see the module docs.
     pub next_seq: u64,
 }
 

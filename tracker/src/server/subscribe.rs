@@ -96,3 +96,42 @@ enum PumpEnd {
     Closed,
     Gap(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{EventKind, FileId, GroupId, MemberId, Seq};
+    use crate::server::group::GroupState;
+    use crate::server::store::WriteSet;
+
+    /// The pump's broadcast receiver overflows while its client does not
+    /// read; it must fill the hole from the log, in order, exactly once.
+    #[tokio::test]
+    async fn a_lagging_pump_reads_the_missed_range_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let group = Arc::new(Group::new(GroupId(1), GroupState::new("g".into())));
+        let (out, mut out_rx) = mpsc::channel(4);
+        let conn = CancellationToken::new();
+        let pump = Pump { store: store.clone(), group: group.clone(), rx: group.events.subscribe(), last: 0, out, conn: conn.clone() };
+        let task = tokio::spawn(pump.run());
+        let n = 3000u64;
+        for s in 1..=n {
+            let ev = Event { seq: Seq(s), at: 0, by: MemberId(1), kind: EventKind::Unlocked { file: FileId(2) } };
+            let mut w = WriteSet::new();
+            w.put_event(group.id, &ev).unwrap();
+            store.apply(w).unwrap();
+            group.durable.send_replace(Seq(s));
+            let _ = group.events.send(ev);
+        }
+        for want in 1..=n {
+            match out_rx.recv().await {
+                Some(Out::Frame(ServerFrame::Event(ev))) => assert_eq!(ev.seq.0, want),
+                _ => panic!("expected event {want}"),
+            }
+        }
+        assert!(out_rx.try_recv().is_err(), "duplicate events");
+        conn.cancel();
+        task.await.unwrap();
+    }
+}

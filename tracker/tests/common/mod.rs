@@ -59,11 +59,11 @@ impl Server {
     /// Opens `dir` (waiting for a previous tracker on it to let go) and
     /// serves on `addr` (waiting for the port to be free again).
     pub async fn start_on(dir: &Path, lease_ttl: Duration, addr: SocketAddr) -> Server {
-        let tracker = poll("the database to be free", WAIT, || async {
+        let tracker = poll("the database to be free", WAIT, move || async move {
             Tracker::open(config(dir, lease_ttl)).ok()
         })
         .await;
-        let listener = poll("the port to be free", WAIT, || async { TcpListener::bind(addr).await.ok() }).await;
+        let listener = poll("the port to be free", WAIT, move || async move { TcpListener::bind(addr).await.ok() }).await;
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(tracker.clone().serve(listener));
         Server { tracker, addr, dir: dir.to_path_buf(), task }

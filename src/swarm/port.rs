@@ -1,0 +1,54 @@
+//! The swarm as the model's `Content`: maps calls one to one and turns
+//! `SwarmError` into the model's `ContentError`.
+
+use super::{Swarm, SwarmError};
+use crate::model::{Content, ContentError, PublishedContent};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use titorrent_tracker::proto::InfoHash;
+
+impl From<SwarmError> for ContentError {
+    fn from(e: SwarmError) -> Self {
+        match e {
+            SwarmError::HashMismatch { .. } => ContentError::HashMismatch,
+            SwarmError::NoSpace => ContentError::NoSpace,
+            SwarmError::NotFound => ContentError::NotFound,
+            SwarmError::Io(e) => ContentError::Io(e),
+            e @ (SwarmError::InvalidTorrent(_)
+            | SwarmError::EmptyFile
+            | SwarmError::InvalidName(_)
+            | SwarmError::Engine(_)
+            | SwarmError::ShutDown) => ContentError::Other(e.to_string()),
+        }
+    }
+}
+
+impl Content for Swarm {
+    async fn publish(&self, staging: &Path, name: &str) -> Result<PublishedContent, ContentError> {
+        let p = Swarm::publish(self, staging, name).await?;
+        Ok(PublishedContent { info_hash: p.info_hash, torrent: p.torrent, size: p.size })
+    }
+
+    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], peers: Vec<SocketAddr>) -> Result<(), ContentError> {
+        // Every member fetches new versions in the background by default;
+        // reads by programs are served first (the swarm streams them).
+        Ok(Swarm::ensure(self, info_hash, torrent, peers, true).await?)
+    }
+
+    async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, ContentError> {
+        Ok(Swarm::read(self, info_hash, offset, len).await?)
+    }
+
+    fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
+        Swarm::local_path(self, info_hash)
+    }
+
+    fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)> {
+        Swarm::progress(self, info_hash)
+    }
+
+    fn add_peers(&self, peers: &[SocketAddr]) {
+        Swarm::add_peers(self, peers)
+    }
+}

@@ -1,0 +1,91 @@
+//! A one-shot, sequential connection to the tracker, for CLI commands.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::frame::{closed, read_frame, write_frame};
+use super::ClientError;
+use titorrent_tracker::proto::{ClientFrame, Request, Response, ServerFrame, PROTOCOL_VERSION};
+
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn timed_out(what: &str) -> ClientError {
+    ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out")))
+}
+
+/// One request at a time; events the tracker pushes are skipped.
+pub struct Connection {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    local: SocketAddr,
+    next_id: u64,
+}
+
+impl Connection {
+    /// Connects to `addr` (host:port) and exchanges Hellos.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out("connecting to the tracker"))??;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let (rd, wr) = stream.into_split();
+        let mut c = Connection { rd: BufReader::new(rd), wr, local, next_id: 1 };
+        write_frame(&mut c.wr, &ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
+        let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut c.rd))
+            .await
+            .map_err(|_| timed_out("the tracker's hello"))??;
+        check_hello(hello)?;
+        Ok(c)
+    }
+
+    /// Sends `req` and waits for its answer; a refusal is `Refused`.
+    pub async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        write_frame(&mut self.wr, &ClientFrame::Request { id, req }).await?;
+        let answer = async {
+            loop {
+                match read_frame(&mut self.rd).await? {
+                    Some(ServerFrame::Response { id: got, resp }) if got == id => return Ok(resp),
+                    Some(ServerFrame::Response { id: got, .. }) => {
+                        return Err(ClientError::Protocol(format!("answer to request {got}, expected {id}")))
+                    }
+                    Some(ServerFrame::Event(_)) => continue,
+                    Some(ServerFrame::Goodbye { reason }) => {
+                        return Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
+                    }
+                    Some(ServerFrame::Hello { .. }) => return Err(ClientError::Protocol("a second Hello".into())),
+                    None => return Err(closed()),
+                }
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await.map_err(|_| timed_out("the tracker's answer"))?? {
+            Response::Error(e) => Err(ClientError::Refused(e)),
+            resp => Ok(resp),
+        }
+    }
+
+    /// This end's address (its IP is how this machine reaches the tracker).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Checks the tracker's first frame.
+pub(crate) fn check_hello(frame: Option<ServerFrame>) -> Result<(), ClientError> {
+    match frame {
+        Some(ServerFrame::Hello { version }) if version == PROTOCOL_VERSION => Ok(()),
+        Some(ServerFrame::Hello { version }) => Err(ClientError::Protocol(format!(
+            "the tracker speaks protocol {version}, this client {PROTOCOL_VERSION}"
+        ))),
+        Some(ServerFrame::Goodbye { reason }) => Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}"))),
+        Some(other) => Err(ClientError::Protocol(format!("expected Hello, got {other:?}"))),
+        None => Err(closed()),
+    }
+}

@@ -1,0 +1,430 @@
+//! The mount daemon's link to the tracker: one authenticated, subscribed
+//! connection at a time, re-established with backoff, carrying many
+//! concurrent requests.
+//!
+//! States of the link (exactly one at a time):
+//! - **connecting**: no live connection; `request` fails at once with
+//!   `Offline`; a background task retries (100 ms doubling to 2 s; 30 s
+//!   after the tracker refused the credential or the protocol);
+//! - **online**: Hello, Authenticate and Subscribe succeeded; `Online` was
+//!   emitted, then the `Snapshot` if the tracker sent one, then events;
+//!   requests go out with fresh ids and their answers are matched by id;
+//! - **stopped**: after `shutdown` or when every handle is dropped.
+//!
+//! Events are delivered exactly once and in seq order: the link remembers
+//! the last seq it delivered and resubscribes from it; a duplicate is
+//! skipped, a gap drops the connection (the next one resubscribes).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::connection::{check_hello, CONNECT_TIMEOUT};
+use super::frame::{closed, read_frame};
+use super::ClientError;
+use titorrent_tracker::proto::{
+    encode_frame, ClientFrame, Credential, Event, FileEntry, Request, Response, Seq, ServerFrame, PROTOCOL_VERSION,
+};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// After a refusal (bad credential, other protocol version) retrying fast
+/// cannot help; retry slowly in case the tracker is fixed.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+const OUT_QUEUE: usize = 256;
+/// After this long without a frame from the tracker the link asks it
+/// something; with no frame for this long again, the connection is
+/// presumed dead (a vanished host sends no FIN) and re-established.
+const IDLE_PROBE: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+const AUTH_ID: u64 = 1;
+const SUBSCRIBE_ID: u64 = 2;
+
+/// What the link tells its owner, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Connected, authenticated and subscribed: requests work.
+    Online,
+    /// The connection was lost; requests fail with `Offline` until `Online`.
+    Offline,
+    /// The whole file table as of `seq` (first connection, or the log no
+    /// longer reaches back to the last delivered seq). Events after `seq`
+    /// follow.
+    Snapshot { seq: Seq, files: Vec<FileEntry> },
+    Event(Event),
+}
+
+/// A cheap, cloneable handle on the link. Dropping the last handle stops it.
+#[derive(Clone)]
+pub struct TrackerLink {
+    inner: Arc<Inner>,
+    _stop_on_drop: Arc<DropGuard>,
+}
+
+struct Inner {
+    live: Mutex<Option<Arc<Live>>>,
+    online: AtomicBool,
+    cancel: CancellationToken,
+}
+
+/// One live connection's request side.
+struct Live {
+    out: mpsc::Sender<Vec<u8>>,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+}
+
+struct Pending {
+    /// Set when the connection is gone; no new request may wait after it.
+    closed: bool,
+    waiting: HashMap<u64, oneshot::Sender<Response>>,
+}
+
+impl Live {
+    /// Fails every waiting request with `Offline` (their senders drop).
+    fn close(&self) {
+        let mut p = self.pending.lock();
+        p.closed = true;
+        p.waiting.clear();
+    }
+}
+
+struct Config {
+    addr: String,
+    credential: Credential,
+    peer_port: u16,
+}
+
+impl TrackerLink {
+    /// Starts the background task: connect, Hello, Authenticate{credential,
+    /// peer_addr}, Subscribe{from: last_seq}; on any connection loss emits
+    /// Offline and retries with backoff (100 ms doubling to 2 s),
+    /// resubscribing from the last seq it delivered. peer_port: the
+    /// BitTorrent listen port; peer_addr sent = (the IP of the tracker
+    /// socket's local address, peer_port); none when `peer_port` is 0.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn start(
+        tracker_addr: String,
+        credential: Credential,
+        peer_port: u16,
+        last_seq: Option<Seq>,
+    ) -> (TrackerLink, mpsc::UnboundedReceiver<LinkEvent>) {
+        let cancel = CancellationToken::new();
+        let inner = Arc::new(Inner { live: Mutex::new(None), online: AtomicBool::new(false), cancel: cancel.clone() });
+        let (events, rx) = mpsc::unbounded_channel();
+        let cfg = Config { addr: tracker_addr, credential, peer_port };
+        let span = tracing::info_span!("tracker_link", tracker = %cfg.addr, member = %cfg.credential.member);
+        tokio::spawn(tracing::Instrument::instrument(run(inner.clone(), cfg, last_seq, events), span));
+        let link = TrackerLink { inner, _stop_on_drop: Arc::new(cancel.drop_guard()) };
+        (link, rx)
+    }
+
+    /// Sends a request on the current connection; if not connected, fails at
+    /// once with [`ClientError::Offline`] (never waits for reconnect). Many
+    /// requests may be in flight at once. A connection lost before the
+    /// answer also gives `Offline`: the request may or may not have been
+    /// applied.
+    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+        let live = self.inner.live.lock().clone().ok_or(ClientError::Offline)?;
+        let id = live.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode_frame(&ClientFrame::Request { id, req })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = live.pending.lock();
+            if p.closed {
+                return Err(ClientError::Offline);
+            }
+            p.waiting.insert(id, tx);
+        }
+        if live.out.send(bytes).await.is_err() {
+            live.pending.lock().waiting.remove(&id);
+            return Err(ClientError::Offline);
+        }
+        match rx.await.map_err(|_| ClientError::Offline)? {
+            Response::Error(e) => Err(ClientError::Refused(e)),
+            resp => Ok(resp),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.inner.online.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        if let Some(live) = self.inner.live.lock().take() {
+            live.close();
+        }
+        self.inner.online.store(false, Ordering::Release);
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// `shutdown` or all handles dropped.
+    Stopped,
+    /// The tracker refused us (credential, protocol): retry slowly.
+    Refused(ClientError),
+    /// Network trouble: retry with backoff.
+    Lost(ClientError),
+}
+
+async fn run(inner: Arc<Inner>, cfg: Config, mut last_seq: Option<Seq>, events: mpsc::UnboundedSender<LinkEvent>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut attempts_failed = 0u32;
+    loop {
+        let mut was_online = false;
+        let end = session(&inner, &cfg, &mut last_seq, &events, &mut was_online).await;
+        if was_online {
+            backoff = MIN_BACKOFF;
+            attempts_failed = 0;
+        }
+        let delay = match end {
+            End::Stopped => break,
+            End::Refused(e) => {
+                tracing::error!(error = %e, "the tracker refused this member; retrying in {REFUSED_RETRY:?}");
+                REFUSED_RETRY
+            }
+            End::Lost(e) => {
+                if was_online {
+                    tracing::warn!(error = %e, "lost the tracker; reconnecting");
+                } else if attempts_failed == 0 {
+                    tracing::info!(error = %e, "cannot reach the tracker; retrying");
+                } else {
+                    tracing::debug!(error = %e, "cannot reach the tracker; retrying");
+                }
+                attempts_failed = attempts_failed.saturating_add(1);
+                let d = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                d
+            }
+        };
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    inner.online.store(false, Ordering::Release);
+    tracing::debug!("tracker link stopped");
+}
+
+fn refused_or_lost(e: ClientError) -> End {
+    match e {
+        ClientError::Refused(_) | ClientError::Protocol(_) => End::Refused(e),
+        other => End::Lost(other),
+    }
+}
+
+/// One connection, from connect to loss. Sets `was_online` once requests
+/// were possible (and `Online` emitted).
+async fn session(
+    inner: &Arc<Inner>,
+    cfg: &Config,
+    last_seq: &mut Option<Seq>,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+    was_online: &mut bool,
+) -> End {
+    let connected = tokio::select! {
+        _ = inner.cancel.cancelled() => return End::Stopped,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, handshake(cfg, *last_seq)) => r,
+    };
+    let (rd, wr, snapshot) = match connected {
+        Err(_) => {
+            return End::Lost(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "tracker handshake timed out",
+            )))
+        }
+        Ok(Err(e)) => return refused_or_lost(e),
+        Ok(Ok(x)) => x,
+    };
+    let mut rd = rd;
+    if let Some((seq, _)) = &snapshot {
+        *last_seq = Some(*seq);
+    }
+
+    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let live = Arc::new(Live {
+        out,
+        pending: Mutex::new(Pending { closed: false, waiting: HashMap::new() }),
+        next_id: AtomicU64::new(SUBSCRIBE_ID + 1),
+    });
+    let conn_cancel = inner.cancel.child_token();
+    let writer = tokio::spawn(write_loop(wr, out_rx, conn_cancel.clone()));
+    *inner.live.lock() = Some(live.clone());
+    inner.online.store(true, Ordering::Release);
+    *was_online = true;
+    tracing::info!(from = ?last_seq, "tracker link online");
+    let _ = events.send(LinkEvent::Online);
+    if let Some((seq, files)) = snapshot {
+        let _ = events.send(LinkEvent::Snapshot { seq, files });
+    }
+
+    let mut last_rx = tokio::time::Instant::now();
+    let mut probe = tokio::time::interval(IDLE_PROBE / 2);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe_sent: Option<tokio::time::Instant> = None;
+    let end = loop {
+        let frame = tokio::select! {
+            _ = conn_cancel.cancelled() => {
+                break if inner.cancel.is_cancelled() { End::Stopped } else { End::Lost(closed()) };
+            }
+            _ = probe.tick() => {
+                match probe_sent {
+                    Some(at) if at.elapsed() >= IDLE_PROBE => {
+                        break End::Lost(ClientError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the tracker stopped answering",
+                        )));
+                    }
+                    Some(_) => {}
+                    None if last_rx.elapsed() >= IDLE_PROBE => {
+                        probe_sent = Some(tokio::time::Instant::now());
+                        if !send_probe(&live) {
+                            break End::Lost(closed());
+                        }
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            f = read_frame(&mut rd) => f,
+        };
+        last_rx = tokio::time::Instant::now();
+        probe_sent = None;
+        match frame {
+            Ok(Some(ServerFrame::Response { id, resp })) => {
+                let waiter = live.pending.lock().waiting.remove(&id);
+                if let Some(tx) = waiter {
+                    // The caller may have given up; that is fine.
+                    let _ = tx.send(resp);
+                }
+            }
+            Ok(Some(ServerFrame::Event(ev))) => {
+                let last = last_seq.map_or(0, |s| s.0);
+                if ev.seq.0 <= last {
+                    continue;
+                }
+                if ev.seq.0 != last + 1 {
+                    break End::Lost(ClientError::Protocol(format!("event {} after {last}: resubscribing", ev.seq)));
+                }
+                *last_seq = Some(ev.seq);
+                let _ = events.send(LinkEvent::Event(ev));
+            }
+            Ok(Some(ServerFrame::Goodbye { reason })) => {
+                break End::Lost(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
+            }
+            Ok(Some(ServerFrame::Hello { .. })) => break End::Lost(ClientError::Protocol("a second Hello".into())),
+            Ok(None) => break End::Lost(closed()),
+            Err(e) => break End::Lost(e),
+        }
+    };
+
+    {
+        let mut cur = inner.live.lock();
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
+            *cur = None;
+        }
+    }
+    inner.online.store(false, Ordering::Release);
+    live.close();
+    conn_cancel.cancel();
+    let _ = writer.await;
+    let _ = events.send(LinkEvent::Offline);
+    end
+}
+
+/// Queues a cheap read-only request whose only purpose is an answer.
+fn send_probe(live: &Live) -> bool {
+    let id = live.next_id.fetch_add(1, Ordering::Relaxed);
+    let Ok(bytes) = encode_frame(&ClientFrame::Request { id, req: Request::ListMembers }) else { return false };
+    // A full queue means requests are flowing; the answers will tell.
+    !matches!(live.out.try_send(bytes), Err(mpsc::error::TrySendError::Closed(_)))
+}
+
+type Handshake = (BufReader<tokio::net::tcp::OwnedReadHalf>, OwnedWriteHalf, Option<(Seq, Vec<FileEntry>)>);
+
+/// Connect, Hello, Authenticate, Subscribe (pipelined), and their answers.
+async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientError> {
+    let stream = TcpStream::connect(&cfg.addr).await?;
+    stream.set_nodelay(true)?;
+    let local = stream.local_addr()?;
+    let peer_addr = (cfg.peer_port != 0).then(|| SocketAddr::new(local.ip(), cfg.peer_port));
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut hello = Vec::new();
+    for f in [
+        ClientFrame::Hello { version: PROTOCOL_VERSION },
+        ClientFrame::Request {
+            id: AUTH_ID,
+            req: Request::Authenticate { credential: cfg.credential.clone(), peer_addr },
+        },
+        ClientFrame::Request { id: SUBSCRIBE_ID, req: Request::Subscribe { from } },
+    ] {
+        hello.extend(encode_frame(&f)?);
+    }
+    wr.write_all(&hello).await?;
+    check_hello(read_frame(&mut rd).await?)?;
+    match expect_response(&mut rd, AUTH_ID).await? {
+        Response::Authenticated { .. } => {}
+        other => return Err(ClientError::Protocol(format!("Authenticate answered {other:?}"))),
+    }
+    match expect_response(&mut rd, SUBSCRIBE_ID).await? {
+        Response::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
+        Response::Subscribed { seq } if Some(seq) == from => Ok((rd, wr, None)),
+        other => Err(ClientError::Protocol(format!("Subscribe answered {other:?}"))),
+    }
+}
+
+async fn expect_response(
+    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    id: u64,
+) -> Result<Response, ClientError> {
+    match read_frame(rd).await? {
+        Some(ServerFrame::Response { id: got, resp }) if got == id => match resp {
+            // An unauthenticated Subscribe also answers NotAuthenticated.
+            Response::Error(e) => Err(ClientError::Refused(e)),
+            r => Ok(r),
+        },
+        Some(ServerFrame::Goodbye { reason }) => Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}"))),
+        Some(other) => Err(ClientError::Protocol(format!("expected the answer to {id}, got {other:?}"))),
+        None => Err(closed()),
+    }
+}
+
+async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, cancel: CancellationToken) {
+    let mut w = BufWriter::new(wr);
+    loop {
+        let bytes = tokio::select! {
+            _ = cancel.cancelled() => break,
+            b = rx.recv() => match b { Some(b) => b, None => break },
+        };
+        let write = async {
+            w.write_all(&bytes).await?;
+            if rx.is_empty() {
+                w.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let res = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = write => r,
+        };
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "write to the tracker failed");
+            break;
+        }
+    }
+    // The reader notices through the token and ends the session.
+    cancel.cancel();
+}

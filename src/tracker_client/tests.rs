@@ -1,0 +1,291 @@
+//! The tracker client against an in-process tracker on 127.0.0.1:0:
+//! one-shot connections, and a link that survives a tracker restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::*;
+use titorrent_tracker::proto::*;
+use titorrent_tracker::server::{Tracker, TrackerConfig};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Server {
+    tracker: Arc<Tracker>,
+    addr: SocketAddr,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn poll<T, Fut: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> Fut) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Server {
+    async fn start(dir: &Path, addr: SocketAddr) -> Server {
+        let cfg = TrackerConfig { data_dir: dir.to_path_buf(), ..TrackerConfig::default() };
+        let tracker = poll("the database", move || {
+            let cfg = cfg.clone();
+            async move { Tracker::open(cfg).ok() }
+        })
+        .await;
+        let listener = poll("the port", move || async move { TcpListener::bind(addr).await.ok() }).await;
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(tracker.clone().serve(listener));
+        Server { tracker, addr, task }
+    }
+
+    async fn stop(self) {
+        self.tracker.shutdown();
+        let _ = tokio::time::timeout(WAIT, self.task).await.expect("serve did not stop");
+    }
+}
+
+async fn next(rx: &mut UnboundedReceiver<LinkEvent>) -> LinkEvent {
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("no link event in time").expect("link ended")
+}
+
+fn created_name(ev: &LinkEvent) -> Option<&str> {
+    match ev {
+        LinkEvent::Event(Event { kind: EventKind::FileCreated(e), .. }) => Some(&e.name),
+        _ => None,
+    }
+}
+
+async fn create(c: &mut Connection, name: &str) -> FileEntry {
+    let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false };
+    match c.request(req).await.unwrap() {
+        Response::File { entry, .. } => entry,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn one_shot_connection_requests_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = Connection::connect(&srv.addr.to_string()).await.unwrap();
+    assert_eq!(c.local_addr().ip(), srv.addr.ip());
+    assert!(matches!(c.request(Request::ListFiles).await, Err(ClientError::Refused(ProtoError::NotAuthenticated))));
+    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { credential, .. } = c.request(req).await.unwrap() else { panic!() };
+    let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
+        panic!()
+    };
+    let mut b = Connection::connect(&srv.addr.to_string()).await.unwrap();
+    let join = Request::Join { group: credential.group, invite: code, member_name: "ben".into(), peer_addr: None };
+    assert!(matches!(b.request(join).await.unwrap(), Response::Joined { .. }));
+    let Response::Members(ms) = b.request(Request::ListMembers).await.unwrap() else { panic!() };
+    assert_eq!(ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["ana", "ben"]);
+    assert!(Connection::connect("127.0.0.1:1").await.is_err());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let addr = srv.addr;
+    let mut c = Connection::connect(&addr.to_string()).await.unwrap();
+    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { credential: ana, .. } = c.request(req).await.unwrap() else { panic!() };
+    drop(c);
+
+    let (link, mut rx) = TrackerLink::start(addr.to_string(), ana.clone(), 6881, None);
+    assert_eq!(next(&mut rx).await, LinkEvent::Online);
+    assert!(link.is_online());
+    let LinkEvent::Snapshot { seq: mut last, files } = next(&mut rx).await else { panic!("expected a snapshot") };
+    assert_eq!(files.len(), 1);
+
+    // Many requests in flight on the one connection.
+    let reqs = (0..20).map(|i| {
+        let link = link.clone();
+        async move {
+            let req = Request::CreateFile {
+                parent: FileId::ROOT,
+                name: format!("f{i}"),
+                kind: FileKind::File,
+                mode: 0o644,
+                lock: false,
+            };
+            link.request(req).await
+        }
+    });
+    for r in futures::future::join_all(reqs).await {
+        assert!(matches!(r, Ok(Response::File { .. })), "{r:?}");
+    }
+    let mut names = Vec::new();
+    while names.len() < 20 {
+        let LinkEvent::Event(ev) = next(&mut rx).await else { panic!("unexpected link event") };
+        assert_eq!(ev.seq.0, last.0 + 1, "gap");
+        last = ev.seq;
+        if let EventKind::FileCreated(e) = ev.kind {
+            names.push(e.name);
+        }
+    }
+    // The peer address is the link's local IP with the BitTorrent port.
+    let Response::Members(ms) = link.request(Request::ListMembers).await.unwrap() else { panic!() };
+    assert_eq!(ms[0].peer_addr, Some("127.0.0.1:6881".parse().unwrap()));
+    // Refusals come back typed.
+    let r = link.request(Request::Lock { file: FileId(999) }).await;
+    assert!(matches!(r, Err(ClientError::Refused(ProtoError::NoSuchFile))), "{r:?}");
+
+    // The tracker goes away.
+    srv.stop().await;
+    loop {
+        match next(&mut rx).await {
+            LinkEvent::Offline => break,
+            LinkEvent::Event(ev) => {
+                // Presence events may still arrive before the close.
+                assert_eq!(ev.seq.0, last.0 + 1);
+                last = ev.seq;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!link.is_online());
+    let t = Instant::now();
+    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    assert!(t.elapsed() < Duration::from_secs(1), "offline requests must fail at once");
+
+    // It comes back on the same data; while the link is still away (the
+    // old port is not served yet), another member changes things.
+    let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut other = Connection::connect(&srv.addr.to_string()).await.unwrap();
+    let auth = Request::Authenticate { credential: ana.clone(), peer_addr: None };
+    assert!(matches!(other.request(auth).await.unwrap(), Response::Authenticated { .. }));
+    for name in ["away1", "away2"] {
+        create(&mut other, name).await;
+    }
+    let listener = poll("the old port", move || async move { TcpListener::bind(addr).await.ok() }).await;
+    tokio::spawn(srv.tracker.clone().serve(listener));
+
+    // The link is back, without a snapshot, and replays what it missed.
+    assert_eq!(next(&mut rx).await, LinkEvent::Online);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|n| n == "away2") {
+        let ev = next(&mut rx).await;
+        if let Some(n) = created_name(&ev) {
+            seen.push(n.to_string());
+        }
+        let LinkEvent::Event(ev) = ev else { panic!("expected events only, got {ev:?}") };
+        assert_eq!(ev.seq.0, last.0 + 1, "gap or duplicate after reconnect");
+        last = ev.seq;
+    }
+    assert_eq!(seen, ["away1", "away2"]);
+    // And live events and requests work again.
+    let r = link.request(Request::ListFiles).await.unwrap();
+    assert!(matches!(r, Response::Files { ref files, .. } if files.len() == 23), "{r:?}");
+    create(&mut other, "live").await;
+    loop {
+        let ev = next(&mut rx).await;
+        if created_name(&ev) == Some("live") {
+            break;
+        }
+    }
+
+    link.shutdown();
+    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn link_to_nowhere_is_offline_at_once() {
+    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([0; 32]) };
+    let (link, _rx) = TrackerLink::start("127.0.0.1:1".into(), cred, 0, None);
+    let t = Instant::now();
+    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(!link.is_online());
+}
+
+/// A tracker that completes the handshake, then never says anything again
+/// (a host that vanished without a FIN): the link notices and goes offline.
+#[tokio::test]
+async fn link_detects_a_tracker_that_stopped_answering() {
+    use titorrent_tracker::proto::{decode_body, encode_frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([7; 32]) };
+    let me = MemberInfo { id: MemberId(1), name: "ana".into(), online: true, peer_addr: None };
+    let silent = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut frames = Vec::new();
+        for f in [
+            ServerFrame::Hello { version: PROTOCOL_VERSION },
+            ServerFrame::Response { id: 1, resp: Response::Authenticated { member: me, group_name: "g".into() } },
+            ServerFrame::Response { id: 2, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
+        ] {
+            frames.extend(encode_frame(&f).unwrap());
+        }
+        s.write_all(&frames).await.unwrap();
+        // Read (and check) what the client sends, answer nothing.
+        let mut seen = 0;
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).await.is_err() {
+                return seen;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            if s.read_exact(&mut body).await.is_err() {
+                return seen;
+            }
+            decode_body::<ClientFrame>(&body).expect("client sent a bad frame");
+            seen += 1;
+        }
+    });
+    let (link, mut rx) = TrackerLink::start(addr.to_string(), cred, 0, None);
+    assert_eq!(next(&mut rx).await, LinkEvent::Online);
+    assert!(matches!(next(&mut rx).await, LinkEvent::Snapshot { .. }));
+    let started = Instant::now();
+    assert_eq!(next(&mut rx).await, LinkEvent::Offline);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(!link.is_online());
+    link.shutdown();
+    // Hello, Authenticate, Subscribe and at least one probe.
+    let seen = tokio::time::timeout(WAIT, silent).await.unwrap().unwrap();
+    assert!(seen >= 4, "{seen}");
+}
+
+/// A refused credential is not retried in a tight loop.
+#[tokio::test]
+async fn a_refused_credential_is_retried_slowly() {
+    use titorrent_tracker::proto::encode_frame;
+    use tokio::io::AsyncWriteExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([7; 32]) };
+    let (link, mut rx) = TrackerLink::start(addr.to_string(), cred, 0, None);
+    let (mut s, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut frames = Vec::new();
+    for f in [
+        ServerFrame::Hello { version: PROTOCOL_VERSION },
+        ServerFrame::Response { id: 1, resp: Response::Error(ProtoError::NotAuthenticated) },
+        ServerFrame::Response { id: 2, resp: Response::Error(ProtoError::NotAuthenticated) },
+    ] {
+        frames.extend(encode_frame(&f).unwrap());
+    }
+    s.write_all(&frames).await.unwrap();
+    drop(s);
+    // Fast backoff would be back within 100 ms; a refusal waits far longer.
+    assert!(tokio::time::timeout(Duration::from_secs(1), listener.accept()).await.is_err(), "retried at once");
+    assert!(!link.is_online());
+    assert!(rx.try_recv().is_err(), "never online, so no Online/Offline events");
+    link.shutdown();
+}
