@@ -2,6 +2,7 @@
 //! the folder model and the FUSE session together, applies the tracker's
 //! events, and goes offline cleanly on SIGTERM, SIGINT or an external umount.
 
+use crate::fuse::mount::{self, MountFlags};
 use crate::fuse::{KernelNotifier, TitorrentFs};
 use crate::model::{Folder, FolderDirs};
 use crate::state::StateDir;
@@ -88,16 +89,19 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
 
     let fs = TitorrentFs::new(folder.clone(), rt.clone());
     let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName(format!("titorrent:{}", membership.group_name)),
-        fuser::MountOption::Subtype("titorrent".into()),
-        fuser::MountOption::DefaultPermissions,
-    ];
     config.n_threads = Some(4);
     let mountpoint = cfg.mountpoint.clone();
-    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &mountpoint, &config).and_then(|s| s.spawn()))
-        .await?
-        .with_context(|| format!("mounting {}", cfg.mountpoint.display()))?;
+    let source = format!("titorrent:{}", membership.group_name);
+    let session = tokio::task::spawn_blocking(move || {
+        let fd = mount::mount(&source, &mountpoint, &MountFlags::default())?;
+        let session = fuser::Session::from_fd(fs, fd, fuser::SessionACL::Owner, config);
+        if session.is_err() {
+            let _ = mount::unmount(&mountpoint, true);
+        }
+        session?.spawn()
+    })
+    .await?
+    .with_context(|| format!("mounting {}", cfg.mountpoint.display()))?;
     folder.set_kernel(Box::new(KernelNotifier(session.notifier())));
     tracing::info!(mountpoint = %cfg.mountpoint.display(), group = %membership.group_name, member = %membership.member_name, "mounted");
     {
@@ -129,9 +133,14 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     }
     let mp = cfg.mountpoint.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = session.umount_and_join() {
-            tracing::warn!(error = %e, "unmount failed; detaching {}", mp.display());
-            detach(&mp);
+        if !session.guard.is_finished() {
+            if let Err(e) = mount::unmount(&mp, false) {
+                tracing::warn!(error = %e, "unmount failed; detaching {}", mp.display());
+                let _ = mount::unmount(&mp, true);
+            }
+        }
+        if let Err(e) = session.join() {
+            tracing::debug!(error = %e, "FUSE session ended with an error");
         }
     })
     .await?;
@@ -152,15 +161,5 @@ fn apply(folder: &Arc<LiveFolder>, ev: LinkEvent) {
         LinkEvent::Offline => folder.set_online(false),
         LinkEvent::Snapshot { seq, files } => folder.apply_snapshot(seq, files),
         LinkEvent::Event(e) => folder.apply_event(e),
-    }
-}
-
-/// Lazily detaches a mount that is still busy.
-pub fn detach(mountpoint: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else { return };
-    // SAFETY: c is a valid NUL-terminated path.
-    unsafe {
-        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
     }
 }

@@ -93,16 +93,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = mount_config(args.mountpoint, StateDir::new(args.state.state), &args.peer);
             run_mount(cfg, std::future::pending()).await
         }
-        Command::Unmount { mountpoint } => {
-            use std::os::unix::ffi::OsStrExt;
-            let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
-            // SAFETY: c is a valid NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-                let e = std::io::Error::last_os_error();
-                bail!("cannot unmount {}: {e}", mountpoint.display());
-            }
-            Ok(())
-        }
+        Command::Unmount { mountpoint } => titorrent::fuse::mount::unmount(&mountpoint, false)
+            .with_context(|| format!("cannot unmount {}", mountpoint.display())),
     }
 }
 

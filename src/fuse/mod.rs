@@ -4,6 +4,7 @@
 //! the dispatch threads never wait on the tracker or the swarm.
 
 pub mod errno;
+pub mod mount;
 
 use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
 use fuser::{

@@ -1,0 +1,70 @@
+//! Mounting and unmounting with mount(2) directly, so that the filesystem
+//! type is `fuse.titorrent` (fuser's own mount always says `fuse`): users
+//! find it with `findmnt -t fuse.titorrent` and mount(8) with `-t titorrent`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The filesystem type the kernel records for a titorrent mount.
+pub const FSTYPE: &str = "fuse.titorrent";
+
+#[derive(Clone, Debug, Default)]
+pub struct MountFlags {
+    pub read_only: bool,
+    /// Let users other than the one mounting use the folder.
+    pub allow_other: bool,
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Opens /dev/fuse and mounts it on `mountpoint`; returns the session fd.
+pub fn mount(source: &str, mountpoint: &Path, flags: &MountFlags) -> io::Result<OwnedFd> {
+    let dev = CString::new("/dev/fuse").expect("static path");
+    // SAFETY: dev is a valid C string; the returned fd is owned below.
+    let raw = unsafe { libc::open(dev.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e} (is the fuse module loaded?)")));
+    }
+    // SAFETY: raw is a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut opts = format!("fd={raw},rootmode=40000,user_id={uid},group_id={gid},default_permissions");
+    if flags.allow_other {
+        opts.push_str(",allow_other");
+    }
+    let mut ms = libc::MS_NOSUID | libc::MS_NODEV;
+    if flags.read_only {
+        ms |= libc::MS_RDONLY;
+    }
+    let (src, target, fstype, data) = (
+        CString::new(source.replace(['\0'], "")).expect("NUL removed"),
+        cstr(mountpoint)?,
+        CString::new(FSTYPE).expect("static"),
+        CString::new(opts).expect("no NUL"),
+    );
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), ms, data.as_ptr().cast()) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mount({}) failed: {e}", mountpoint.display())));
+    }
+    Ok(fd)
+}
+
+/// Unmounts; with `lazy`, detaches a mount that is still in use.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    let target = cstr(mountpoint)?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: target is a valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
