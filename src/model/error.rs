@@ -13,6 +13,8 @@ pub enum ModelError {
     NotDir,
     #[error("is a directory")]
     IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
     #[error("invalid name")]
     InvalidName,
     #[error("{path} is locked by {} since {}", .holder.member_name, crate::model::fmt_time(.holder.since))]
@@ -69,6 +71,8 @@ impl From<CoordError> for ModelError {
             CoordError::Refused(ProtoError::NoSuchFile) => ModelError::NotFound,
             CoordError::Refused(ProtoError::AlreadyExists) => ModelError::Exists,
             CoordError::Refused(ProtoError::NotADirectory) => ModelError::NotDir,
+            CoordError::Refused(ProtoError::NotEmpty) => ModelError::NotEmpty,
+            CoordError::Refused(ProtoError::IsADirectory) => ModelError::IsDir,
             CoordError::Refused(ProtoError::InvalidName(_)) => ModelError::InvalidName,
             CoordError::Refused(p) => ModelError::Refused(p),
         }

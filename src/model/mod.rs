@@ -837,7 +837,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             }
             inner.seq = Some(ev.seq);
             match ev.kind {
-                EventKind::FileCreated(e) | EventKind::FileUpdated(e) => {
+                EventKind::FileDeleted { file, .. } => {
+                    names = inner.tree.remove(file).names;
+                }
+                EventKind::FileRenamed { entry, .. } | EventKind::AttrChanged(entry) => {
+                    let id = entry.id;
+                    names = inner.tree.apply(entry).names;
+                    inval = Some(id);
+                }
+                EventKind::MemberLeft { member } => {
+                    inner.members.remove(&member);
+                }
+                EventKind::FileCreated(e) | EventKind::FileUpdated(e) | EventKind::Restored { entry: e, .. } => {
                     // Our own write session is the truth for this member
                     // until its publish lands.
                     let applied = inner.tree.apply(e.clone());

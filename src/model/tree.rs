@@ -191,6 +191,29 @@ impl Tree {
         applied.names.push((entry.parent, entry.name.clone()));
     }
 
+    /// Removes an entry (and, for a directory, everything below it).
+    /// Returns the names that vanished.
+    pub fn remove(&mut self, id: FileId) -> Applied {
+        let mut applied = Applied::default();
+        if id == FileId::ROOT {
+            return applied;
+        }
+        let Some(node) = self.nodes.remove(&id) else { return applied };
+        if let Some(p) = self.nodes.get_mut(&node.entry.parent) {
+            if p.children.get(&node.entry.name) == Some(&id) {
+                p.children.remove(&node.entry.name);
+            }
+        }
+        applied.names.push((node.entry.parent, node.entry.name.clone()));
+        let mut stack: Vec<FileId> = node.children.into_values().collect();
+        while let Some(c) = stack.pop() {
+            if let Some(n) = self.nodes.remove(&c) {
+                stack.extend(n.children.into_values());
+            }
+        }
+        applied
+    }
+
     /// Updates attributes of an entry this member changed itself, before the
     /// tracker's event confirms them.
     pub fn with_entry_mut<R>(&mut self, id: FileId, f: impl FnOnce(&mut FileEntry) -> R) -> Option<R> {
@@ -259,6 +282,17 @@ mod tests {
         assert_eq!(t.lookup(FileId(2), "b").unwrap().id, FileId(3));
         assert!(applied.names.contains(&(FileId::ROOT, "a".to_string())));
         assert!(applied.names.contains(&(FileId(2), "b".to_string())));
+    }
+
+    #[test]
+    fn remove_takes_the_subtree() {
+        let mut t = Tree::new();
+        t.apply(dir(2, 1, "d"));
+        t.apply(file(3, 2, "a", 1));
+        let applied = t.remove(FileId(2));
+        assert_eq!(applied.names, vec![(FileId::ROOT, "d".to_string())]);
+        assert!(t.get(FileId(3)).is_none());
+        assert!(t.children(FileId::ROOT).unwrap().is_empty());
     }
 
     #[test]

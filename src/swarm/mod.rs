@@ -59,11 +59,14 @@ use peer_feed::PeerFeed;
 
 /// librqbit's blocking-work permits (`SessionOptions::runtime_worker_threads`).
 /// Piece writes and hash checks take one each while they run.
-const DISK_PERMITS: usize = 16;
+const DISK_PERMITS: usize = 48;
 /// Open `FileStream`s at once. Each holds one of `DISK_PERMITS` for its whole
-/// life, and a stream waits for pieces whose writes need permits too: this
-/// many streams can never starve the writes.
-const MAX_OPEN_STREAMS: usize = 4;
+/// life, and a stream waits for pieces whose writes need permits too: with
+/// this many streams at most, 16 permits are always left for the writes.
+const MAX_OPEN_STREAMS: usize = 32;
+/// Open `FileStream`s per version, so that reads waiting on a version no
+/// online member has cannot take every stream.
+const MAX_OPEN_STREAMS_PER_VERSION: usize = 8;
 /// `pread`s on object files at once (each on a blocking thread).
 const MAX_DISK_READS: usize = 32;
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
@@ -147,6 +150,10 @@ struct Version {
     file: OnceLock<Arc<File>>,
     /// When a stalled read last restarted the peer connections (`kick`).
     last_kick: Mutex<Option<Instant>>,
+    /// Bounds this version's open `FileStream`s; closed by `forget`.
+    streams: Semaphore,
+    /// Set by `forget`, for reads still waiting on it.
+    forgotten: AtomicBool,
 }
 
 fn id20(ih: InfoHash) -> Id20 {
@@ -348,8 +355,14 @@ impl Swarm {
             )));
         }
         let session = &self.inner.session;
-        if v.handle.with_state(|s| matches!(s, ManagedTorrentState::Error(_))) {
-            info!(%info_hash, "restarting a failed version");
+        let (failed, paused) = v.handle.with_state(|s| {
+            (
+                matches!(s, ManagedTorrentState::Error(_)),
+                matches!(s, ManagedTorrentState::Paused(_)),
+            )
+        });
+        if failed || paused {
+            info!(%info_hash, failed, "resuming a stopped version");
             session.unpause(&v.handle).await.map_err(engine)?;
         }
         if background && v.handle.only_files().is_some_and(|f| f.is_empty()) {
@@ -402,6 +415,7 @@ impl Swarm {
         if let Some(e) = state_error(&v.handle) {
             return Err(e);
         }
+        let _version_slot = v.streams.acquire().await.map_err(|_| SwarmError::NotFound)?;
         let _slot = self
             .inner
             .streams
@@ -426,6 +440,12 @@ impl Swarm {
                         break;
                     }
                     () = tokio::time::sleep(STALL_CHECK) => {
+                        if v.forgotten.load(Ordering::Acquire) {
+                            return Err(SwarmError::NotFound);
+                        }
+                        if let Some(e) = state_error(&v.handle) {
+                            return Err(e);
+                        }
                         let now = fetched_bytes(&v.handle);
                         if now == seen {
                             self.inner.kick(&v).await;
@@ -495,7 +515,11 @@ impl Swarm {
     /// Drops a version: removes it from the session and deletes its files.
     /// Forgetting an unknown version only cleans up what may be left on disk.
     pub async fn forget(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
-        self.inner.versions.write().remove(&info_hash);
+        let removed = self.inner.versions.write().remove(&info_hash);
+        if let Some(v) = removed {
+            v.forgotten.store(true, Ordering::Release);
+            v.streams.close();
+        }
         let key = TorrentIdOrHash::Hash(id20(info_hash));
         if self.inner.session.get(key).is_some() {
             if let Err(e) = self.inner.session.delete(key, true).await {
@@ -556,7 +580,11 @@ impl Inner {
             only_files,
             // Our own object directory: resuming a partial file is the point.
             overwrite: true,
-            output_folder: Some(dir.to_str().expect("checked at start").to_owned()),
+            output_folder: Some(
+                dir.to_str()
+                    .ok_or_else(|| SwarmError::Engine("non-UTF-8 object directory".into()))?
+                    .to_owned(),
+            ),
             initial_peers: (!peers.is_empty()).then_some(peers),
             preferred_id: Some(self.next_id.fetch_add(1, Ordering::Relaxed)),
             ..Default::default()
@@ -597,6 +625,8 @@ impl Inner {
             complete: AtomicBool::new(false),
             file: OnceLock::new(),
             last_kick: Mutex::new(None),
+            streams: Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION),
+            forgotten: AtomicBool::new(false),
         });
         Ok(self.versions.write().entry(ih).or_insert(v).clone())
     }
@@ -661,13 +691,22 @@ impl Inner {
             }
             *last = Some(Instant::now());
         }
-        if v.handle.live().is_none() {
+        let (live, paused) = v.handle.with_state(|s| {
+            (
+                matches!(s, ManagedTorrentState::Live(_)),
+                matches!(s, ManagedTorrentState::Paused(_)),
+            )
+        });
+        if !live && !paused {
+            // Initializing (it dials once live) or failed.
             return;
         }
         debug!(info_hash = ?v.handle.info_hash(), "read stalled; redialling peers");
-        if let Err(e) = self.session.pause(&v.handle).await {
-            debug!("pause for a redial: {e:#}");
-            return;
+        if live {
+            if let Err(e) = self.session.pause(&v.handle).await {
+                debug!("pause for a redial: {e:#}");
+                return;
+            }
         }
         if let Err(e) = self.session.unpause(&v.handle).await {
             warn!(info_hash = ?v.handle.info_hash(), "could not resume after a redial: {e:#}");

@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -200,6 +200,50 @@ pub enum Request {
         keep_lock: bool,
     },
     GetTorrent { file: FileId, version: Version },
+    /// Deletes a file or an empty directory (the paper's delete permission).
+    /// Refused with `Locked` while another member holds the file's lock,
+    /// `NotEmpty` for a directory with children.
+    Delete { file: FileId },
+    /// Moves and/or renames. If `new_name` exists in `new_parent`: with
+    /// `replace`, an existing file (not locked by another member) or empty
+    /// directory is deleted in the same step; without it, `AlreadyExists`.
+    /// A directory cannot move into itself or a descendant (`BadRequest`).
+    /// Refused with `Locked` while another member holds `file`'s lock.
+    Rename { file: FileId, new_parent: FileId, new_name: String, replace: bool },
+    /// Shares mode and/or mtime changes; no new version. Refused with
+    /// `Locked` while another member holds the lock.
+    SetAttr { file: FileId, mode: Option<u32>, mtime: Option<UnixMillis> },
+    /// Leaves the group: the caller's member record goes, its credential
+    /// stops working, its locks are released; the others are told.
+    Leave,
+    /// The versions the tracker keeps of a file (newest first).
+    ListVersions { file: FileId },
+    /// Makes an older kept version current again, as a new version with the
+    /// old content (same info hash and torrent: no bytes move). Needs the
+    /// lock to be free or held by the caller under `lease`.
+    Restore { file: FileId, version: Version, lease: Option<LeaseId> },
+    /// An explicit lock (the paper's lock_file): held until `UnlockFile` or
+    /// until `ttl_ms` runs out (0 = the tracker's maximum, one week); no
+    /// renewal needed.
+    LockExplicit { file: FileId, ttl_ms: u64 },
+    /// Releases whatever lock the caller holds on `file` (for `titorrent
+    /// unlock`, which does not know the lease id).
+    UnlockFile { file: FileId },
+    /// Reads the action log: up to `limit` events after `after` (from the
+    /// oldest kept if `None`).
+    ReadLog { after: Option<Seq>, limit: u32 },
+}
+
+/// One kept version of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: Version,
+    pub size: u64,
+    pub mtime: UnixMillis,
+    pub info_hash: Option<InfoHash>,
+    pub author: MemberId,
+    /// When it was published.
+    pub at: UnixMillis,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +263,9 @@ pub enum Response {
     Locked(Lease),
     Published(FileEntry),
     Torrent(Vec<u8>),
+    Versions(Vec<VersionInfo>),
+    /// Events of the action log, oldest first; `more` if `limit` cut it.
+    Log { events: Vec<Event>, more: bool },
     Error(ProtoError),
 }
 
@@ -247,6 +294,10 @@ pub enum ProtoError {
     StaleVersion { base: Version, current: Version },
     #[error("no torrent for that version")]
     NoTorrent,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("is a directory")]
+    IsADirectory,
     #[error("request malformed: {0}")]
     BadRequest(String),
     #[error("tracker internal error: {0}")]
@@ -263,6 +314,15 @@ pub enum EventKind {
     MemberJoined(MemberInfo),
     MemberOnline(MemberInfo),
     MemberOffline { member: MemberId },
+    /// A file or directory was deleted (it was `name` in `parent`).
+    FileDeleted { file: FileId, parent: FileId, name: String },
+    /// Moved and/or renamed; the entry carries the new parent and name.
+    FileRenamed { entry: FileEntry, old_parent: FileId, old_name: String },
+    /// Mode or mtime changed (no new version).
+    AttrChanged(FileEntry),
+    MemberLeft { member: MemberId },
+    /// An older version was made current again (the entry is the new one).
+    Restored { entry: FileEntry, from: Version },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

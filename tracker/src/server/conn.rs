@@ -295,6 +295,10 @@ impl Conn {
             }
             Request::GetTorrent { file, version } => t.get_torrent(self.authed()?, file, version),
             Request::Subscribe { .. } => Err(ProtoError::BadRequest("subscribe handled elsewhere".into())),
+            other => {
+                self.authed()?;
+                Err(ProtoError::BadRequest(format!("not implemented yet: {other:?}")))
+            }
         }
     }
 
