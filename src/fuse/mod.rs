@@ -132,7 +132,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
                 if let Some(size) = size {
                     folder.set_size(id, fh, size).await?;
                 }
-                folder.set_local_attrs(id, mode, mtime.map(millis))
+                folder.set_attrs(id, mode, mtime.map(millis)).await
             }
             .await;
             match res {
@@ -157,25 +157,39 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno::to_errno("unlink", &ModelError::Unsupported("delete")));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, false, reply);
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno::to_errno("rmdir", &ModelError::Unsupported("rmdir")));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, true, reply);
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno::to_errno("rename", &ModelError::Unsupported("rename")));
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let replace = !flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let folder = self.folder.clone();
+        self.rt.spawn(async move {
+            match folder.rename(fid(parent), &name, fid(newparent), &newname, replace).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno::to_errno("rename", &e)),
+            }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -324,6 +338,22 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // Report the cache disk's space: that is where fetched content lands.
         reply.statfs(1 << 30, 1 << 29, 1 << 29, 1 << 20, 1 << 19, 4096, 255, 4096);
+    }
+}
+
+impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
+    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let folder = self.folder.clone();
+        self.rt.spawn(async move {
+            match folder.remove(fid(parent), &name, dir).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno::to_errno(if dir { "rmdir" } else { "unlink" }, &e)),
+            }
+        });
     }
 }
 

@@ -84,6 +84,28 @@ struct WriteState {
     opens: u32,
     dirty: bool,
     publishing: bool,
+    /// Deleted while open here: the last close drops it instead of publishing.
+    deleted: bool,
+    /// Mode and mtime set while the file is being written; they travel with
+    /// (mtime) or right after (mode) the publish, so they are not overtaken.
+    pending_mode: Option<u32>,
+    pending_mtime: Option<UnixMillis>,
+}
+
+impl WriteState {
+    fn new(lease: Lease, staging: Staging, dirty: bool) -> Self {
+        WriteState {
+            lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
+            lease,
+            staging: Arc::new(staging),
+            opens: 1,
+            dirty,
+            publishing: false,
+            deleted: false,
+            pending_mode: None,
+            pending_mtime: None,
+        }
+    }
 }
 
 /// What a read needs, decided from memory.
@@ -290,17 +312,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             }
         };
         let mut inner = self.inner.lock();
-        inner.writes.insert(
-            id,
-            WriteState {
-                lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
-                lease,
-                staging: Arc::new(staging),
-                opens: 1,
-                dirty: mode.truncate && entry.size > 0,
-                publishing: false,
-            },
-        );
+        inner.writes.insert(id, WriteState::new(lease, staging, mode.truncate && entry.size > 0));
         Ok(self.new_handle(&mut inner, id, true))
     }
 
@@ -326,17 +338,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let applied = {
             let mut inner = self.inner.lock();
             let applied = inner.tree.apply(entry.clone());
-            inner.writes.insert(
-                entry.id,
-                WriteState {
-                    lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
-                    lease,
-                    staging: Arc::new(staging),
-                    opens: 1,
-                    dirty: false,
-                    publishing: false,
-                },
-            );
+            inner.writes.insert(entry.id, WriteState::new(lease, staging, false));
             let fh = self.new_handle(&mut inner, entry.id, true);
             (applied, fh)
         };
@@ -563,21 +565,128 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
-    /// Attributes only this member sees for now (mode, mtime).
-    pub fn set_local_attrs(&self, id: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) -> Result<FileEntry> {
-        self.inner
-            .lock()
-            .tree
-            .with_entry_mut(id, |e| {
-                if let Some(m) = mode {
-                    e.mode = m & 0o7777;
+    /// Shares a mode and/or mtime change. While the file is being written
+    /// here, the change rides with the publish instead.
+    pub async fn set_attrs(self: &Arc<Self>, id: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) -> Result<FileEntry> {
+        if mode.is_none() && mtime.is_none() {
+            return self.attr(id);
+        }
+        {
+            let mut inner = self.inner.lock();
+            if let Some(w) = inner.writes.get_mut(&id) {
+                if !w.deleted {
+                    w.pending_mode = mode.map(|m| m & 0o7777).or(w.pending_mode);
+                    w.pending_mtime = mtime.or(w.pending_mtime);
+                    inner.tree.with_entry_mut(id, |e| {
+                        if let Some(m) = mode {
+                            e.mode = m & 0o7777;
+                        }
+                        if let Some(t) = mtime {
+                            e.mtime = t;
+                        }
+                    });
+                    drop(inner);
+                    return self.attr(id);
                 }
-                if let Some(t) = mtime {
-                    e.mtime = t;
-                }
-            })
-            .ok_or(ModelError::NotFound)?;
+            }
+        }
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        let resp = self.coord.request(Request::SetAttr { file: id, mode: mode.map(|m| m & 0o7777), mtime }).await;
+        let entry = self.entry_reply("SetAttr", resp).map_err(|e| self.with_path(id, e))?;
+        self.inner.lock().tree.apply(entry);
         self.attr(id)
+    }
+
+    /// The entry in a `File` answer, or a refusal mapped to the model's error.
+    fn entry_reply(&self, what: &str, resp: std::result::Result<Response, CoordError>) -> Result<FileEntry> {
+        match resp {
+            Ok(Response::File { entry, .. }) => Ok(entry),
+            Ok(other) => Err(ModelError::Protocol(format!("{what} answered {other:?}"))),
+            Err(CoordError::Refused(ProtoError::Locked(holder))) => Err(ModelError::Locked { path: String::new(), holder }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names a lock refusal with the path it was about.
+    fn with_path(&self, id: FileId, e: ModelError) -> ModelError {
+        match e {
+            ModelError::Locked { holder, .. } => ModelError::Locked { path: self.path_of(id), holder },
+            e => e,
+        }
+    }
+
+    /// Deletes a file (`dir == false`) or an empty directory, asking the
+    /// tracker first: the paper's delete permission.
+    pub async fn remove(self: &Arc<Self>, parent: FileId, name: &str, dir: bool) -> Result<()> {
+        let e = self.lookup(parent, name)?;
+        match (dir, e.kind) {
+            (false, FileKind::Dir) => return Err(ModelError::IsDir),
+            (true, FileKind::File) => return Err(ModelError::NotDir),
+            (true, FileKind::Dir) if !self.readdir(e.id)?.is_empty() => return Err(ModelError::NotEmpty),
+            _ => {}
+        }
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        match self.coord.request(Request::Delete { file: e.id }).await {
+            Ok(_) => {}
+            Err(CoordError::Refused(ProtoError::Locked(holder))) => {
+                return Err(ModelError::Locked { path: self.path_of(e.id), holder })
+            }
+            Err(err) => return Err(err.into()),
+        }
+        {
+            let mut inner = self.inner.lock();
+            if let Some(w) = inner.writes.get_mut(&e.id) {
+                w.deleted = true; // the delete released our lock too
+            }
+            inner.locks.remove(&e.id);
+            inner.tree.remove(e.id);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Moves/renames through the tracker, the single place that decides.
+    pub async fn rename(
+        self: &Arc<Self>,
+        parent: FileId,
+        name: &str,
+        new_parent: FileId,
+        new_name: &str,
+        replace: bool,
+    ) -> Result<()> {
+        titorrent_tracker::proto::validate_name(new_name).map_err(|_| ModelError::InvalidName)?;
+        let src = self.lookup(parent, name)?;
+        if !self.is_online() {
+            return Err(ModelError::Offline);
+        }
+        let target = self.inner.lock().tree.lookup(new_parent, new_name).map(|e| e.id);
+        let req = Request::Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
+        let moved = match self.coord.request(req).await {
+            Ok(Response::File { entry, .. }) => entry,
+            Ok(_) => FileEntry { parent: new_parent, name: new_name.to_string(), ..src.clone() },
+            Err(CoordError::Refused(ProtoError::Locked(holder))) => {
+                let who = if holder.member == self.me { src.id } else { target.unwrap_or(src.id) };
+                return Err(ModelError::Locked { path: self.path_of(who), holder });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The kernel moves its dentry when we reply: the table must agree now.
+        {
+            let mut inner = self.inner.lock();
+            if let Some(t) = target.filter(|t| *t != src.id) {
+                inner.tree.remove(t);
+                if let Some(w) = inner.writes.get_mut(&t) {
+                    w.deleted = true;
+                }
+            }
+            inner.tree.apply(moved);
+        }
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     pub fn fsync(&self, fh: Fh) -> Result<()> {
@@ -603,6 +712,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if w.opens > 0 {
             return;
         }
+        if w.deleted {
+            inner.writes.remove(&h.file);
+            drop(inner);
+            self.changed.notify_waiters();
+            return;
+        }
         if !w.dirty {
             let lease = w.lease.id;
             inner.writes.remove(&h.file);
@@ -619,11 +734,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     async fn publish(self: Arc<Self>, id: FileId) {
-        let (staging, lease, name) = {
+        let (staging, lease, name, mtime) = {
             let inner = self.inner.lock();
             let Some(w) = inner.writes.get(&id) else { return };
             let name = inner.tree.get(id).map(|e| e.name.clone()).unwrap_or_else(|| format!("file-{id}"));
-            (w.staging.clone(), w.lease.clone(), name)
+            (w.staging.clone(), w.lease.clone(), name, w.pending_mtime.unwrap_or_else(now_ms))
         };
         let path = self.path_of(id);
         let size = match staging.file.metadata() {
@@ -659,7 +774,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             base: lease.version,
             lease: lease.id,
             size,
-            mtime: now_ms(),
+            mtime,
             info_hash: content.as_ref().map(|c| c.info_hash),
             torrent: content.as_ref().map(|c| c.torrent.clone()).unwrap_or_default(),
             keep_lock: false,
@@ -669,16 +784,30 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             match self.coord.request(req.clone()).await {
                 Ok(Response::Published(entry)) => {
                     tracing::info!(%path, version = %entry.version, size, "published");
-                    let applied = {
+                    let (applied, mode) = {
                         let mut inner = self.inner.lock();
-                        inner.writes.remove(&id);
+                        let mode = inner.writes.remove(&id).and_then(|w| w.pending_mode).filter(|m| *m != entry.mode);
                         inner.locks.remove(&id);
-                        inner.tree.apply(entry)
+                        (inner.tree.apply(entry), mode)
                     };
                     self.changed.notify_waiters();
                     if applied.content_changed {
                         self.kernel_inval_inode(id);
                     }
+                    if let Some(mode) = mode {
+                        let resp = self.coord.request(Request::SetAttr { file: id, mode: Some(mode), mtime: None }).await;
+                        match self.entry_reply("SetAttr", resp) {
+                            Ok(e) => {
+                                self.inner.lock().tree.apply(e);
+                            }
+                            Err(e) => tracing::warn!(%path, error = %e, "could not share the new mode"),
+                        }
+                    }
+                    return;
+                }
+                Err(CoordError::Refused(ProtoError::NoSuchFile)) if self.inner.lock().writes.get(&id).is_some_and(|w| w.deleted) => {
+                    self.inner.lock().writes.remove(&id);
+                    self.changed.notify_waiters();
                     return;
                 }
                 Err(CoordError::Offline) | Err(CoordError::Failed(_)) => {

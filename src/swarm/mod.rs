@@ -18,6 +18,11 @@
 //! - **failed**: librqbit stopped it (e.g. a full disk); reads fail, the next
 //!   `ensure` restarts it.
 //!
+//! Reads that are not local open a librqbit `FileStream` each. With no piece
+//! selected, librqbit hangs up on seeders whenever no stream is open and
+//! redials when one opens; that dance can leave a read waiting on a reconnect
+//! backoff, so a read that sees no data arrive for a second redials (`kick`).
+//!
 //! `forget` removes a version in any state, files included.
 
 mod error;
@@ -74,8 +79,10 @@ const MAX_DISK_READS: usize = 32;
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
 /// A read waiting this long with no data arriving for its torrent redials.
 const STALL_CHECK: Duration = Duration::from_millis(1000);
-/// At most one redial per torrent this often.
+/// Redials of one torrent are at least this far apart, doubling (up to the
+/// max) while they bring nothing.
 const KICK_MIN_INTERVAL: Duration = Duration::from_secs(3);
+const KICK_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// How often `wait_complete` looks when librqbit has nothing to notify.
 const COMPLETE_POLL: Duration = Duration::from_millis(200);
 
@@ -149,11 +156,25 @@ struct Version {
     /// Read-only descriptor of the object file, opened on the first `pread`.
     file: OnceLock<Arc<File>>,
     /// When a stalled read last restarted the peer connections (`kick`).
-    last_kick: Mutex<Option<Instant>>,
+    kick: Mutex<Kick>,
     /// Bounds this version's open `FileStream`s; closed by `forget`.
     streams: Semaphore,
     /// Set by `forget`, for reads still waiting on it.
     forgotten: AtomicBool,
+}
+
+struct Kick {
+    last: Option<Instant>,
+    wait: Duration,
+}
+
+impl Default for Kick {
+    fn default() -> Self {
+        Kick {
+            last: None,
+            wait: KICK_MIN_INTERVAL,
+        }
+    }
 }
 
 fn id20(ih: InfoHash) -> Id20 {
@@ -400,9 +421,12 @@ impl Swarm {
     ///
     /// Ranges already local are `pread` from the object file. Otherwise a
     /// librqbit `FileStream` asks for the range's pieces first and waits for
-    /// them; it is dropped right after, and at most `MAX_OPEN_STREAMS` are
-    /// open at once. There is no timeout: a range no online member has waits
-    /// until one comes online. Dropping the future cancels the read cleanly.
+    /// them; it is dropped right after. At most `MAX_OPEN_STREAMS` are open
+    /// at once (`MAX_OPEN_STREAMS_PER_VERSION` per version). A read that sees
+    /// no data arrive for `STALL_CHECK` redials the version's peers (see
+    /// `Inner::kick`). There is no timeout: a range no online member has
+    /// waits until one comes online. Dropping the future cancels the read
+    /// cleanly.
     pub async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, SwarmError> {
         let v = self.inner.lookup(info_hash)?;
         if offset >= v.size || len == 0 {
@@ -449,6 +473,8 @@ impl Swarm {
                         let now = fetched_bytes(&v.handle);
                         if now == seen {
                             self.inner.kick(&v).await;
+                        } else {
+                            *v.kick.lock() = Kick::default();
                         }
                         seen = fetched_bytes(&v.handle);
                     }
@@ -624,7 +650,7 @@ impl Inner {
             piece_length,
             complete: AtomicBool::new(false),
             file: OnceLock::new(),
-            last_kick: Mutex::new(None),
+            kick: Mutex::new(Kick::default()),
             streams: Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION),
             forgotten: AtomicBool::new(false),
         });
@@ -685,11 +711,16 @@ impl Inner {
     /// survive it (they belong to the torrent, not to its live state).
     async fn kick(&self, v: &Version) {
         {
-            let mut last = v.last_kick.lock();
-            if last.is_some_and(|t| t.elapsed() < KICK_MIN_INTERVAL) {
+            let mut k = v.kick.lock();
+            if k.last.is_some_and(|t| t.elapsed() < k.wait) {
                 return;
             }
-            *last = Some(Instant::now());
+            if k.last.is_some() {
+                // Nothing came since the last one either (no member online
+                // has it, say): back off.
+                k.wait = (k.wait * 2).min(KICK_MAX_INTERVAL);
+            }
+            k.last = Some(Instant::now());
         }
         let (live, paused) = v.handle.with_state(|s| {
             (
