@@ -27,6 +27,10 @@ pub struct MountConfig {
     pub download_limit: Option<u32>,
     /// How long to wait for the tracker before giving up.
     pub connect_timeout: Duration,
+    /// Mount with MS_RDONLY: writes fail with EROFS.
+    pub read_only: bool,
+    /// From the config file; not acted on yet (see config::MountPolicy).
+    pub policy: crate::config::MountPolicy,
 }
 
 type LiveFolder = Folder<Swarm, TrackerLink>;
@@ -53,35 +57,83 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     })
     .await
     .context("starting the BitTorrent session")?;
+    // A table saved by the last mount lets us show the folder at once (read
+    // only until the tracker answers) and catch up from its last event.
+    let saved = crate::model::load_table(&cfg.state.table());
     let (link, mut events) =
-        TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), None);
+        TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
     let rt = tokio::runtime::Handle::current();
-    let dirs = FolderDirs { staging: cfg.state.staging(), torrents: cfg.state.torrents(), conflicts: cfg.state.conflicts() };
-    let folder: Arc<LiveFolder> = Folder::new(swarm.clone(), link.clone(), MemberId(membership.member), dirs, rt.clone())?;
+    let dirs = FolderDirs {
+        staging: cfg.state.staging(),
+        outbox: cfg.state.outbox(),
+        torrents: cfg.state.torrents(),
+        conflicts: cfg.state.conflicts(),
+    };
+    let me = (MemberId(membership.member), membership.member_name.clone());
+    let folder: Arc<LiveFolder> = Folder::new(swarm.clone(), link.clone(), me, dirs, rt.clone())?;
 
-    // The tree must be known before the kernel can ask for it.
-    let first = tokio::time::timeout(cfg.connect_timeout, async {
-        while let Some(ev) = events.recv().await {
-            let snapshot = matches!(ev, LinkEvent::Snapshot { .. });
-            apply(&folder, ev);
-            if snapshot {
-                return true;
+    match saved {
+        Some((seq, files)) => {
+            folder.apply_snapshot(seq, files);
+            // Give the tracker a moment so that a healthy mount starts live.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(ev) = events.recv().await {
+                    let online = matches!(ev, LinkEvent::Online);
+                    apply(&folder, ev);
+                    if online {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if !folder.is_online() {
+                tracing::warn!(tracker = %membership.tracker, "tracker unreachable: the folder is read-only (cached table) until it is back");
             }
         }
-        false
-    })
-    .await;
-    if !matches!(first, Ok(true)) {
-        link.shutdown();
-        swarm.shutdown().await;
-        bail!("tracker {} unreachable or refused this member (waited {:?})", membership.tracker, cfg.connect_timeout);
+        None => {
+            // Nothing cached: the tree must be known before the kernel asks.
+            let first = tokio::time::timeout(cfg.connect_timeout, async {
+                while let Some(ev) = events.recv().await {
+                    let snapshot = matches!(ev, LinkEvent::Snapshot { .. });
+                    apply(&folder, ev);
+                    if snapshot {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if !matches!(first, Ok(true)) {
+                link.shutdown();
+                swarm.shutdown().await;
+                bail!("tracker {} unreachable or refused this member (waited {:?})", membership.tracker, cfg.connect_timeout);
+            }
+        }
     }
+    folder.resume_outbox().await;
 
     let events_task = {
         let folder = folder.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 apply(&folder, ev);
+            }
+        })
+    };
+    let save_task = {
+        let (folder, path) = (folder.clone(), cfg.state.table());
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let seq = folder.last_seq();
+                if seq != last {
+                    if let Err(e) = folder.save_table(&path) {
+                        tracing::warn!(error = %e, "cannot save the file table to {}", path.display());
+                    }
+                    last = seq;
+                }
             }
         })
     };
@@ -92,8 +144,9 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     config.n_threads = Some(4);
     let mountpoint = cfg.mountpoint.clone();
     let source = format!("titorrent:{}", membership.group_name);
+    let flags = MountFlags { read_only: cfg.read_only, ..MountFlags::default() };
     let session = tokio::task::spawn_blocking(move || {
-        let fd = mount::mount(&source, &mountpoint, &MountFlags::default())?;
+        let fd = mount::mount(&source, &mountpoint, &flags)?;
         let session = fuser::Session::from_fd(fs, fd, fuser::SessionACL::Owner, config);
         if session.is_err() {
             let _ = mount::unmount(&mountpoint, true);
@@ -148,8 +201,12 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         let _ = folder.tracker().request(Request::Unlock { lease }).await;
     }
     renew_task.abort();
+    save_task.abort();
     link.shutdown();
     events_task.abort();
+    if let Err(e) = folder.save_table(&cfg.state.table()) {
+        tracing::warn!(error = %e, "cannot save the file table");
+    }
     swarm.shutdown().await;
     tracing::info!("offline");
     Ok(())

@@ -61,6 +61,13 @@ impl StateDir {
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
     }
+    /// The file table and last applied event, saved by the mount.
+    pub fn table(&self) -> PathBuf {
+        self.root.join("table.bin")
+    }
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
     pub fn torrents(&self) -> PathBuf {
         self.root.join("torrents")
     }

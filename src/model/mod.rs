@@ -17,7 +17,10 @@
 
 pub mod error;
 pub mod ports;
+mod publish;
 pub mod tree;
+
+pub use publish::conflict_name;
 
 #[cfg(test)]
 mod tests;
@@ -134,6 +137,8 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub struct FolderDirs {
     pub staging: PathBuf,
+    /// Edits waiting for the tracker; survives restarts.
+    pub outbox: PathBuf,
     pub torrents: PathBuf,
     pub conflicts: PathBuf,
 }
@@ -142,6 +147,8 @@ pub struct Folder<C: Content, T: Coordinator> {
     content: C,
     coord: T,
     me: MemberId,
+    /// This member's name, for conflict copies.
+    me_name: String,
     dirs: FolderDirs,
     kernel: OnceLock<Box<dyn KernelCache>>,
     inner: Mutex<Inner>,
@@ -155,14 +162,22 @@ pub struct Folder<C: Content, T: Coordinator> {
 }
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
-    pub fn new(content: C, coord: T, me: MemberId, dirs: FolderDirs, rt: tokio::runtime::Handle) -> std::io::Result<Arc<Self>> {
-        for d in [&dirs.staging, &dirs.torrents, &dirs.conflicts] {
+    pub fn new(
+        content: C,
+        coord: T,
+        me: (MemberId, String),
+        dirs: FolderDirs,
+        rt: tokio::runtime::Handle,
+    ) -> std::io::Result<Arc<Self>> {
+        let (me, me_name) = me;
+        for d in [&dirs.staging, &dirs.outbox, &dirs.torrents, &dirs.conflicts] {
             std::fs::create_dir_all(d)?;
         }
         Ok(Arc::new(Folder {
             content,
             coord,
             me,
+            me_name,
             dirs,
             kernel: OnceLock::new(),
             inner: Mutex::new(Inner {
@@ -733,124 +748,6 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.tasks.spawn_on(async move { this.publish(file).await }, &self.rt);
     }
 
-    async fn publish(self: Arc<Self>, id: FileId) {
-        let (staging, lease, name, mtime) = {
-            let inner = self.inner.lock();
-            let Some(w) = inner.writes.get(&id) else { return };
-            let name = inner.tree.get(id).map(|e| e.name.clone()).unwrap_or_else(|| format!("file-{id}"));
-            (w.staging.clone(), w.lease.clone(), name, w.pending_mtime.unwrap_or_else(now_ms))
-        };
-        let path = self.path_of(id);
-        let size = match staging.file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                tracing::error!(%path, error = %e, "cannot stat the staging copy; edit kept at {}", staging.path.display());
-                return;
-            }
-        };
-        let content = if size == 0 {
-            None
-        } else {
-            // Publishing moves the staging file into the store; our open
-            // descriptor keeps serving reads until the tracker accepts.
-            match self.content.publish(&staging.path, &name).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::error!(%path, error = %e, "could not make a torrent of the edit; it is kept at {}", staging.path.display());
-                    self.keep_as_conflict(id, &staging, &path);
-                    return;
-                }
-            }
-        };
-        if let Some(c) = &content {
-            let tpath = self.dirs.torrents.join(format!("{}.torrent", c.info_hash));
-            if let Err(e) = std::fs::write(&tpath, &c.torrent) {
-                tracing::warn!(error = %e, "cannot cache torrent file {}", tpath.display());
-            }
-            self.inner.lock().ensured.insert(c.info_hash);
-        }
-        let req = Request::Publish {
-            file: id,
-            base: lease.version,
-            lease: lease.id,
-            size,
-            mtime,
-            info_hash: content.as_ref().map(|c| c.info_hash),
-            torrent: content.as_ref().map(|c| c.torrent.clone()).unwrap_or_default(),
-            keep_lock: false,
-        };
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.coord.request(req.clone()).await {
-                Ok(Response::Published(entry)) => {
-                    tracing::info!(%path, version = %entry.version, size, "published");
-                    let (applied, mode) = {
-                        let mut inner = self.inner.lock();
-                        let mode = inner.writes.remove(&id).and_then(|w| w.pending_mode).filter(|m| *m != entry.mode);
-                        inner.locks.remove(&id);
-                        (inner.tree.apply(entry), mode)
-                    };
-                    self.changed.notify_waiters();
-                    if applied.content_changed {
-                        self.kernel_inval_inode(id);
-                    }
-                    if let Some(mode) = mode {
-                        let resp = self.coord.request(Request::SetAttr { file: id, mode: Some(mode), mtime: None }).await;
-                        match self.entry_reply("SetAttr", resp) {
-                            Ok(e) => {
-                                self.inner.lock().tree.apply(e);
-                            }
-                            Err(e) => tracing::warn!(%path, error = %e, "could not share the new mode"),
-                        }
-                    }
-                    return;
-                }
-                Err(CoordError::Refused(ProtoError::NoSuchFile)) if self.inner.lock().writes.get(&id).is_some_and(|w| w.deleted) => {
-                    self.inner.lock().writes.remove(&id);
-                    self.changed.notify_waiters();
-                    return;
-                }
-                Err(CoordError::Offline) | Err(CoordError::Failed(_)) => {
-                    tracing::info!(%path, "tracker unreachable; publish will be retried");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Ok(other) => {
-                    tracing::error!(%path, answer = ?other, "unexpected answer to publish");
-                    self.keep_as_conflict(id, &staging, &path);
-                    return;
-                }
-                Err(CoordError::Refused(e)) => {
-                    tracing::error!(%path, error = %e, "publish refused");
-                    self.keep_as_conflict(id, &staging, &path);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// An edit the tracker would not take is never dropped: its bytes are
-    /// kept in the conflicts directory and the log says where.
-    fn keep_as_conflict(self: &Arc<Self>, id: FileId, staging: &Staging, path: &str) {
-        let name = path.replace('/', "_");
-        let dst = self.dirs.conflicts.join(format!("{} (conflict {})", name, now_ms()));
-        let kept = File::create(&dst).and_then(|mut out| {
-            let mut src = &staging.file;
-            use std::io::Seek;
-            src.seek(std::io::SeekFrom::Start(0))?;
-            std::io::copy(&mut src, &mut out)
-        });
-        match kept {
-            Ok(_) => tracing::error!(%path, kept = %dst.display(), "edit could not be published; its bytes are kept"),
-            Err(e) => tracing::error!(%path, error = %e, staging = %staging.path.display(), "edit could not be published nor copied"),
-        }
-        let lease = self.inner.lock().writes.remove(&id).map(|w| w.lease.id);
-        self.changed.notify_waiters();
-        if let Some(lease) = lease {
-            self.release_lease(lease);
-        }
-    }
-
     // ---- versions and the swarm -----------------------------------------
 
     /// Hands a version to the swarm once: its torrent comes from the local
@@ -1087,6 +984,21 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
+    /// Saves the table and the last applied event together, so the next
+    /// mount can show it offline and catch up from exactly there.
+    pub fn save_table(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let (seq, files) = {
+            let inner = self.inner.lock();
+            let Some(seq) = inner.seq else { return Ok(()) };
+            (seq, inner.tree.entries().cloned().collect::<Vec<_>>())
+        };
+        let bytes = bincode::serde::encode_to_vec(&SavedTable { seq, files }, bincode::config::standard())
+            .map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    }
+
     /// Locks this member still holds because files are open for write.
     pub fn held_leases(&self) -> Vec<titorrent_tracker::proto::LeaseId> {
         self.inner.lock().writes.values().map(|w| w.lease.id).collect()
@@ -1094,6 +1006,24 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     pub fn tracker(&self) -> &T {
         &self.coord
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedTable {
+    seq: Seq,
+    files: Vec<FileEntry>,
+}
+
+/// The table a previous mount saved, if it is there and readable.
+pub fn load_table(path: &std::path::Path) -> Option<(Seq, Vec<FileEntry>)> {
+    let bytes = std::fs::read(path).ok()?;
+    match bincode::serde::decode_from_slice::<SavedTable, _>(&bytes, bincode::config::standard()) {
+        Ok((t, _)) => Some((t.seq, t.files)),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "saved file table unreadable; starting from a snapshot");
+            None
+        }
     }
 }
 

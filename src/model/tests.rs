@@ -158,10 +158,11 @@ fn fixture() -> Fixture {
     let tracker = Arc::new(FakeTracker::default());
     let dirs = FolderDirs {
         staging: dir.path().join("staging"),
+        outbox: dir.path().join("outbox"),
         torrents: dir.path().join("torrents"),
         conflicts: dir.path().join("conflicts"),
     };
-    let folder = Folder::new(content.clone(), tracker.clone(), ME, dirs, tokio::runtime::Handle::current()).unwrap();
+    let folder = Folder::new(content.clone(), tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
     folder.apply_snapshot(Seq(0), vec![]);
     folder.set_online(true);
     Fixture { folder, content, tracker, dir }
@@ -227,17 +228,58 @@ async fn open_for_write_of_a_locked_file_names_the_holder() {
 }
 
 #[tokio::test]
-async fn a_refused_publish_keeps_the_bytes_as_a_conflict_copy() {
+async fn a_refused_publish_becomes_a_conflict_copy_next_to_the_file() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "doc", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "doc.txt", 0o644).await.unwrap();
     f.folder.write(fh, 0, b"precious edit").unwrap();
     // Someone else's version lands first at the tracker.
     f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(5);
     f.folder.release(fh);
-    published(&f, 1).await;
-    let kept: Vec<_> = std::fs::read_dir(f.dir.path().join("conflicts")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"precious edit");
+    published(&f, 2).await; // the refused one, then the copy's
+    let copy = f
+        .folder
+        .readdir(FileId::ROOT)
+        .unwrap()
+        .into_iter()
+        .find(|(_, _, n)| n.starts_with("doc (conflict from me ") && n.ends_with(").txt"))
+        .expect("conflict copy listed next to the original");
+    let rh = f.folder.open_read(copy.0).unwrap();
+    assert_eq!(read_all(&f, rh), b"precious edit");
+    assert!(std::fs::read_dir(f.dir.path().join("outbox")).unwrap().next().is_none(), "outbox emptied");
+}
+
+#[tokio::test]
+async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "crash.txt", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"survives").unwrap();
+    f.tracker.offline.store(true, Ordering::SeqCst);
+    f.folder.release(fh);
+    let outbox = f.dir.path().join("outbox");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(&outbox).unwrap().next().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no outbox entry written");
+        tokio::task::yield_now().await;
+    }
+    // A new daemon run over the same state directory.
+    let dirs = FolderDirs {
+        staging: f.dir.path().join("staging"),
+        outbox: outbox.clone(),
+        torrents: f.dir.path().join("torrents"),
+        conflicts: f.dir.path().join("conflicts"),
+    };
+    let second = Folder::new(f.content.clone(), f.tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
+    second.apply_snapshot(Seq(1), f.tracker.files.lock().values().cloned().collect());
+    second.set_online(true);
+    f.tracker.offline.store(false, Ordering::SeqCst);
+    second.resume_outbox().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.tracker.files.lock()[&entry.id].version != Version(1) {
+        assert!(tokio::time::Instant::now() < deadline, "outbox edit never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ih = f.tracker.files.lock()[&entry.id].info_hash.unwrap();
+    assert_eq!(f.content.store.lock()[&ih], b"survives");
 }
 
 #[tokio::test]
