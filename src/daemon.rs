@@ -64,6 +64,8 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
     let rt = tokio::runtime::Handle::current();
     let dirs = FolderDirs {
+        state_root: cfg.state.root().to_path_buf(),
+        pins: cfg.state.root().join("pins"),
         staging: cfg.state.staging(),
         outbox: cfg.state.outbox(),
         torrents: cfg.state.torrents(),

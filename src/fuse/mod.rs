@@ -10,7 +10,7 @@ use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, Op
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -335,9 +335,68 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         reply.ok();
     }
 
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::ENODATA) };
+        match self.folder.xattr(fid(ino), name) {
+            Ok(Some(v)) => xattr_reply(reply, size, &v),
+            Ok(None) => reply.error(Errno::ENODATA),
+            Err(e) => reply.error(errno::to_errno("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.folder.xattr_names(fid(ino)) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                xattr_reply(reply, size, &buf)
+            }
+            Err(e) => reply.error(errno::to_errno("listxattr", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::EOPNOTSUPP) };
+        match self.folder.set_xattr(fid(ino), name, Some(value)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno::to_errno("setxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::ENODATA) };
+        match self.folder.set_xattr(fid(ino), name, None) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno::to_errno("removexattr", &e)),
+        }
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // Report the cache disk's space: that is where fetched content lands.
         reply.statfs(1 << 30, 1 << 29, 1 << 29, 1 << 20, 1 << 19, 4096, 255, 4096);
+    }
+}
+
+/// Answers a size probe (`size == 0`) or the value, per getxattr(2).
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
     }
 }
 

@@ -18,9 +18,11 @@
 pub mod error;
 pub mod ports;
 mod publish;
+mod status;
 pub mod tree;
 
 pub use publish::conflict_name;
+pub use status::XATTR_PREFIX;
 
 #[cfg(test)]
 mod tests;
@@ -131,11 +133,17 @@ struct Inner {
     local_files: HashMap<InfoHash, Arc<File>>,
     /// Versions already handed to the swarm.
     ensured: HashSet<InfoHash>,
+    /// Files and directories this member keeps local whatever the policy.
+    pins: HashSet<FileId>,
 }
 
 /// Paths a folder keeps on local disk.
 #[derive(Clone, Debug)]
 pub struct FolderDirs {
+    /// The member's state directory (shown as `user.titorrent.state_dir`).
+    pub state_root: PathBuf,
+    /// The list of pinned file ids.
+    pub pins: PathBuf,
     pub staging: PathBuf,
     /// Edits waiting for the tracker; survives restarts.
     pub outbox: PathBuf,
@@ -153,6 +161,9 @@ pub struct Folder<C: Content, T: Coordinator> {
     kernel: OnceLock<Box<dyn KernelCache>>,
     inner: Mutex<Inner>,
     online: AtomicBool,
+    /// Fetch every new version in the background (the default), or only
+    /// what programs read and what is pinned.
+    background: AtomicBool,
     /// Signalled whenever the tree or a write state changes.
     changed: Notify,
     /// Serialises opens for write of one file on this member.
@@ -173,7 +184,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         for d in [&dirs.staging, &dirs.outbox, &dirs.torrents, &dirs.conflicts] {
             std::fs::create_dir_all(d)?;
         }
-        Ok(Arc::new(Folder {
+        let folder = Arc::new(Folder {
             content,
             coord,
             me,
@@ -190,13 +201,23 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 members: HashMap::new(),
                 local_files: HashMap::new(),
                 ensured: HashSet::new(),
+                pins: HashSet::new(),
             }),
             online: AtomicBool::new(false),
+            background: AtomicBool::new(true),
             changed: Notify::new(),
             write_opens: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             rt,
-        }))
+        });
+        folder.load_pins();
+        Ok(folder)
+    }
+
+    /// Chooses between fetching every new version in the background and
+    /// fetching on demand (reads and pins only).
+    pub fn set_background_fetch(&self, on: bool) {
+        self.background.store(on, Ordering::Relaxed);
     }
 
     pub fn content(&self) -> &C {
@@ -768,7 +789,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             },
         };
         let peers = self.peers();
-        match self.content.ensure(ih, &torrent, peers).await {
+        let background = self.background.load(Ordering::Relaxed) || {
+            let inner = self.inner.lock();
+            self.is_pinned(&inner, file)
+        };
+        match self.content.ensure(ih, &torrent, peers, background).await {
             Ok(()) => {
                 self.inner.lock().ensured.insert(ih);
                 Ok(())
@@ -784,8 +809,14 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     fn fetch_in_background(self: &Arc<Self>, e: &FileEntry) {
         let Some(ih) = e.info_hash else { return };
-        if self.inner.lock().ensured.contains(&ih) {
-            return;
+        {
+            let inner = self.inner.lock();
+            if inner.ensured.contains(&ih) {
+                return;
+            }
+            if !self.background.load(Ordering::Relaxed) && !self.is_pinned(&inner, e.id) {
+                return;
+            }
         }
         let (this, file, version) = (self.clone(), e.id, e.version);
         self.tasks.spawn_on(

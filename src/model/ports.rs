@@ -21,13 +21,14 @@ pub struct PublishedContent {
 pub trait Content: Send + Sync + 'static {
     /// Hashes a finished staging file, moves it into the store and seeds it.
     fn publish(&self, staging: &Path, name: &str) -> impl Future<Output = Result<PublishedContent, ContentError>> + Send;
-    /// Makes a version known (validating `torrent` against `info_hash`) and
-    /// starts fetching it in the background.
+    /// Makes a version known (validating `torrent` against `info_hash`);
+    /// with `background`, fetches all of it, else only what reads ask for.
     fn ensure(
         &self,
         info_hash: InfoHash,
         torrent: &[u8],
         peers: Vec<SocketAddr>,
+        background: bool,
     ) -> impl Future<Output = Result<(), ContentError>> + Send;
     /// Reads a range, returning once the pieces covering it are verified.
     fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> impl Future<Output = Result<Bytes, ContentError>> + Send;

@@ -28,7 +28,7 @@ impl Content for Arc<FakeContent> {
         self.local.lock().insert(ih);
         Ok(PublishedContent { info_hash: ih, torrent: vec![b'd', *n, b'e'], size })
     }
-    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>) -> Result<(), ContentError> {
+    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>, _bg: bool) -> Result<(), ContentError> {
         if torrent.get(1) != Some(&info_hash.0[0]) {
             return Err(ContentError::HashMismatch);
         }
@@ -157,6 +157,8 @@ fn fixture() -> Fixture {
     std::fs::create_dir_all(dir.path().join("objects")).unwrap();
     let tracker = Arc::new(FakeTracker::default());
     let dirs = FolderDirs {
+        state_root: dir.path().to_path_buf(),
+        pins: dir.path().join("pins"),
         staging: dir.path().join("staging"),
         outbox: dir.path().join("outbox"),
         torrents: dir.path().join("torrents"),
@@ -263,6 +265,8 @@ async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
     }
     // A new daemon run over the same state directory.
     let dirs = FolderDirs {
+        state_root: f.dir.path().to_path_buf(),
+        pins: f.dir.path().join("pins"),
         staging: f.dir.path().join("staging"),
         outbox: outbox.clone(),
         torrents: f.dir.path().join("torrents"),

@@ -30,10 +30,14 @@ impl Content for Swarm {
         Ok(PublishedContent { info_hash: p.info_hash, torrent: p.torrent, size: p.size })
     }
 
-    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], peers: Vec<SocketAddr>) -> Result<(), ContentError> {
-        // Every member fetches new versions in the background by default;
-        // reads by programs are served first (the swarm streams them).
-        Ok(Swarm::ensure(self, info_hash, torrent, peers, true).await?)
+    async fn ensure(
+        &self,
+        info_hash: InfoHash,
+        torrent: &[u8],
+        peers: Vec<SocketAddr>,
+        background: bool,
+    ) -> Result<(), ContentError> {
+        Ok(Swarm::ensure(self, info_hash, torrent, peers, background).await?)
     }
 
     async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, ContentError> {
