@@ -135,6 +135,9 @@ struct Inner {
     ensured: HashSet<InfoHash>,
     /// Files and directories this member keeps local whatever the policy.
     pins: HashSet<FileId>,
+    /// Per file, the info hashes of its versions this member has seen,
+    /// oldest first; beyond `keep_versions` they are forgotten.
+    history: HashMap<FileId, std::collections::VecDeque<InfoHash>>,
 }
 
 /// Paths a folder keeps on local disk.
@@ -164,6 +167,8 @@ pub struct Folder<C: Content, T: Coordinator> {
     /// Fetch every new version in the background (the default), or only
     /// what programs read and what is pinned.
     background: AtomicBool,
+    /// How many versions of each file stay local (older ones are collected).
+    keep_versions: std::sync::atomic::AtomicUsize,
     /// Signalled whenever the tree or a write state changes.
     changed: Notify,
     /// Serialises opens for write of one file on this member.
@@ -202,9 +207,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 local_files: HashMap::new(),
                 ensured: HashSet::new(),
                 pins: HashSet::new(),
+                history: HashMap::new(),
             }),
             online: AtomicBool::new(false),
             background: AtomicBool::new(true),
+            keep_versions: std::sync::atomic::AtomicUsize::new(10),
             changed: Notify::new(),
             write_opens: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -218,6 +225,55 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// fetching on demand (reads and pins only).
     pub fn set_background_fetch(&self, on: bool) {
         self.background.store(on, Ordering::Relaxed);
+    }
+
+    /// How many versions of each file to keep local (at least 1).
+    pub fn set_keep_versions(&self, k: usize) {
+        self.keep_versions.store(k.max(1), Ordering::Relaxed);
+    }
+
+    /// Records a file's new current version and forgets local versions of
+    /// it beyond the last K, unless another file's current version has the
+    /// same content.
+    fn collect_old_versions(self: &Arc<Self>, id: FileId) {
+        let k = self.keep_versions.load(Ordering::Relaxed);
+        let doomed: Vec<InfoHash> = {
+            let mut inner = self.inner.lock();
+            let Some(ih) = inner.tree.get(id).and_then(|e| e.info_hash) else { return };
+            let hist = inner.history.entry(id).or_default();
+            if hist.back() != Some(&ih) {
+                hist.retain(|h| *h != ih);
+                hist.push_back(ih);
+            }
+            let mut out = Vec::new();
+            while hist.len() > k {
+                out.extend(hist.pop_front());
+            }
+            let in_use: HashSet<InfoHash> = inner
+                .tree
+                .entries()
+                .filter_map(|e| e.info_hash)
+                .chain(inner.history.values().flatten().copied())
+                .collect();
+            out.retain(|h| !in_use.contains(h));
+            for h in &out {
+                inner.ensured.remove(h);
+                inner.local_files.remove(h);
+            }
+            out
+        };
+        for ih in doomed {
+            let this = self.clone();
+            self.tasks.spawn_on(
+                async move {
+                    match this.content.forget(ih).await {
+                        Ok(()) => tracing::debug!(%ih, "old version collected"),
+                        Err(e) => tracing::warn!(%ih, error = %e, "could not collect an old version"),
+                    }
+                },
+                &self.rt,
+            );
+        }
     }
 
     pub fn content(&self) -> &C {
@@ -942,6 +998,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
         if let Some(id) = inval {
             self.kernel_inval_inode(id);
+        }
+        if let Some(e) = &fetch {
+            self.collect_old_versions(e.id);
         }
         if let Some(e) = fetch {
             if e.author != self.me {

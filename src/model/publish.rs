@@ -240,6 +240,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.changed.notify_waiters();
         if applied.is_some_and(|a| a.content_changed) {
             self.kernel_inval_inode(id);
+            self.collect_old_versions(id);
         }
         if let Some(lease) = lease {
             self.release_lease(lease);

@@ -54,6 +54,11 @@ impl Content for Arc<FakeContent> {
         None
     }
     fn add_peers(&self, _peers: &[SocketAddr]) {}
+    async fn forget(&self, info_hash: InfoHash) -> Result<(), ContentError> {
+        self.store.lock().remove(&info_hash);
+        self.local.lock().remove(&info_hash);
+        Ok(())
+    }
 }
 
 /// A tracker that keeps one file table and lock table in memory.
@@ -354,4 +359,51 @@ async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
         assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644).await, Err(ModelError::InvalidName)));
     }
     assert!(f.tracker.files.lock().is_empty());
+}
+
+#[tokio::test]
+async fn only_the_last_k_versions_stay_local() {
+    let f = fixture();
+    f.folder.set_keep_versions(2);
+    let (entry, fh) = f.folder.create(FileId::ROOT, "log.txt", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"v1").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let mut hashes = vec![f.folder.attr(entry.id).unwrap().info_hash.unwrap()];
+    for (n, body) in [(2, b"v2"), (3, b"v3")] {
+        let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: true }).await.unwrap();
+        f.folder.write(fh, 0, body).unwrap();
+        f.folder.release(fh);
+        published(&f, n).await;
+        hashes.push(f.folder.attr(entry.id).unwrap().info_hash.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.content.store.lock().contains_key(&hashes[0]) {
+        assert!(tokio::time::Instant::now() < deadline, "version 1 never collected");
+        tokio::task::yield_now().await;
+    }
+    assert!(f.content.store.lock().contains_key(&hashes[1]), "version 2 is one of the last two");
+    assert!(f.content.store.lock().contains_key(&hashes[2]));
+}
+
+#[tokio::test]
+async fn a_version_shared_with_another_file_is_not_collected() {
+    let f = fixture();
+    f.folder.set_keep_versions(1);
+    let (a, fh) = f.folder.create(FileId::ROOT, "a", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"same").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let shared = f.folder.attr(a.id).unwrap().info_hash.unwrap();
+    // Another file whose current version has the same content (hash).
+    let mut b = f.folder.attr(a.id).unwrap();
+    b.id = FileId(900);
+    b.name = "b".into();
+    f.folder.apply_event(Event { seq: Seq(10), at: 0, by: MemberId(9), kind: EventKind::FileCreated(b) });
+    let fh = f.folder.open(a.id, OpenMode { write: true, truncate: true }).await.unwrap();
+    f.folder.write(fh, 0, b"new").unwrap();
+    f.folder.release(fh);
+    published(&f, 2).await;
+    assert!(f.folder.drain(Duration::from_secs(1)).await);
+    assert!(f.content.store.lock().contains_key(&shared), "still the current content of b");
 }

@@ -55,4 +55,8 @@ impl Content for Swarm {
     fn add_peers(&self, peers: &[SocketAddr]) {
         Swarm::add_peers(self, peers)
     }
+
+    async fn forget(&self, info_hash: InfoHash) -> Result<(), ContentError> {
+        Ok(Swarm::forget(self, info_hash).await?)
+    }
 }
