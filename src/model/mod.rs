@@ -403,9 +403,13 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 return Err(e);
             }
         };
-        let mut inner = self.inner.lock();
-        inner.writes.insert(id, WriteState::new(lease, staging, mode.truncate && entry.size > 0));
-        Ok(self.new_handle(&mut inner, id, true))
+        let fh = {
+            let mut inner = self.inner.lock();
+            inner.writes.insert(id, WriteState::new(lease, staging, mode.truncate && entry.size > 0));
+            self.new_handle(&mut inner, id, true)
+        };
+        self.note_open_edit(id);
+        Ok(fh)
     }
 
     /// Creates a file (locked by this member) and opens it for write.
@@ -435,6 +439,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             (applied, fh)
         };
         self.changed.notify_waiters();
+        self.note_open_edit(entry.id);
         Ok((entry, applied.1))
     }
 
@@ -805,8 +810,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             return;
         }
         if w.deleted {
+            let lease = w.lease.id;
             inner.writes.remove(&h.file);
             drop(inner);
+            self.drop_open_edit(h.file, lease);
             self.changed.notify_waiters();
             return;
         }
@@ -814,6 +821,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             let lease = w.lease.id;
             inner.writes.remove(&h.file);
             drop(inner);
+            self.drop_open_edit(h.file, lease);
             self.changed.notify_waiters();
             self.release_lease(lease);
             return;

@@ -27,6 +27,11 @@ pub(super) struct OutboxEntry {
     pub size: u64,
     /// Hex info hash once the swarm holds the bytes.
     pub info_hash: Option<String>,
+    /// The program closed the file. An edit found unclosed by the next run
+    /// (the daemon died while it was open) may be half-written: it becomes a
+    /// conflict copy, never the file itself.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl OutboxEntry {
@@ -86,25 +91,43 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let _ = std::fs::remove_file(self.outbox_path(e.file, e.lease));
     }
 
+    fn outbox_entry(&self, inner: &Inner, id: FileId, closed: bool) -> Option<OutboxEntry> {
+        let w = inner.writes.get(&id)?;
+        let e = inner.tree.get(id);
+        Some(OutboxEntry {
+            file: id.0,
+            parent: e.map(|e| e.parent.0).unwrap_or(FileId::ROOT.0),
+            name: e.map(|e| e.name.clone()).unwrap_or_else(|| format!("file-{id}")),
+            lease: w.lease.id.0,
+            base: w.lease.version.0,
+            mode: w.pending_mode.or(e.map(|e| e.mode)).unwrap_or(0o644),
+            mtime: w.pending_mtime.unwrap_or_else(now_ms),
+            staging: w.staging.path.clone(),
+            size: w.staging.file.metadata().map(|m| m.len()).unwrap_or(0),
+            info_hash: None,
+            closed,
+        })
+    }
+
+    /// Records a write session as soon as it opens, so that a daemon killed
+    /// while a program writes still has the bytes and knows whose they are.
+    pub(super) fn note_open_edit(&self, id: FileId) {
+        let entry = self.outbox_entry(&self.inner.lock(), id, false);
+        if let Some(e) = entry {
+            if let Err(err) = self.save_outbox(&e) {
+                tracing::warn!(path = %self.path_of(id), error = %err, "cannot write the outbox entry");
+            }
+        }
+    }
+
+    /// Forgets the outbox entry of a write session that ends without an edit.
+    pub(super) fn drop_open_edit(&self, id: FileId, lease: titorrent_tracker::proto::LeaseId) {
+        let _ = std::fs::remove_file(self.outbox_path(id.0, lease.0));
+    }
+
     /// Called on the last close of a changed file.
     pub(super) async fn publish(self: Arc<Self>, id: FileId) {
-        let entry = {
-            let inner = self.inner.lock();
-            let Some(w) = inner.writes.get(&id) else { return };
-            let e = inner.tree.get(id);
-            OutboxEntry {
-                file: id.0,
-                parent: e.map(|e| e.parent.0).unwrap_or(FileId::ROOT.0),
-                name: e.map(|e| e.name.clone()).unwrap_or_else(|| format!("file-{id}")),
-                lease: w.lease.id.0,
-                base: w.lease.version.0,
-                mode: w.pending_mode.or(e.map(|e| e.mode)).unwrap_or(0o644),
-                mtime: w.pending_mtime.unwrap_or_else(now_ms),
-                staging: w.staging.path.clone(),
-                size: w.staging.file.metadata().map(|m| m.len()).unwrap_or(0),
-                info_hash: None,
-            }
-        };
+        let Some(entry) = self.outbox_entry(&self.inner.lock(), id, true) else { return };
         if let Err(e) = self.save_outbox(&entry) {
             tracing::warn!(path = %self.path_of(id), error = %e, "cannot write the outbox entry; publishing anyway");
         }
@@ -135,6 +158,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     async fn deliver(self: Arc<Self>, mut entry: OutboxEntry) {
         let id = FileId(entry.file);
         let path = self.path_of(id);
+        if entry.info_hash.is_none() {
+            // The staging copy is the truth until the swarm has the bytes.
+            if let Ok(md) = std::fs::metadata(&entry.staging) {
+                entry.size = md.len();
+            }
+        }
         if entry.info_hash.is_none() && entry.size > 0 {
             // Publishing moves the staging file into the store; an open
             // descriptor keeps serving this member's reads until then.
@@ -171,6 +200,15 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             },
             None => Vec::new(),
         };
+        if !entry.closed {
+            tracing::warn!(%path, "an edit was still open when the daemon stopped; publishing it as a conflict copy");
+            if let Err(err) = self.publish_conflict_copy(&entry, torrent).await {
+                tracing::error!(%path, error = %err, "could not publish the conflict copy");
+                self.keep_locally(&entry, &path);
+            }
+            self.finish(&entry, None);
+            return;
+        }
         let req = Request::Publish {
             file: id,
             base: Version(entry.base),

@@ -407,3 +407,40 @@ async fn a_version_shared_with_another_file_is_not_collected() {
     assert!(f.folder.drain(Duration::from_secs(1)).await);
     assert!(f.content.store.lock().contains_key(&shared), "still the current content of b");
 }
+
+#[tokio::test]
+async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "draft.md", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"half of my work").unwrap();
+    // The daemon dies here: no release. Its lease runs out and someone else
+    // publishes a version meanwhile.
+    f.tracker.locks.lock().clear();
+    f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(3);
+    let dirs = FolderDirs {
+        state_root: f.dir.path().to_path_buf(),
+        pins: f.dir.path().join("pins"),
+        staging: f.dir.path().join("staging"),
+        outbox: f.dir.path().join("outbox"),
+        torrents: f.dir.path().join("torrents"),
+        conflicts: f.dir.path().join("conflicts"),
+    };
+    let second = Folder::new(f.content.clone(), f.tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
+    second.apply_snapshot(Seq(1), f.tracker.files.lock().values().cloned().collect());
+    second.set_online(true);
+    second.resume_outbox().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let copy = loop {
+        let found = second.readdir(FileId::ROOT).unwrap().into_iter().find(|(_, _, n)| n.starts_with("draft (conflict from me "));
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no conflict copy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(second.drain(Duration::from_secs(5)).await);
+    let ih = second.attr(copy.0).unwrap().info_hash.unwrap();
+    assert_eq!(f.content.store.lock()[&ih], b"half of my work");
+    assert_eq!(f.tracker.files.lock()[&entry.id].version, Version(3), "the file itself untouched");
+    let _ = fh;
+}
