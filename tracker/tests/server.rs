@@ -2,6 +2,7 @@
 //! robustness, locks and leases, publish CAS, event streaming, persistence.
 
 mod common;
+mod requests;
 
 use std::time::Duration;
 

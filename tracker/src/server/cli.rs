@@ -22,14 +22,42 @@ pub struct ServeArgs {
     /// default 30).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub lease_ttl: Option<Duration>,
+    /// How long the action log keeps events, in seconds (fractions allowed;
+    /// default 2592000, 30 days). A member away longer resynchronizes from
+    /// a snapshot.
+    #[arg(long, value_name = "SECS", value_parser = parse_retention)]
+    pub log_retention: Option<Duration>,
+    /// Versions kept per file, the current one included (default 10): each
+    /// can be listed, fetched and restored.
+    #[arg(long, value_name = "K", value_parser = parse_keep_versions)]
+    pub keep_versions: Option<usize>,
+}
+
+const MAX_RETENTION_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+const MAX_KEEP_VERSIONS: usize = 10_000;
+
+fn parse_secs_up_to(s: &str, max: f64) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("not a number of seconds: {e}"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= max) {
+        return Err(format!("must be more than 0 and at most {max} seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("not a number of seconds: {e}"))?;
-    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-        return Err("must be more than 0 and at most 86400 seconds".into());
+    parse_secs_up_to(s, 86_400.0)
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_secs_up_to(s, MAX_RETENTION_SECS)
+}
+
+fn parse_keep_versions(s: &str) -> Result<usize, String> {
+    let k: usize = s.parse().map_err(|e| format!("not a count: {e}"))?;
+    if !(1..=MAX_KEEP_VERSIONS).contains(&k) {
+        return Err(format!("must be from 1 to {MAX_KEEP_VERSIONS}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(k)
 }
 
 impl ServeArgs {
@@ -37,6 +65,12 @@ impl ServeArgs {
         let mut cfg = TrackerConfig { data_dir: self.data.clone(), ..TrackerConfig::default() };
         if let Some(ttl) = self.lease_ttl {
             cfg.lease_ttl = ttl;
+        }
+        if let Some(r) = self.log_retention {
+            cfg.log_retention = r;
+        }
+        if let Some(k) = self.keep_versions {
+            cfg.keep_versions = k;
         }
         cfg
     }
@@ -100,5 +134,20 @@ mod tests {
         let cli = Cli::parse_from(["t", "--lease-ttl", "0.3", "--listen", "127.0.0.1:0", "--data", "/x"]);
         assert_eq!(cli.serve.config().lease_ttl, Duration::from_millis(300));
         assert!(Cli::try_parse_from(["t", "--lease-ttl", "-1"]).is_err());
+    }
+
+    #[test]
+    fn retention_and_kept_versions() {
+        let cfg = Cli::parse_from(["t"]).serve.config();
+        assert_eq!((cfg.log_retention, cfg.keep_versions), (Duration::from_secs(30 * 24 * 3600), 10));
+        let cfg = Cli::parse_from(["t", "--log-retention", "604800", "--keep-versions", "3"]).serve.config();
+        assert_eq!((cfg.log_retention, cfg.keep_versions), (Duration::from_secs(7 * 24 * 3600), 3));
+        let half = Cli::parse_from(["t", "--log-retention", "0.5"]).serve.config();
+        assert_eq!(half.log_retention, Duration::from_millis(500));
+        let bad_args =
+            [["--keep-versions", "0"], ["--keep-versions", "x"], ["--log-retention", "0"], ["--log-retention", "-3"]];
+        for bad in bad_args {
+            assert!(Cli::try_parse_from(["t", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
     }
 }

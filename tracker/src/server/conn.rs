@@ -5,6 +5,10 @@
 //! for durability waits in the writer, in order, so a client may pipeline
 //! requests and several replies share one flush. A malformed, oversized or
 //! out-of-protocol frame closes this connection only.
+//!
+//! When a member leaves, its other connections are refused from then on
+//! (`NotAuthenticated`) and closed with a `Goodbye`; the connection that
+//! sent `Leave` stays open, unauthenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,6 +172,8 @@ enum Stop {
     Eof,
     Cancelled,
     WriterGone,
+    /// The member this connection was authenticated as left the group.
+    Revoked,
     Bad(String),
 }
 
@@ -177,6 +183,7 @@ impl std::fmt::Display for Stop {
             Stop::Eof => f.write_str("peer closed"),
             Stop::Cancelled => f.write_str("cancelled"),
             Stop::WriterGone => f.write_str("writer ended"),
+            Stop::Revoked => f.write_str("member left the group"),
             Stop::Bad(why) => f.write_str(why),
         }
     }
@@ -194,8 +201,16 @@ impl Conn {
     }
 
     async fn next_frame<R: AsyncRead + Unpin>(&self, rd: &mut R) -> Result<ClientFrame, Stop> {
+        let revoked = self.auth.as_ref().map(|a| a.revoked.clone());
+        let revoked = async {
+            match revoked {
+                Some(t) => t.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        };
         let body = tokio::select! {
             _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+            _ = revoked => return Err(Stop::Revoked),
             r = read_frame(rd) => r,
         };
         let body = match body {
@@ -236,6 +251,7 @@ impl Conn {
         loop {
             let frame = match self.next_frame(&mut rd).await {
                 Ok(f) => f,
+                Err(Stop::Revoked) => return self.goodbye("the member left the group".into()).await,
                 Err(stop) => return stop,
             };
             let res = match frame {
@@ -249,7 +265,7 @@ impl Conn {
     }
 
     fn authed(&self) -> Result<&Auth, ProtoError> {
-        self.auth.as_ref().ok_or(ProtoError::NotAuthenticated)
+        self.auth.as_ref().filter(|a| !a.revoked.is_cancelled()).ok_or(ProtoError::NotAuthenticated)
     }
 
     async fn handle(&mut self, id: u64, req: Request) -> Result<(), Stop> {
@@ -294,11 +310,26 @@ impl Conn {
                 t.publish(self.authed()?, file, base, lease, size, mtime, info_hash, torrent, keep_lock)
             }
             Request::GetTorrent { file, version } => t.get_torrent(self.authed()?, file, version),
-            Request::Subscribe { .. } => Err(ProtoError::BadRequest("subscribe handled elsewhere".into())),
-            other => {
-                self.authed()?;
-                Err(ProtoError::BadRequest(format!("not implemented yet: {other:?}")))
+            Request::Delete { file } => t.delete(self.authed()?, file),
+            Request::Rename { file, new_parent, new_name, replace } => {
+                t.rename(self.authed()?, file, new_parent, new_name, replace)
             }
+            Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
+            Request::Leave => {
+                let r = t.leave(self.authed()?)?;
+                // Its subscription was for a group it is no longer in.
+                if let Some(p) = self.pump.take() {
+                    p.abort();
+                }
+                self.auth = None;
+                Ok(r)
+            }
+            Request::ListVersions { file } => t.list_versions(self.authed()?, file),
+            Request::Restore { file, version, lease } => t.restore(self.authed()?, file, version, lease),
+            Request::LockExplicit { file, ttl_ms } => t.lock_explicit(self.authed()?, file, ttl_ms),
+            Request::UnlockFile { file } => t.unlock_file(self.authed()?, file),
+            Request::ReadLog { after, limit } => t.read_log(self.authed()?, after, limit),
+            Request::Subscribe { .. } => Err(ProtoError::BadRequest("subscribe handled elsewhere".into())),
         }
     }
 
@@ -317,13 +348,12 @@ impl Conn {
     }
 
     async fn subscribe(&mut self, id: u64, from: Option<Seq>) -> Result<(), Stop> {
-        let Some(auth) = self.auth.as_ref() else {
+        let Ok(group) = self.authed().map(|a| a.group.clone()) else {
             return self.send(Out::Reply { id, resp: Response::Error(ProtoError::NotAuthenticated), wait: None }).await;
         };
         if let Some(p) = self.pump.take() {
             p.abort();
         }
-        let group = auth.group.clone();
         // Register for live events before reading where the client starts.
         let rx = group.events.subscribe();
         let resume = {

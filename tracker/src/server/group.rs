@@ -14,15 +14,25 @@
 //! - **expired**: an entry with `expires <= now` not yet swept; it behaves
 //!   as free (a `Lock` takes it over, emitting `Unlocked` by `MemberId(0)`
 //!   first) and as unknown to `Renew` and `Publish`.
+//!
+//! A lease lasts the tracker's lease ttl from its grant or last renewal, or,
+//! for an explicit lock (`LockExplicit`), the ttl the caller asked for (at
+//! most a week); renewing never shortens a lease. Deleting a file, or its
+//! holder leaving the group, ends its lock with an `Unlocked` event.
+//!
+//! Kept versions of a file (`versions`): the newest `keep_versions` of them,
+//! the current one always among them; the entry's version is the newest.
 
 use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::store::{GroupRec, LockRec, MemberRec, StoreError, WriteSet};
 use crate::proto::{
     Event, EventKind, FileEntry, FileId, GroupId, LeaseId, LockHolder, MemberId, MemberInfo, Seq, UnixMillis,
+    Version, VersionInfo,
 };
 
 /// Events buffered per group for live subscribers; a subscriber further
@@ -50,6 +60,15 @@ pub(crate) struct MemberState {
     pub rec: MemberRec,
     /// Authenticated connections; online while > 0.
     pub conns: u32,
+    /// Cancelled when the member leaves: its connections stop being
+    /// authenticated and close.
+    pub revoked: CancellationToken,
+}
+
+impl MemberState {
+    pub fn new(rec: MemberRec) -> MemberState {
+        MemberState { rec, conns: 0, revoked: CancellationToken::new() }
+    }
 }
 
 pub(crate) struct GroupState {
@@ -61,6 +80,10 @@ pub(crate) struct GroupState {
     pub files: BTreeMap<FileId, FileEntry>,
     /// (parent, name) -> child.
     pub names: HashMap<(FileId, String), FileId>,
+    /// Number of children of each directory that has any.
+    pub children: HashMap<FileId, usize>,
+    /// Kept versions of each file (directories have none).
+    pub versions: HashMap<FileId, BTreeMap<Version, VersionInfo>>,
     pub locks: HashMap<FileId, LockRec>,
     pub leases: HashMap<LeaseId, FileId>,
     /// The lease whose publish made each file's current version (memory
@@ -78,6 +101,8 @@ impl GroupState {
             log_start: 1,
             files: BTreeMap::new(),
             names: HashMap::new(),
+            children: HashMap::new(),
+            versions: HashMap::new(),
             locks: HashMap::new(),
             leases: HashMap::new(),
             published_by: HashMap::new(),
@@ -107,11 +132,76 @@ impl GroupState {
         }
     }
 
+    /// Inserts or replaces (e.g. renamed) an entry.
     pub fn insert_file(&mut self, e: FileEntry) {
+        self.unlink(e.id);
         if e.id != FileId::ROOT {
             self.names.insert((e.parent, e.name.clone()), e.id);
+            *self.children.entry(e.parent).or_default() += 1;
         }
         self.files.insert(e.id, e);
+    }
+
+    /// Forgets a deleted file: entry, name, lock, versions.
+    pub fn remove_file(&mut self, f: FileId) {
+        self.unlink(f);
+        self.files.remove(&f);
+        self.children.remove(&f);
+        self.remove_lock(f);
+        self.published_by.remove(&f);
+        self.versions.remove(&f);
+    }
+
+    /// Takes `f`'s current entry out of the name index.
+    fn unlink(&mut self, f: FileId) {
+        let Some(old) = self.files.get(&f) else { return };
+        if f == FileId::ROOT {
+            return;
+        }
+        let key = (old.parent, old.name.clone());
+        if self.names.get(&key) == Some(&f) {
+            self.names.remove(&key);
+            if let Some(n) = self.children.get_mut(&old.parent) {
+                *n -= 1;
+                if *n == 0 {
+                    self.children.remove(&old.parent);
+                }
+            }
+        }
+    }
+
+    pub fn has_children(&self, d: FileId) -> bool {
+        self.children.get(&d).is_some_and(|n| *n > 0)
+    }
+
+    /// Whether `d` is `ancestor` or lies below it.
+    pub fn is_within(&self, mut d: FileId, ancestor: FileId) -> bool {
+        // Bounded by the table's size, in case a corrupt table has a cycle.
+        for _ in 0..=self.files.len() {
+            if d == ancestor {
+                return true;
+            }
+            if d == FileId::ROOT {
+                return false;
+            }
+            match self.files.get(&d) {
+                Some(e) => d = e.parent,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The lock on `f` if another member holds it (a live lease): what
+    /// changing `f` is refused with.
+    pub fn held_by_other(&self, f: FileId, m: MemberId, now: UnixMillis) -> Option<LockHolder> {
+        let rec = self.locks.get(&f)?;
+        (rec.holder != m && rec.expires > now).then(|| self.holder(rec))
+    }
+
+    /// Kept versions of `f` older than `keep_from`.
+    pub fn versions_before(&self, f: FileId, keep_from: Version) -> Vec<Version> {
+        self.versions.get(&f).map(|vs| vs.range(..keep_from).map(|(v, _)| *v).collect()).unwrap_or_default()
     }
 
     pub fn insert_lock(&mut self, f: FileId, rec: LockRec) {

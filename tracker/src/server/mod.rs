@@ -4,14 +4,18 @@
 //! - [`store`]: sled key layout and records; one atomic batch per request.
 //! - [`group`]: a group's in-memory state (file table, locks, members)
 //!   behind one mutex; the lock state machine is documented there.
-//! - [`ops`]: what each request does to a group.
+//! - [`ops`]: what each request does to a group: membership and locks.
+//! - [`tree`]: delete, rename and shared attributes.
+//! - [`versions`]: kept versions of each file, listing and restoring them.
+//! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
 //! - [`sweep`]: lease expiry and log retention.
 //! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
 //!
 //! Durability: a reply that promises durability (group created, joined,
-//! file created, lock granted, published, invite created) and every event
+//! file created, lock granted, published, invite created, deleted,
+//! renamed, attributes set, left, restored) and every event
 //! a subscriber sees wait for a sled flush; several requests share one
 //! flush. Renew, unlock and presence changes are applied at once and
 //! become durable with the next flush (sled also flushes every 500 ms):
@@ -21,10 +25,13 @@ mod cli;
 mod commit;
 mod conn;
 mod group;
+mod log;
 mod ops;
 mod store;
 mod subscribe;
 mod sweep;
+mod tree;
+mod versions;
 
 pub use cli::{run, ServeArgs};
 
@@ -43,10 +50,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proto::{FileId, GroupId, ProtoError, UnixMillis, DEFAULT_LEASE_TTL_MS};
+use crate::proto::{FileId, FileKind, GroupId, ProtoError, UnixMillis, Version, VersionInfo, DEFAULT_LEASE_TTL_MS};
 use commit::{Commit, Committer, Ticket};
 use group::{Group, GroupState, MemberState, Txn};
-use store::Store;
+use store::{Store, WriteSet};
 
 /// How the tracker is run.
 #[derive(Clone, Debug)]
@@ -58,6 +65,9 @@ pub struct TrackerConfig {
     /// Events older than this are dropped from the log (a subscriber that
     /// far behind gets a snapshot instead).
     pub log_retention: Duration,
+    /// Versions kept per file, the current one included (at least 1): each
+    /// with its torrent, listed by `ListVersions`, restorable.
+    pub keep_versions: usize,
 }
 
 impl Default for TrackerConfig {
@@ -66,6 +76,7 @@ impl Default for TrackerConfig {
             data_dir: PathBuf::from("./titorrent-tracker"),
             lease_ttl: Duration::from_millis(DEFAULT_LEASE_TTL_MS),
             log_retention: Duration::from_secs(30 * 24 * 3600),
+            keep_versions: 10,
         }
     }
 }
@@ -110,13 +121,19 @@ impl Tracker {
     /// offline. Locks held when the tracker stopped get one full lease ttl
     /// from now, so a restart does not take them from holders that
     /// reconnect and renew in time.
+    ///
+    /// Also brings kept versions in line with `cfg.keep_versions` (a data
+    /// dir from before version records gets one for each file's current
+    /// version; a smaller K than last time drops the excess), in one batch.
     pub fn open(cfg: TrackerConfig) -> Result<Arc<Tracker>, TrackerError> {
         let store = Store::open(&cfg.data_dir)?;
         let loaded = store.load()?;
         let now = now_ms();
         let grace_until = now.saturating_add(duration_ms(cfg.lease_ttl));
+        let keep = keep_versions(&cfg);
+        let mut fixups = WriteSet::new();
         let mut groups = HashMap::new();
-        let (mut max_group, mut max_member) = (0u64, 0u64);
+        let (mut max_group, mut max_member) = (0u64, loaded.next_member.saturating_sub(1));
         for (g, lg) in loaded.groups {
             max_group = max_group.max(g.0);
             let mut st = GroupState::new(lg.rec.name.clone());
@@ -125,8 +142,19 @@ impl Tracker {
             st.log_start = lg.log.map(|(first, _)| first).unwrap_or(st.next_seq);
             let max_file = lg.files.keys().next_back().map(|f| f.0).unwrap_or(FileId::ROOT.0);
             st.next_file = lg.rec.next_file.max(max_file + 1);
-            for (_, e) in lg.files {
+            let mut versions = lg.versions;
+            for (f, e) in lg.files {
+                if e.kind == FileKind::File {
+                    let kept = versions.remove(&f).unwrap_or_default();
+                    st.versions.insert(f, kept_at_open(&mut fixups, g, &e, kept, keep)?);
+                }
                 st.insert_file(e);
+            }
+            for (f, vs) in versions {
+                // Records of a file no longer in the table.
+                for v in vs.into_keys() {
+                    fixups.del_version(g, f, v);
+                }
             }
             for (f, mut rec) in lg.locks {
                 if st.files.contains_key(&f) {
@@ -136,13 +164,17 @@ impl Tracker {
             }
             for (m, rec) in lg.members {
                 max_member = max_member.max(m.0);
-                st.members.insert(m, MemberState { rec, conns: 0 });
+                st.members.insert(m, MemberState::new(rec));
             }
             if !st.files.contains_key(&FileId::ROOT) {
                 return Err(TrackerError::Corrupt(format!("group {g} has no root directory")));
             }
             groups.insert(g, Arc::new(Group::new(g, st)));
         }
+        store.apply(fixups).map_err(|e| match e {
+            store::StoreError::Sled(e) => TrackerError::Db(e),
+            other => TrackerError::Corrupt(other.to_string()),
+        })?;
         tracing::info!(dir = %cfg.data_dir.display(), groups = groups.len(), "tracker state opened");
         let (committer, commit_rx) = Committer::new();
         Ok(Arc::new(Tracker {
@@ -235,6 +267,44 @@ impl Tracker {
     fn lease_ttl_ms(&self) -> u64 {
         duration_ms(self.cfg.lease_ttl).max(1)
     }
+
+    fn keep_versions(&self) -> u64 {
+        keep_versions(&self.cfg)
+    }
+}
+
+fn keep_versions(cfg: &TrackerConfig) -> u64 {
+    u64::try_from(cfg.keep_versions).unwrap_or(u64::MAX).max(1)
+}
+
+/// A file's kept versions at open: the current one always (made up from the
+/// entry if it has no record), at most `keep`; fixes go into `w`.
+fn kept_at_open(
+    w: &mut WriteSet,
+    g: GroupId,
+    e: &crate::proto::FileEntry,
+    mut kept: std::collections::BTreeMap<Version, VersionInfo>,
+    keep: u64,
+) -> Result<std::collections::BTreeMap<Version, VersionInfo>, TrackerError> {
+    let corrupt = |err: store::StoreError| TrackerError::Corrupt(err.to_string());
+    if let std::collections::btree_map::Entry::Vacant(slot) = kept.entry(e.version) {
+        let info = VersionInfo {
+            version: e.version,
+            size: e.size,
+            mtime: e.mtime,
+            info_hash: e.info_hash,
+            author: e.author,
+            at: e.mtime,
+        };
+        w.put_version(g, e.id, &info).map_err(corrupt)?;
+        slot.insert(info);
+    }
+    let keep_from = Version(e.version.0.saturating_add(1).saturating_sub(keep));
+    let newer = kept.split_off(&keep_from);
+    for v in kept.into_keys() {
+        w.del_version(g, e.id, v);
+    }
+    Ok(newer)
 }
 
 /// Spawns a task in `span`. The tasks here handle their own errors.

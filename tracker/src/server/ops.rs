@@ -1,6 +1,8 @@
 //! What each request does: membership (create group, invite, join,
-//! authenticate, presence) and the file table (create, lock, renew,
-//! unlock, publish, torrents). Every operation here is synchronous: it runs
+//! authenticate, presence, leave) and the file table (create, lock, renew,
+//! unlock, explicit locks, publish, torrents); deletes and renames are in
+//! [`super::tree`], versions in [`super::versions`], the log in
+//! [`super::log`]. Every operation here is synchronous: it runs
 //! under one group mutex and returns the reply plus, when the reply
 //! promises durability, a [`Ticket`] the connection waits on before
 //! writing it.
@@ -8,28 +10,30 @@
 //! A member locking a file it already holds is refused like anyone else
 //! (`Locked` naming itself): a lease is owned by one writer, and the
 //! mount daemon shares it between its own handles. A daemon that lost its
-//! lease id (crash) waits for the lease to run out.
+//! lease id (crash) waits for the lease to run out. The same holds for an
+//! explicit lock: it is refused while the caller holds an ordinary lease.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use parking_lot::MutexGuard;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::commit::Ticket;
 use super::group::{Group, GroupState, MemberState, Txn};
 use super::store::{InviteRec, LockRec, MemberRec, WriteSet};
 use super::{now_ms, Tracker};
 use crate::proto::{
-    Credential, EventKind, FileEntry, FileId, FileKind, GroupId, InfoHash, Lease, LeaseId, MemberId,
-    MemberInfo, ProtoError, Response, Secret, Seq, UnixMillis, Version,
+    Credential, EventKind, FileEntry, FileId, FileKind, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
+    ProtoError, Response, Secret, Seq, UnixMillis, Version, VersionInfo,
 };
 
-/// Torrents kept per file: the current version and a few before it, for
-/// peers still reading an older version.
-pub(crate) const KEEP_TORRENT_VERSIONS: u64 = 4;
+/// The longest an explicit lock lasts (and what `ttl_ms` 0 asks for).
+pub(crate) const MAX_EXPLICIT_LOCK_MS: u64 = 7 * 24 * 3600 * 1000;
 const DEFAULT_INVITE_TTL_MS: u64 = 24 * 3600 * 1000;
 const MAX_INVITE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
 const MAX_LABEL_LEN: usize = 128;
@@ -42,6 +46,23 @@ pub(crate) struct Auth {
     tracker: Arc<Tracker>,
     pub group: Arc<Group>,
     pub member: MemberId,
+    /// Cancelled when the member leaves the group (the same token for all
+    /// its connections): the identity is no longer good for anything.
+    pub revoked: CancellationToken,
+}
+
+impl Auth {
+    /// The group's state, locked, for a request of this member; refused
+    /// once it has left. `leave` revokes under this same mutex, so a
+    /// request that passed the connection's check just before cannot act
+    /// (take a lock, create a file) for a member that is gone.
+    pub fn state(&self) -> Result<MutexGuard<'_, GroupState>, ProtoError> {
+        let st = self.group.state.lock();
+        if self.revoked.is_cancelled() {
+            return Err(ProtoError::NotAuthenticated);
+        }
+        Ok(st)
+    }
 }
 
 impl Drop for Auth {
@@ -133,7 +154,7 @@ impl Tracker {
             txn.event(m, EventKind::MemberJoined(joined))?;
             self.commit(&group, &mut st, txn, false)?;
             st.insert_file(root);
-            st.members.insert(m, MemberState { rec, conns: 0 });
+            st.members.insert(m, MemberState::new(rec));
         }
         self.groups.write().insert(g, group.clone());
         tracing::info!(group = %g, member = %m, "group created");
@@ -179,7 +200,7 @@ impl Tracker {
             let joined = MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr };
             txn.event(m, EventKind::MemberJoined(joined))?;
             self.commit(&group, &mut st, txn, false)?;
-            st.members.insert(m, MemberState { rec, conns: 0 });
+            st.members.insert(m, MemberState::new(rec));
         }
         tracing::info!(group = %g, member = %m, "member joined");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
@@ -239,11 +260,11 @@ impl Tracker {
             txn.event(m, EventKind::MemberOnline(info))?;
         }
         let ticket = self.commit(group, &mut st, txn, want_ticket)?;
-        if let Some(ms) = st.members.get_mut(&m) {
-            ms.rec = rec;
-            ms.conns += 1;
-        }
-        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m }))
+        let ms = st.members.get_mut(&m).ok_or(ProtoError::NotAuthenticated)?;
+        ms.rec = rec;
+        ms.conns += 1;
+        let revoked = ms.revoked.clone();
+        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked }))
     }
 
     /// Counts one connection of `m` less; emits `MemberOffline` at zero.
@@ -280,9 +301,42 @@ impl Tracker {
     }
 
     pub(crate) fn list_members(&self, auth: &Auth) -> Outcome {
-        let st = auth.group.state.lock();
+        let st = auth.state()?;
         let members = st.members.keys().filter_map(|m| st.member_info(*m)).collect();
         Ok((Response::Members(members), None))
+    }
+
+    /// Removes the caller from its group: its locks are released (one
+    /// `Unlocked` each), its record goes (`MemberLeft`), and every
+    /// connection authenticated as it stops being so (the caller's own
+    /// connection stays open, unauthenticated; the others are closed).
+    /// Invites it created stay valid: they admit to the group, not to it.
+    pub(crate) fn leave(&self, auth: &Auth) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = auth.state()?;
+        if !st.members.contains_key(&m) {
+            return Err(ProtoError::NotAuthenticated);
+        }
+        let mut held: Vec<FileId> = st.locks.iter().filter(|(_, r)| r.holder == m).map(|(f, _)| *f).collect();
+        held.sort();
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        for f in &held {
+            txn.w.del_lock(group.id, *f);
+            txn.event(m, EventKind::Unlocked { file: *f })?;
+        }
+        txn.w.del_member(m);
+        // Ids are never reused, even the highest after a reopen.
+        txn.w.put_next_member(self.next_member.load(Ordering::Relaxed))?;
+        txn.event(m, EventKind::MemberLeft { member: m })?;
+        let ticket = self.commit(group, &mut st, txn, true)?;
+        for f in held {
+            st.remove_lock(f);
+        }
+        if let Some(ms) = st.members.remove(&m) {
+            ms.revoked.cancel();
+        }
+        tracing::info!(group = %group.id, member = %m, "member left");
+        Ok((Response::Ok, ticket))
     }
 
     // ---- file table -------------------------------------------------
@@ -313,7 +367,7 @@ impl Tracker {
     ) -> Outcome {
         crate::proto::validate_name(&name)?;
         let (group, m) = (&auth.group, auth.member);
-        let mut st = group.state.lock();
+        let mut st = auth.state()?;
         match st.files.get(&parent) {
             None => return Err(ProtoError::NoSuchFile),
             Some(p) if p.kind != FileKind::Dir => return Err(ProtoError::NotADirectory),
@@ -338,6 +392,17 @@ impl Tracker {
             author: m,
         };
         txn.w.put_file(group.id, &entry)?;
+        let v0 = (kind == FileKind::File).then_some(VersionInfo {
+            version: entry.version,
+            size: 0,
+            mtime: now,
+            info_hash: None,
+            author: m,
+            at: now,
+        });
+        if let Some(v0) = &v0 {
+            txn.w.put_version(group.id, id, v0)?;
+        }
         txn.event(m, EventKind::FileCreated(entry.clone()))?;
         let lock = if lock && kind == FileKind::File {
             let rec = LockRec {
@@ -354,6 +419,9 @@ impl Tracker {
         };
         let ticket = self.commit(group, &mut st, txn, true)?;
         st.insert_file(entry.clone());
+        if let Some(v0) = v0 {
+            st.versions.insert(id, [(v0.version, v0)].into());
+        }
         let lease = lock.map(|rec| {
             let lease = lease_of(id, &rec, Version(0));
             st.insert_lock(id, rec);
@@ -363,8 +431,18 @@ impl Tracker {
     }
 
     pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome {
+        self.lock_for(auth, file, self.lease_ttl_ms())
+    }
+
+    /// A lock that lasts `ttl_ms` (0: the maximum, a week) without renewal.
+    pub(crate) fn lock_explicit(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
+        let ttl = if ttl_ms == 0 { MAX_EXPLICIT_LOCK_MS } else { ttl_ms.min(MAX_EXPLICIT_LOCK_MS) };
+        self.lock_for(auth, file, ttl)
+    }
+
+    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
-        let mut st = group.state.lock();
+        let mut st = auth.state()?;
         let version = match st.files.get(&file) {
             None => return Err(ProtoError::NoSuchFile),
             Some(e) if e.kind == FileKind::Dir => {
@@ -381,12 +459,7 @@ impl Tracker {
             // Expired but not swept yet: release it the way the sweeper would.
             txn.event(MemberId(0), EventKind::Unlocked { file })?;
         }
-        let rec = LockRec {
-            holder: m,
-            lease: st.new_lease_id(),
-            since: now,
-            expires: now.saturating_add(self.lease_ttl_ms()),
-        };
+        let rec = LockRec { holder: m, lease: st.new_lease_id(), since: now, expires: now.saturating_add(ttl_ms) };
         txn.w.put_lock(group.id, file, &rec)?;
         txn.event(m, EventKind::Locked { file, holder: st.holder(&rec) })?;
         let ticket = self.commit(group, &mut st, txn, true)?;
@@ -395,14 +468,15 @@ impl Tracker {
         Ok((Response::Locked(lease), ticket))
     }
 
-    /// Extends a live lease of the caller. Not flushed: a renewal lost in a
+    /// Extends a live lease of the caller (never shortens one: an explicit
+    /// lock may run longer than the ttl). Not flushed: a renewal lost in a
     /// crash is covered by the grace period at open.
     pub(crate) fn renew(&self, auth: &Auth, lease: LeaseId) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
-        let mut st = group.state.lock();
+        let mut st = auth.state()?;
         let now = now_ms();
         let (file, cur) = st.live_lease(lease, m, now).ok_or(ProtoError::NoLease)?;
-        let rec = LockRec { expires: now.saturating_add(self.lease_ttl_ms()), ..cur.clone() };
+        let rec = LockRec { expires: now.saturating_add(self.lease_ttl_ms()).max(cur.expires), ..cur.clone() };
         let mut w = WriteSet::new();
         w.put_lock(group.id, file, &rec)?;
         self.store.apply(w)?;
@@ -416,10 +490,30 @@ impl Tracker {
     /// not swept yet: the caller wanted it released either way).
     pub(crate) fn unlock(&self, auth: &Auth, lease: LeaseId) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
-        let mut st = group.state.lock();
+        let mut st = auth.state()?;
         let file = *st.leases.get(&lease).ok_or(ProtoError::NoLease)?;
         match st.locks.get(&file) {
             Some(rec) if rec.holder == m && rec.lease == lease => {}
+            _ => return Err(ProtoError::NoLease),
+        }
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        txn.w.del_lock(group.id, file);
+        txn.event(m, EventKind::Unlocked { file })?;
+        self.commit(group, &mut st, txn, false)?;
+        st.remove_lock(file);
+        Ok((Response::Ok, None))
+    }
+
+    /// Releases the caller's lock on `file` whatever its lease (also one
+    /// that just expired and was not swept yet). Not flushed, like `unlock`.
+    pub(crate) fn unlock_file(&self, auth: &Auth, file: FileId) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = auth.state()?;
+        if !st.files.contains_key(&file) {
+            return Err(ProtoError::NoSuchFile);
+        }
+        match st.locks.get(&file) {
+            Some(rec) if rec.holder == m => {}
             _ => return Err(ProtoError::NoLease),
         }
         let mut txn = Txn::new(group.id, &st, now_ms());
@@ -451,7 +545,7 @@ impl Tracker {
             (false, false, false) => return Err(ProtoError::BadRequest("torrent given for an empty file".into())),
         }
         let (group, m) = (&auth.group, auth.member);
-        let mut st = group.state.lock();
+        let mut st = auth.state()?;
         let cur = match st.files.get(&file) {
             None => return Err(ProtoError::NoSuchFile),
             Some(e) if e.kind == FileKind::Dir => {
@@ -486,12 +580,7 @@ impl Tracker {
         };
         let mut txn = Txn::new(group.id, &st, now);
         txn.w.put_file(group.id, &new)?;
-        if !torrent.is_empty() {
-            txn.w.put_torrent(group.id, file, new.version, torrent);
-        }
-        if new.version.0 > KEEP_TORRENT_VERSIONS {
-            txn.w.del_torrent(group.id, file, Version(new.version.0 - KEEP_TORRENT_VERSIONS));
-        }
+        let pushed_out = self.add_version(&mut txn, &st, &new, torrent)?;
         txn.event(m, EventKind::FileUpdated(new.clone()))?;
         if !keep_lock {
             txn.w.del_lock(group.id, file);
@@ -499,6 +588,7 @@ impl Tracker {
         }
         let ticket = self.commit(group, &mut st, txn, true)?;
         st.files.insert(file, new.clone());
+        st.keep_version(&new, now, &pushed_out);
         st.published_by.insert(file, lease);
         if !keep_lock {
             st.remove_lock(file);
@@ -507,7 +597,7 @@ impl Tracker {
     }
 
     pub(crate) fn get_torrent(&self, auth: &Auth, file: FileId, version: Version) -> Outcome {
-        if !auth.group.state.lock().files.contains_key(&file) {
+        if !auth.state()?.files.contains_key(&file) {
             return Err(ProtoError::NoSuchFile);
         }
         match self.store.torrent(auth.group.id, file, version)? {
@@ -543,51 +633,6 @@ impl Tracker {
                 }
                 Err(e) => tracing::warn!(group = %group.id, error = %e, "cannot release expired leases"),
             }
-        }
-    }
-
-    /// Drops events older than `cutoff` (always keeping the latest one, so
-    /// the log's end stays known) and expired invites.
-    pub(crate) fn prune(&self, now: UnixMillis, cutoff: UnixMillis) {
-        const CHUNK: usize = 1024;
-        for group in self.all_groups() {
-            let (start, current) = {
-                let st = group.state.lock();
-                (st.log_start, st.current_seq().0)
-            };
-            if current == 0 || start >= current {
-                continue;
-            }
-            let old = match self.store.events(group.id, start, current - 1, CHUNK) {
-                Ok(evs) => evs.into_iter().take_while(|e| e.at < cutoff).map(|e| e.seq).collect::<Vec<_>>(),
-                Err(e) => {
-                    tracing::warn!(group = %group.id, error = %e, "cannot read the log to prune it");
-                    continue;
-                }
-            };
-            let Some(last) = old.last().copied() else { continue };
-            let mut w = WriteSet::new();
-            for s in &old {
-                w.del_event(group.id, *s);
-            }
-            let mut st = group.state.lock();
-            match self.store.apply(w) {
-                Ok(()) => st.log_start = st.log_start.max(last.0 + 1),
-                Err(e) => tracing::warn!(group = %group.id, error = %e, "cannot prune the log"),
-            }
-        }
-        match self.store.expired_invites(now, 1024) {
-            Ok(keys) if !keys.is_empty() => {
-                let mut w = WriteSet::new();
-                for k in &keys {
-                    w.del_invite_key(k);
-                }
-                if let Err(e) = self.store.apply(w) {
-                    tracing::warn!(error = %e, "cannot drop expired invites");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot scan invites"),
         }
     }
 }

@@ -10,9 +10,11 @@
 //! | `M` | member                                | [`MemberRec`]    |
 //! | `F` | group, file                           | `FileEntry`      |
 //! | `T` | group, file, version                  | .torrent bytes   |
+//! | `V` | group, file, version                  | `VersionInfo`    |
 //! | `L` | group, file                           | [`LockRec`]      |
 //! | `I` | SHA-256 of the invite code            | [`InviteRec`]    |
 //! | `E` | group, seq                            | `Event`          |
+//! | `N` | (nothing)                             | next member id, a floor |
 //!
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
@@ -20,6 +22,13 @@
 //! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
 //! `next_file`); the last key of its log, which pruning always keeps, is
 //! authoritative.
+//!
+//! A file's kept versions are its `V` records (a file has one for each
+//! version it keeps, version 0 included while kept); a `T` record exists for
+//! each kept version with content. Both go in the batch that pushes the
+//! version out or deletes the file. Member ids are never reused: `N` is
+//! written when a member leaves, so a reopened tracker does not hand out
+//! the id of the member that had the highest one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,7 +38,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::TrackerError;
 use crate::proto::{
-    Event, FileEntry, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version,
+    Event, FileEntry, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
 };
 
 const TREE: &str = "tracker-v1";
@@ -41,6 +50,8 @@ const TORRENT: u8 = b'T';
 const LOCK: u8 = b'L';
 const INVITE: u8 = b'I';
 const EVENT: u8 = b'E';
+const VERSION: u8 = b'V';
+const NEXT_MEMBER: u8 = b'N';
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupRec {
@@ -153,6 +164,26 @@ impl WriteSet {
         self.put(key(FILE, &[g.0, e.id.0]), enc(e)?);
         Ok(())
     }
+    pub fn del_file(&mut self, g: GroupId, f: FileId) {
+        self.del(key(FILE, &[g.0, f.0]));
+    }
+    pub fn del_member(&mut self, m: MemberId) {
+        self.del(key(MEMBER, &[m.0]));
+    }
+    /// Records that member ids below `next` have been handed out.
+    pub fn put_next_member(&mut self, next: u64) -> Result<(), StoreError> {
+        self.put(vec![NEXT_MEMBER], enc(&next)?);
+        Ok(())
+    }
+    pub fn put_version(&mut self, g: GroupId, f: FileId, v: &VersionInfo) -> Result<(), StoreError> {
+        self.put(key(VERSION, &[g.0, f.0, v.version.0]), enc(v)?);
+        Ok(())
+    }
+    /// Drops a kept version: its record and its torrent, if it has one.
+    pub fn del_version(&mut self, g: GroupId, f: FileId, v: Version) {
+        self.del(key(VERSION, &[g.0, f.0, v.0]));
+        self.del_torrent(g, f, v);
+    }
     pub fn put_torrent(&mut self, g: GroupId, f: FileId, v: Version, bytes: Vec<u8>) {
         self.put(key(TORRENT, &[g.0, f.0, v.0]), bytes);
     }
@@ -188,6 +219,8 @@ impl WriteSet {
 /// Everything loaded at open, before it is turned into in-memory groups.
 pub(crate) struct Loaded {
     pub groups: BTreeMap<GroupId, LoadedGroup>,
+    /// The floor written by [`WriteSet::put_next_member`] (0 if none).
+    pub next_member: u64,
 }
 
 pub(crate) struct LoadedGroup {
@@ -195,6 +228,7 @@ pub(crate) struct LoadedGroup {
     pub members: BTreeMap<MemberId, MemberRec>,
     pub files: BTreeMap<FileId, FileEntry>,
     pub locks: BTreeMap<FileId, LockRec>,
+    pub versions: BTreeMap<FileId, BTreeMap<Version, VersionInfo>>,
     /// First and last seq still in the log, if any.
     pub log: Option<(u64, u64)>,
 }
@@ -255,6 +289,19 @@ impl Store {
         Ok(self.tree.get(key(TORRENT, &[g.0, f.0, v.0]))?.map(|b| b.to_vec()))
     }
 
+    /// Versions of file `f` that have a torrent stored, including any
+    /// without a version record (written by a tracker older than them).
+    pub fn torrent_versions(&self, g: GroupId, f: FileId) -> Result<Vec<Version>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(key(TORRENT, &[g.0, f.0, 0])..=key(TORRENT, &[g.0, f.0, u64::MAX])) {
+            let (k, _) = kv?;
+            if let Some(v) = u64_at(&k, 2) {
+                out.push(Version(v));
+            }
+        }
+        Ok(out)
+    }
+
     /// Events of group `g` with `from <= seq <= to`, at most `limit`, in order.
     pub fn events(&self, g: GroupId, from: u64, to: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
@@ -298,6 +345,7 @@ impl Store {
                     members: BTreeMap::new(),
                     files: BTreeMap::new(),
                     locks: BTreeMap::new(),
+                    versions: BTreeMap::new(),
                     log,
                 },
             );
@@ -330,7 +378,20 @@ impl Store {
                 lg.locks.insert(f, rec);
             }
         }
-        Ok(Loaded { groups })
+        for kv in self.tree.scan_prefix([VERSION]) {
+            let (k, v) = kv?;
+            let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let f = FileId(u64_at(&k, 1).ok_or_else(|| bad_key(&k))?);
+            let info: VersionInfo = dec(&k, &v).map_err(corrupt)?;
+            if let Some(lg) = groups.get_mut(&g) {
+                lg.versions.entry(f).or_default().insert(info.version, info);
+            }
+        }
+        let next_member = match self.tree.get([NEXT_MEMBER])? {
+            Some(v) => dec(&[NEXT_MEMBER], &v).map_err(corrupt)?,
+            None => 0,
+        };
+        Ok(Loaded { groups, next_member })
     }
 }
 

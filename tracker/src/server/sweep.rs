@@ -1,6 +1,7 @@
 //! Background upkeep: releases expired leases about every second (sooner
-//! for short ttls) and, every minute, drops events past the log retention
-//! and expired invites.
+//! for short ttls) and, at start and then every minute (sooner for short
+//! retentions, and again at once while a backlog remains), drops events
+//! past the log retention and expired invites.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -16,13 +17,21 @@ fn sweep_interval(lease_ttl: Duration) -> Duration {
     (lease_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
+/// How often the log is pruned: a quarter of the retention, within
+/// [20 ms, 1 min].
+fn prune_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_millis(20), PRUNE_EVERY)
+}
+
 /// Runs until `cancel` or until the tracker is dropped; holds the tracker
 /// only while sweeping.
 pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(sweep_interval(cfg.lease_ttl));
+    let prune_every = prune_interval(cfg.log_retention);
+    let mut tick = tokio::time::interval(sweep_interval(cfg.lease_ttl).min(prune_every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention = duration_ms(cfg.log_retention);
     let mut last_prune = Instant::now();
+    let mut prune_due = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -31,9 +40,9 @@ pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: Canc
         let Some(t) = tracker.upgrade() else { return };
         let now = now_ms();
         t.sweep_leases(now);
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        if prune_due || last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();
-            t.prune(now, now.saturating_sub(retention));
+            prune_due = t.prune(now, now.saturating_sub(retention));
         }
     }
 }
@@ -47,5 +56,7 @@ mod tests {
         assert_eq!(sweep_interval(Duration::from_secs(30)), Duration::from_secs(1));
         assert_eq!(sweep_interval(Duration::from_millis(300)), Duration::from_millis(75));
         assert_eq!(sweep_interval(Duration::from_millis(10)), Duration::from_millis(20));
+        assert_eq!(prune_interval(Duration::from_secs(30 * 24 * 3600)), PRUNE_EVERY);
+        assert_eq!(prune_interval(Duration::from_millis(400)), Duration::from_millis(100));
     }
 }

@@ -59,14 +59,25 @@ impl Server {
     /// Opens `dir` (waiting for a previous tracker on it to let go) and
     /// serves on `addr` (waiting for the port to be free again).
     pub async fn start_on(dir: &Path, lease_ttl: Duration, addr: SocketAddr) -> Server {
-        let tracker = poll("the database to be free", WAIT, move || async move {
-            Tracker::open(config(dir, lease_ttl)).ok()
+        Self::start_cfg_on(config(dir, lease_ttl), addr).await
+    }
+
+    /// Serves with a full configuration on 127.0.0.1:0.
+    pub async fn start_cfg(cfg: TrackerConfig) -> Server {
+        Self::start_cfg_on(cfg, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_cfg_on(cfg: TrackerConfig, addr: SocketAddr) -> Server {
+        let dir = cfg.data_dir.clone();
+        let tracker = poll("the database to be free", WAIT, || {
+            let cfg = cfg.clone();
+            async move { Tracker::open(cfg).ok() }
         })
         .await;
         let listener = poll("the port to be free", WAIT, move || async move { TcpListener::bind(addr).await.ok() }).await;
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(tracker.clone().serve(listener));
-        Server { tracker, addr, dir: dir.to_path_buf(), task }
+        Server { tracker, addr, dir, task }
     }
 
     /// Also serves on another listener (same tracker).
