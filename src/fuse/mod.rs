@@ -9,13 +9,15 @@ pub mod mount;
 use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, InfoHash};
 
 /// How long the kernel may trust attributes and names without asking. Other
 /// members' changes are pushed into the kernel by invalidation, so this only
@@ -27,13 +29,25 @@ pub struct TitorrentFs<C: Content, T: Coordinator> {
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
+    /// Whether the kernel accepted FUSE passthrough at init.
+    passthrough: bool,
+    backing: Mutex<Backing>,
+}
+
+/// Kernel backing files of passthrough opens. The kernel wants one backing
+/// id per inode while any handle on it is open, so ids are shared by inode
+/// (and version) and kept alive by the handles that use them.
+#[derive(Default)]
+struct Backing {
+    by_handle: HashMap<u64, Arc<BackingId>>,
+    by_inode: HashMap<u64, (InfoHash, Weak<BackingId>)>,
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     pub fn new(folder: Arc<Folder<C, T>>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        TitorrentFs { folder, rt, uid, gid }
+        TitorrentFs { folder, rt, uid, gid, passthrough: false, backing: Mutex::new(Backing::default()) }
     }
 
     fn attr(&self, e: &FileEntry) -> FileAttr {
@@ -87,6 +101,11 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // O_TRUNC arrives with open() instead of as a separate setattr, so a
         // truncating open is one locked edit.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS);
+        // Local, complete versions are read by the kernel straight from the
+        // object file (kernel 6.9+): local reads at disk speed.
+        self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        tracing::debug!(passthrough = self.passthrough, "FUSE init");
         Ok(())
     }
 
@@ -198,10 +217,14 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         let id = fid(ino);
         if !mode.write {
             // Reads never need the network to open.
-            return match folder.open_read(id) {
-                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
-                Err(e) => reply.error(errno::to_errno("open", &e)),
+            let fh = match folder.open_read(id) {
+                Ok(fh) => fh,
+                Err(e) => return reply.error(errno::to_errno("open", &e)),
             };
+            if let Some(backing) = self.backing_for(id, fh, &reply) {
+                return reply.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &backing);
+            }
+            return reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE);
         }
         self.rt.spawn(async move {
             match folder.open(id, mode).await {
@@ -296,6 +319,9 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         reply: ReplyEmpty,
     ) {
         self.folder.release(Fh(fh.0));
+        if self.passthrough {
+            self.backing.lock().by_handle.remove(&fh.0);
+        }
         reply.ok();
     }
 
@@ -401,6 +427,37 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
+    /// A backing id for a passthrough open of a complete local version, or
+    /// `None` to serve reads ourselves.
+    fn backing_for(&self, id: FileId, fh: Fh, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        if !self.passthrough {
+            return None;
+        }
+        let (ih, path) = self.folder.local_content(id)?;
+        let mut b = self.backing.lock();
+        let shared = b.by_inode.get(&id.0).filter(|(v, _)| *v == ih).and_then(|(_, w)| w.upgrade());
+        let backing = match shared {
+            Some(bid) => bid,
+            None => {
+                let file = std::fs::File::open(&path).ok()?;
+                match reply.open_backing(&file) {
+                    Ok(bid) => {
+                        let bid = Arc::new(bid);
+                        b.by_inode.insert(id.0, (ih, Arc::downgrade(&bid)));
+                        bid
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "passthrough refused; serving reads ourselves");
+                        return None;
+                    }
+                }
+            }
+        };
+        b.by_inode.retain(|_, (_, w)| w.strong_count() > 0);
+        b.by_handle.insert(fh.0, backing.clone());
+        Some(backing)
+    }
+
     fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
         let name = match name_str(name) {
             Ok(n) => n.to_string(),

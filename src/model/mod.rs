@@ -355,6 +355,19 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         fh
     }
 
+    /// The complete local copy of a file's current version, when reads can
+    /// go straight to it (no write session of this member on the file).
+    /// The FUSE layer hands it to the kernel for passthrough reads.
+    pub fn local_content(&self, id: FileId) -> Option<(InfoHash, PathBuf)> {
+        let inner = self.inner.lock();
+        if inner.writes.contains_key(&id) {
+            return None;
+        }
+        let ih = inner.tree.get(id)?.info_hash?;
+        drop(inner);
+        self.content.local_path(ih).map(|p| (ih, p))
+    }
+
     /// Opens a file for reading: from memory, never waits.
     pub fn open_read(&self, id: FileId) -> Result<Fh> {
         let mut inner = self.inner.lock();
