@@ -1,6 +1,14 @@
 //! The `titorrent` command line, defined once with clap: every subcommand,
 //! its flags, help and examples. `main.rs` only dispatches.
 
+pub mod files;
+pub mod man;
+pub mod mountinfo;
+pub mod pin;
+pub mod progress;
+pub mod status;
+pub mod xattr;
+
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +26,10 @@ titorrent join INVITE --member bob --state ~/.local/share/titorrent/bob\n  \
 titorrent mount /mnt/shared --state ~/.local/share/titorrent/bob"
 )]
 pub struct Cli {
+    /// Configuration file (default: /etc/titorrent/config.toml for root,
+    /// ~/.config/titorrent/config.toml otherwise; see titorrent.conf(5)).
+    #[arg(long, global = true, value_name = "PATH", env = "TITORRENT_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,15 +40,16 @@ pub enum Command {
     #[command(after_help = "Example:\n  titorrent up /mnt/shared\n\nPrints the command another machine runs to join.")]
     Up(UpArgs),
     /// Run the tracker manager (the same as the titorrent-tracker binary).
+    #[command(after_help = "Example:\n  titorrent tracker --listen 0.0.0.0:7070 --data /var/lib/titorrent-tracker")]
     Tracker(titorrent_tracker::server::ServeArgs),
     /// Create a group on a tracker; this state directory becomes its first member.
     #[command(after_help = "Example:\n  titorrent create-group --tracker tracker.lan:7070 --group team --member ana --state ~/.local/share/titorrent/team")]
     CreateGroup {
         /// host:port of the tracker manager.
-        #[arg(long)]
+        #[arg(long, value_name = "HOST:PORT")]
         tracker: String,
         /// Name of the new group.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         group: String,
         #[command(flatten)]
         who: MemberArgs,
@@ -47,84 +60,215 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
         /// Seconds the invitation stays valid.
-        #[arg(long, default_value_t = 86_400)]
+        #[arg(long, value_name = "SECS", default_value_t = 86_400)]
         ttl: u64,
         /// How many machines may join with it.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_name = "N", default_value_t = 1)]
         uses: u32,
     },
     /// Join a group with an invitation (titorrent://HOST:PORT/GROUP/CODE).
     #[command(after_help = "Example:\n  titorrent join titorrent://10.0.0.5:7070/1/3f2a... --member bob --state ~/.local/share/titorrent/team")]
     Join {
+        /// The invitation `titorrent invite` printed.
+        #[arg(value_name = "INVITE")]
         invite: String,
         #[command(flatten)]
         who: MemberArgs,
     },
     /// List the group's members and who is online.
+    #[command(after_help = "Example:\n  titorrent members --state ~/.local/share/titorrent/team\n\nPrints NAME  online|offline  ADDR, one member a line.")]
     Members {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Leave the group for good: this member's credential stops working.
+    #[command(after_help = "Example:\n  titorrent leave --state ~/.local/share/titorrent/team --yes\n\n\
+Unmount first. Asks for confirmation on a terminal; elsewhere needs --yes. The cache stays in the state \
+directory until you delete it.")]
+    Leave {
+        #[command(flatten)]
+        state: StateArg,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Mount the group's folder (runs in the foreground until unmounted).
-    #[command(after_help = "Example:\n  titorrent mount /mnt/shared --state ~/.local/share/titorrent/team")]
+    #[command(after_help = "Examples:\n  titorrent mount /mnt/shared --state ~/.local/share/titorrent/team\n  \
+titorrent mount /mnt/shared --state /var/lib/titorrent/team --read-only --upload-limit 1M\n\n\
+To mount in the background, use mount(8): mount -t titorrent team /mnt/shared (see mount.titorrent(8)).")]
     Mount(MountArgs),
     /// Unmount a titorrent folder; its daemon goes offline cleanly.
+    #[command(after_help = "Example:\n  titorrent unmount /mnt/shared     (the same as umount /mnt/shared)")]
     Unmount {
+        /// The mount point.
+        #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
+    },
+    /// Show each titorrent mount: tracker link, members online, locks, transfers.
+    #[command(after_help = "Example:\n  titorrent status")]
+    Status,
+    /// Lock a file until `titorrent unlock` (or --ttl): others cannot write it.
+    #[command(after_help = "Examples:\n  titorrent lock /mnt/shared/plan.odt\n  titorrent lock /mnt/shared/plan.odt --ttl 8h\n\n\
+Others' opens for write fail with EBUSY while the lock is held; reading is never blocked.")]
+    Lock {
+        #[command(flatten)]
+        target: PathInMount,
+        /// How long the lock lasts (e.g. 90, 30m, 8h, 7d; default: lease.lock_ttl from the config, else the
+        /// tracker's maximum, one week).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Release a lock this member holds on a file.
+    #[command(after_help = "Example:\n  titorrent unlock /mnt/shared/plan.odt")]
+    Unlock {
+        #[command(flatten)]
+        target: PathInMount,
+    },
+    /// Print the group's action log: time, member, action, path.
+    #[command(after_help = "Examples:\n  titorrent log /mnt/shared\n  titorrent log --state ~/.local/share/titorrent/team --after 120")]
+    Log {
+        /// A path inside the mount whose log to read (default: --state or the config's state).
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        /// This member's state directory, when PATH is not given.
+        #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
+        state: Option<PathBuf>,
+        /// Print every event after this sequence number (the first column).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Print the last N events (when --after is not given).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+    /// List the versions the tracker keeps of a file.
+    #[command(after_help = "Example:\n  titorrent versions /mnt/shared/plan.odt")]
+    Versions {
+        #[command(flatten)]
+        target: PathInMount,
+    },
+    /// Make an older version of a file current again (as a new version).
+    #[command(after_help = "Example:\n  titorrent restore /mnt/shared/plan.odt 3\n\nNo bytes move: the old version's torrent becomes current.")]
+    Restore {
+        #[command(flatten)]
+        target: PathInMount,
+        /// The version to restore (as `titorrent versions` prints it: 3 or v3).
+        #[arg(value_name = "VERSION", value_parser = parse_version)]
+        version: u64,
+    },
+    /// Keep a file or folder local: fetch it all now and keep it in the cache.
+    #[command(after_help = "Examples:\n  titorrent pin /mnt/shared/photos\n  titorrent pin /mnt/shared/big.iso --no-wait\n\n\
+Shows bytes, rate and time left while fetching (a bar on a terminal, a line every few seconds otherwise).")]
+    Pin {
+        /// A file or folder inside a titorrent mount.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Return once pinned, without waiting for the bytes.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long (e.g. 600, 30m); the pin stays.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Stop keeping a file or folder local; its cached pieces may be evicted.
+    #[command(after_help = "Example:\n  titorrent unpin /mnt/shared/photos")]
+    Unpin {
+        /// A file or folder inside a titorrent mount.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Write the man pages generated from this definition (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write titorrent.1 and titorrent-tracker.8 into.
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        out: PathBuf,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct StateArg {
-    /// This member's state directory (credential, cache).
-    #[arg(long, env = "TITORRENT_STATE")]
-    pub state: PathBuf,
+    /// This member's state directory (credential, cache; default: `state` in the config file).
+    #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct MemberArgs {
     /// This member's name, as others see it in locks and logs.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub member: String,
     #[command(flatten)]
     pub state: StateArg,
 }
 
+/// A path inside a titorrent mount; the mount says which state directory is
+/// its member's (xattr user.titorrent.state_dir), else --state is used.
+#[derive(Debug, Args)]
+pub struct PathInMount {
+    /// A file inside a titorrent mount.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// This member's state directory, if the mount does not say.
+    #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
+    pub state: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// Where to mount the folder (an existing directory).
+    #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
     #[command(flatten)]
     pub state: StateArg,
     #[command(flatten)]
     pub peer: PeerArgs,
+    /// Mount read-only: reading works, writes fail with EROFS (mount option `ro`).
+    #[arg(long, conflicts_with = "read_write")]
+    pub read_only: bool,
+    /// Mount read-write even if the config says read_only (mount option `rw`).
+    #[arg(long)]
+    pub read_write: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PeerArgs {
-    /// Where this member's BitTorrent session listens for other members.
-    #[arg(long = "listen", default_value = "0.0.0.0:0")]
-    pub listen: SocketAddr,
-    /// Upload rate limit in bytes per second.
-    #[arg(long)]
+    /// Where this member's BitTorrent session listens for other members (default 0.0.0.0:0: any free port).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Upload rate limit in bytes per second (suffixes k, M, G: 512k, 2M).
+    #[arg(long, value_name = "B/S", value_parser = parse_rate)]
     pub upload_limit: Option<u32>,
-    /// Download rate limit in bytes per second.
-    #[arg(long)]
+    /// Download rate limit in bytes per second (suffixes k, M, G).
+    #[arg(long, value_name = "B/S", value_parser = parse_rate)]
     pub download_limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where to mount the folder (created if missing).
+    #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
     /// State directory (default: $XDG_DATA_HOME/titorrent/up).
-    #[arg(long, env = "TITORRENT_STATE")]
+    #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
     pub state: Option<PathBuf>,
     /// Where the embedded tracker listens.
-    #[arg(long, default_value = "0.0.0.0:7070")]
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7070")]
     pub tracker_listen: SocketAddr,
     #[command(flatten)]
     pub peer: PeerArgs,
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let n = crate::config::parse_bytes(s)?;
+    u32::try_from(n).map_err(|_| format!("{n} B/s is over the limit of {} B/s", u32::MAX))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+fn parse_version(s: &str) -> Result<u64, String> {
+    s.strip_prefix('v').unwrap_or(s).parse().map_err(|_| format!("{s:?} is not a version number (e.g. 3 or v3)"))
 }
 
 /// An invitation as users pass it around: `titorrent://HOST:PORT/GROUP/CODE`.
@@ -168,6 +312,29 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn old_command_lines_still_parse() {
+        for argv in [
+            &["titorrent", "mount", "/m", "--state", "/s", "--listen", "127.0.0.1:0", "--upload-limit", "4194304"][..],
+            &["titorrent", "members", "--state", "/s"],
+            &["titorrent", "invite", "--state", "/s", "--ttl", "60", "--uses", "2"],
+            &["titorrent", "join", "titorrent://h:1/1/c", "--member", "b", "--state", "/s"],
+            &["titorrent", "create-group", "--tracker", "h:1", "--group", "g", "--member", "a", "--state", "/s"],
+            &["titorrent", "up", "/m", "--state", "/s", "--listen", "127.0.0.1:0", "--tracker-listen", "127.0.0.1:0"],
+            &["titorrent", "unmount", "/m"],
+            &["titorrent", "tracker", "--listen", "127.0.0.1:0", "--data", "/d"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("{argv:?}: {e}");
+            }
+        }
+        let cli = Cli::try_parse_from(["titorrent", "mount", "/m", "--upload-limit", "2M", "--read-only"]).unwrap();
+        let Command::Mount(m) = cli.command else { panic!() };
+        assert_eq!(m.peer.upload_limit, Some(2 << 20));
+        assert!(m.read_only);
+        assert!(Cli::try_parse_from(["titorrent", "mount", "/m", "--read-only", "--read-write"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! titorrent_tracker::proto`. The model names no fuser or librqbit type.
 
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod fuse;
 pub mod model;

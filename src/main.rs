@@ -2,8 +2,12 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
-use titorrent::cli::{Cli, Command, InviteUrl, MemberArgs, PeerArgs, UpArgs};
+use titorrent::cli::files::{self, authenticated};
+use titorrent::cli::{Cli, Command, InviteUrl, MemberArgs, MountArgs, PeerArgs, StateArg, UpArgs};
+use titorrent::config::Config;
 use titorrent::daemon::{run_mount, MountConfig};
 use titorrent::state::{Membership, StateDir};
 use titorrent::tracker_client::Connection;
@@ -11,6 +15,13 @@ use titorrent_tracker::proto::{Credential, Request, Response};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Up(_) | Command::Tracker(_) | Command::Mount(_)) {
+        // A one-shot command piped into `head` ends quietly, as Unix tools
+        // do, instead of panicking on EPIPE. Not for the daemons: a peer
+        // closing a socket must not kill them.
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -35,23 +46,24 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(args, &config).await,
         Command::Tracker(args) => Ok(titorrent_tracker::server::run(args).await?),
         Command::CreateGroup { tracker, group, who } => {
             let MemberArgs { member, state } = who;
+            let st = state_dir(&state, &config)?;
             let mut conn = Connection::connect(&tracker).await.with_context(|| format!("connecting to {tracker}"))?;
             let resp = conn
                 .request(Request::CreateGroup { group_name: group.clone(), member_name: member.clone(), peer_addr: None })
                 .await?;
             let Response::Created { credential, .. } = resp else { bail!("unexpected answer: {resp:?}") };
-            save_membership(&StateDir::new(state.state), &tracker, &group, &member, &credential)?;
+            save_membership(&st, &tracker, &group, &member, &credential)?;
             println!("created group {group}; you are {member}");
             Ok(())
         }
         Command::Invite { state, ttl, uses } => {
-            let st = StateDir::new(state.state);
-            let m = st.load()?;
+            let m = state_dir(&state, &config)?.load()?;
             let mut conn = authenticated(&m).await?;
             let resp = conn.request(Request::CreateInvite { ttl_ms: ttl.saturating_mul(1000), uses }).await?;
             let Response::Invite { code, .. } = resp else { bail!("unexpected answer: {resp:?}") };
@@ -59,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Join { invite, who } => {
+            let st = state_dir(&who.state, &config)?;
             let inv = InviteUrl::parse(&invite).map_err(|e| anyhow::anyhow!("invitation {invite:?}: {e}"))?;
             let mut conn = Connection::connect(&inv.tracker).await.with_context(|| format!("connecting to {}", inv.tracker))?;
             let resp = conn
@@ -74,12 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(Response::Authenticated { group_name, .. }) => group_name,
                 _ => format!("group-{}", inv.group),
             };
-            save_membership(&StateDir::new(who.state.state), &inv.tracker, &group_name, &who.member, &credential)?;
+            save_membership(&st, &inv.tracker, &group_name, &who.member, &credential)?;
             println!("joined {group_name} as {}", who.member);
             Ok(())
         }
         Command::Members { state } => {
-            let m = StateDir::new(state.state).load()?;
+            let m = state_dir(&state, &config)?.load()?;
             let mut conn = authenticated(&m).await?;
             let resp = conn.request(Request::ListMembers).await?;
             let Response::Members(ms) = resp else { bail!("unexpected answer: {resp:?}") };
@@ -89,31 +102,114 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Leave { state, yes } => leave(state_dir(&state, &config)?, yes).await,
         Command::Mount(args) => {
-            let cfg = mount_config(args.mountpoint, StateDir::new(args.state.state), &args.peer);
+            let cfg = mount_config(args, &config)?;
             run_mount(cfg, std::future::pending()).await
         }
         Command::Unmount { mountpoint } => titorrent::fuse::mount::unmount(&mountpoint, false)
             .with_context(|| format!("cannot unmount {}", mountpoint.display())),
+        Command::Status => titorrent::cli::status::status(),
+        Command::Lock { target, ttl } => {
+            files::lock(&files::locate(&target.path, target.state.as_deref(), &config)?, ttl, &config).await
+        }
+        Command::Unlock { target } => files::unlock(&files::locate(&target.path, target.state.as_deref(), &config)?).await,
+        Command::Versions { target } => {
+            files::versions(&files::locate(&target.path, target.state.as_deref(), &config)?).await
+        }
+        Command::Restore { target, version } => {
+            files::restore(&files::locate(&target.path, target.state.as_deref(), &config)?, version).await
+        }
+        Command::Log { path, state, after, limit } => {
+            let st = match path {
+                Some(p) => files::state_of(&files::mount_holding(&p)?.1, state.as_deref(), &config)?,
+                None => state_dir(&StateArg { state }, &config)?,
+            };
+            files::log(&st, after, limit).await
+        }
+        Command::Pin { path, no_wait, timeout } => {
+            tokio::task::spawn_blocking(move || titorrent::cli::pin::pin(&path, no_wait, timeout)).await?
+        }
+        Command::Unpin { path } => titorrent::cli::pin::unpin(&path),
+        Command::Man { out } => {
+            titorrent::cli::man::write_pages(&out).with_context(|| format!("writing man pages into {}", out.display()))?;
+            println!("wrote titorrent.1 and titorrent-tracker.8 into {}", out.display());
+            Ok(())
+        }
     }
 }
 
-fn mount_config(mountpoint: std::path::PathBuf, state: StateDir, peer: &PeerArgs) -> MountConfig {
+/// --state, else the config file's `state`.
+fn state_dir(arg: &StateArg, config: &Config) -> anyhow::Result<StateDir> {
+    match arg.state.clone().or_else(|| config.state()) {
+        Some(s) => Ok(StateDir::new(s)),
+        None => bail!(
+            "no state directory: pass --state DIR, set TITORRENT_STATE, or set `state` in {}",
+            config
+                .path
+                .clone()
+                .or_else(titorrent::config::default_path)
+                .unwrap_or_else(|| PathBuf::from("~/.config/titorrent/config.toml"))
+                .display()
+        ),
+    }
+}
+
+/// Flags over the config file over the defaults.
+fn mount_config(args: MountArgs, config: &Config) -> anyhow::Result<MountConfig> {
+    // Absolute, so that what the mount reports (user.titorrent.state_dir)
+    // works from any directory.
+    let state = state_dir(&args.state, config)?;
+    let state = StateDir::new(std::fs::canonicalize(state.root()).unwrap_or_else(|_| state.root().to_path_buf()));
+    let read_only = if args.read_only {
+        Some(true)
+    } else if args.read_write {
+        Some(false)
+    } else {
+        None
+    };
+    Ok(mount_config_for(args.mountpoint, state, &args.peer, read_only, config))
+}
+
+fn mount_config_for(
+    mountpoint: PathBuf,
+    state: StateDir,
+    peer: &PeerArgs,
+    read_only: Option<bool>,
+    config: &Config,
+) -> MountConfig {
+    let share = config.for_state(state.root());
     MountConfig {
         mountpoint,
-        state,
-        peer_listen: peer.listen,
-        upload_limit: peer.upload_limit,
-        download_limit: peer.download_limit,
+        peer_listen: peer.listen.or(share.listen).unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+        upload_limit: peer.upload_limit.or(share.upload_limit),
+        download_limit: peer.download_limit.or(share.download_limit),
         connect_timeout: Duration::from_secs(20),
+        read_only: read_only.or(share.read_only).unwrap_or(false),
+        policy: share.policy,
+        state,
     }
 }
 
-async fn authenticated(m: &Membership) -> anyhow::Result<Connection> {
-    let credential = m.credential().map_err(anyhow::Error::msg)?;
-    let mut conn = Connection::connect(&m.tracker).await.with_context(|| format!("connecting to {}", m.tracker))?;
-    conn.request(Request::Authenticate { credential, peer_addr: None }).await.context("authenticating")?;
-    Ok(conn)
+async fn leave(st: StateDir, yes: bool) -> anyhow::Result<()> {
+    let m = st.load()?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("leaving {} is permanent: run again with --yes", m.group_name);
+        }
+        eprint!("Leave group {:?} as {:?} for good? Type the group name to confirm: ", m.group_name, m.member_name);
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != m.group_name {
+            bail!("not confirmed: still a member of {}", m.group_name);
+        }
+    }
+    let mut conn = authenticated(&m).await?;
+    conn.request(Request::Leave).await.context("leaving")?;
+    let member_file = st.root().join("member.toml");
+    std::fs::remove_file(&member_file).with_context(|| format!("left, but cannot remove {}", member_file.display()))?;
+    println!("left {} as {}; {} holds no membership any more", m.group_name, m.member_name, st.root().display());
+    Ok(())
 }
 
 fn save_membership(st: &StateDir, tracker: &str, group: &str, member: &str, c: &Credential) -> anyhow::Result<()> {
@@ -129,7 +225,7 @@ fn save_membership(st: &StateDir, tracker: &str, group: &str, member: &str, c: &
 }
 
 /// Embedded tracker, a group, and a mount, all in this process.
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
     let state_root = match args.state {
         Some(s) => s,
         None => {
@@ -176,7 +272,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  titorrent mount /mnt/shared --state ~/.local/share/titorrent/shared");
     }
     drop(conn);
-    run_mount(mount_config(args.mountpoint, st, &args.peer), std::future::pending()).await
+    run_mount(mount_config_for(args.mountpoint, st, &args.peer, None, config), std::future::pending()).await
 }
 
 fn hostname() -> String {

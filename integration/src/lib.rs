@@ -36,6 +36,7 @@ pub mod env;
 pub mod mounts;
 pub mod peer;
 pub mod process;
+pub mod programs;
 pub mod raw;
 pub mod scenario;
 pub mod tracker;

@@ -180,7 +180,7 @@ impl Peer {
     fn spawn_daemon(&mut self, sub: &str, extra: &[&str], says_mounted: bool) {
         crate::require_fuse();
         assert!(self.daemon.is_none(), "{} is already mounted", self.name);
-        let mut cmd = Command::new(bins::bin(bins::TITORRENT));
+        let mut cmd = self.command();
         cmd.arg(sub)
             .arg(&self.mnt)
             .arg("--state")
@@ -273,13 +273,27 @@ impl Peer {
         crate::bytes_on_disk(&self.state.join("cache"))
     }
 
+    /// `titorrent`, isolated from the machine's own configuration: an empty
+    /// config file of this peer's (root would read /etc/titorrent), and no
+    /// `TITORRENT_STATE` from the caller's environment.
+    fn command(&self) -> Command {
+        let config = self.dir.path().join("config.toml");
+        if !config.exists() {
+            std::fs::write(&config, "# titorrent-integration: defaults only\n")
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        }
+        let mut cmd = Command::new(bins::bin(bins::TITORRENT));
+        cmd.env("TITORRENT_CONFIG", config).env_remove("TITORRENT_STATE");
+        cmd
+    }
+
     /// Runs `titorrent ARGS` (environment as for the daemon), any status.
     pub fn cli<I, S>(&self, args: I) -> CliOutput
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(bins::bin(bins::TITORRENT));
+        let mut cmd = self.command();
         cmd.args(args);
         process::run(&mut cmd, CLI_TIMEOUT)
     }

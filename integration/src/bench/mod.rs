@@ -1,0 +1,275 @@
+//! `titorrent-bench`: the figures of the "benchmarks against btfs, librqbit
+//! and the kernel" issue, each measured as a ratio against a reference
+//! taken in the same run, written as a markdown report.
+//!
+//! Figures run in groups that share a setup (P1–P3 share one published
+//! large file, P6 and P9 one large tree); each group runs as a harness
+//! [`scenario`](crate::scenario) under a deadline, so a stuck mount is
+//! killed and unmounted and the run goes on. A figure that fails shows as
+//! an "error" row; the smoke test checks that none does.
+
+pub mod announce;
+pub mod btfs;
+pub mod edits;
+pub mod locks;
+pub mod measure;
+pub mod netns;
+pub mod reads;
+pub mod report;
+pub mod rqbit_ref;
+pub mod swarm;
+pub mod tree;
+
+use measure::{GIB, MIB};
+use report::{Met, Row, RunInfo, Section};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every row id a complete report has, per figure.
+pub const FIGURES: &[(&str, &[&str])] = &[
+    ("P1", &["P1"]),
+    ("P2", &["P2a", "P2b"]),
+    ("P3", &["P3a", "P3b"]),
+    ("P4", &["P4a", "P4b"]),
+    ("P5", &["P5a", "P5b"]),
+    ("P6", &["P6a", "P6b"]),
+    ("P7", &["P7"]),
+    ("P8", &["P8"]),
+    ("P9", &["P9a", "P9b", "P9c"]),
+];
+
+/// Sizes and counts of one run.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub big: u64,
+    pub p1_reps: usize,
+    pub read_cap: Duration,
+    pub btfs_cap: Duration,
+    pub p3_batches: usize,
+    pub p3_per_batch: u64,
+    pub p4_opens: usize,
+    pub p4_clients: usize,
+    pub p4_duration: Duration,
+    pub p5_small: u64,
+    pub p5_edits: usize,
+    pub p5_big: u64,
+    pub tree_dirs: usize,
+    pub tree_files: usize,
+    pub p6_reps: usize,
+    pub p7_peers: usize,
+    pub p7_size: u64,
+    /// Uplink of every namespace, bytes per second.
+    pub p7_uplink: u64,
+    pub p8_duration: Duration,
+    pub p9_idle: Duration,
+}
+
+impl Sizes {
+    pub fn full() -> Sizes {
+        Sizes {
+            big: GIB,
+            p1_reps: 3,
+            read_cap: Duration::from_secs(300),
+            btfs_cap: Duration::from_secs(120),
+            p3_batches: 12,
+            p3_per_batch: 16,
+            p4_opens: 200,
+            p4_clients: 8,
+            p4_duration: Duration::from_secs(10),
+            p5_small: MIB,
+            p5_edits: 20,
+            p5_big: GIB,
+            tree_dirs: 100,
+            tree_files: 10_000,
+            p6_reps: 3,
+            p7_peers: 8,
+            p7_size: 256 * MIB,
+            p7_uplink: 4 * MIB,
+            p8_duration: Duration::from_secs(10),
+            p9_idle: Duration::from_secs(15),
+        }
+    }
+
+    pub fn smoke() -> Sizes {
+        Sizes {
+            big: 16 * MIB,
+            p1_reps: 1,
+            read_cap: Duration::from_secs(60),
+            btfs_cap: Duration::from_secs(10),
+            p3_batches: 2,
+            p3_per_batch: 4,
+            p4_opens: 10,
+            p4_clients: 8,
+            p4_duration: Duration::from_secs(1),
+            p5_small: MIB,
+            p5_edits: 3,
+            p5_big: 16 * MIB,
+            tree_dirs: 10,
+            tree_files: 100,
+            p6_reps: 1,
+            p7_peers: 2,
+            p7_size: 8 * MIB,
+            p7_uplink: 4 * MIB,
+            p8_duration: Duration::from_secs(1),
+            p9_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the run was asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub smoke: bool,
+    /// Figures to run ("P1", "P3"); all when empty.
+    pub only: BTreeSet<String>,
+    pub out: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// What every figure gets.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub smoke: bool,
+    pub sizes: Sizes,
+    pub only: BTreeSet<String>,
+}
+
+impl Ctx {
+    pub fn wants(&self, figure: &str) -> bool {
+        self.only.is_empty() || self.only.contains(figure)
+    }
+}
+
+/// Where a group puts its sections as soon as each is done, so that what
+/// was measured survives a later failure in the same group.
+#[derive(Clone, Default)]
+pub struct Sink(Arc<Mutex<Vec<Section>>>);
+
+impl Sink {
+    pub fn push(&self, s: Section) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+    pub fn push_notes_only(&self, s: Section) {
+        self.push(s);
+    }
+    fn take(&self) -> Vec<Section> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+type Body = fn(&Ctx, &Sink) -> anyhow::Result<()>;
+
+/// Groups of figures that share a setup, with a deadline each.
+fn groups(smoke: bool) -> Vec<(&'static str, &'static [&'static str], Duration, Body)> {
+    let t = |full: u64, small: u64| Duration::from_secs(if smoke { small } else { full });
+    vec![
+        ("reads", &["P1", "P2", "P3"], t(3600, 300), reads::run as Body),
+        ("locks", &["P4"], t(600, 120), locks::run as Body),
+        ("edits", &["P5"], t(1200, 180), edits::run as Body),
+        ("tree", &["P6", "P9"], t(3600, 300), tree::run as Body),
+        ("swarm", &["P7"], t(1200, 180), swarm::run as Body),
+        ("announce", &["P8"], t(300, 60), announce::run as Body),
+    ]
+}
+
+/// Runs what `opts` asks for and writes the report. Returns the report.
+pub fn run(opts: &Options) -> anyhow::Result<String> {
+    let ctx = Ctx {
+        smoke: opts.smoke,
+        sizes: if opts.smoke { Sizes::smoke() } else { Sizes::full() },
+        only: opts.only.clone(),
+    };
+    let started = Instant::now();
+    let mut info = RunInfo {
+        command: opts.command.clone(),
+        mode: if opts.smoke { "smoke: small sizes, no external references".into() } else { "full".into() },
+        started: measure::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        commit: commit(),
+        machine: machine(),
+        load_start: measure::loadavg(),
+        ..Default::default()
+    };
+    let mut sections = Vec::new();
+    for (name, figures, timeout, body) in groups(opts.smoke) {
+        if !figures.iter().any(|f| ctx.wants(f)) {
+            continue;
+        }
+        eprintln!("== {name} ({}) — load average {}", figures.join(", "), measure::loadavg());
+        let sink = Sink::default();
+        let (c, s) = (ctx.clone(), sink.clone());
+        let error: Arc<Mutex<Option<String>>> = Arc::default();
+        let e2 = error.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::scenario(timeout, move || {
+                if let Err(e) = body(&c, &s) {
+                    *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+                }
+            })
+        }));
+        let mut got = sink.take();
+        let mut why = error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Err(panic) = outcome {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            why = Some(msg);
+        }
+        // Figures of the group that produced no rows get error rows.
+        for f in figures.iter().filter(|f| ctx.wants(f)) {
+            let ids = FIGURES.iter().find(|(id, _)| id == f).map(|(_, rows)| *rows).unwrap_or(&[]);
+            let have: BTreeSet<&str> = got.iter().flat_map(|s| s.rows.iter().map(|r| r.id.as_str())).collect();
+            let missing: Vec<&str> = ids.iter().copied().filter(|id| !have.contains(id)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let e = why.clone().unwrap_or_else(|| "the figure produced no result".into());
+            let short: String = e.lines().next().unwrap_or("").chars().take(200).collect();
+            let mut sec = Section::new(&format!("{f}: failed"));
+            sec.note(format!("error: {}", e.replace('\n', " / ")));
+            for id in missing {
+                sec.row(Row::new(id, f).met(Met::Error(short.clone())));
+            }
+            got.push(sec);
+        }
+        sections.extend(got);
+    }
+    info.finished = measure::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    info.load_end = measure::loadavg();
+    info.duration_s = started.elapsed().as_secs_f64();
+    let md = report::render(&info, &sections);
+    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&opts.out, &md)?;
+    Ok(md)
+}
+
+fn commit() -> String {
+    let head = measure::command_line("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        format!("{head} plus uncommitted changes")
+    } else {
+        head
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0));
+    let kernel = measure::command_line("uname", &["-r"]);
+    let fs = measure::command_line("sh", &["-c", "df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2 {print $2}'"]);
+    format!("{cores} cores, {mem} RAM, Linux {kernel}, temp dirs on {fs}; release builds of titorrent")
+}
