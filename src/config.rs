@@ -50,10 +50,11 @@ pub enum ConfigError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Replication {
-    /// Fetch pieces when they are read (the default).
-    #[default]
+    /// Fetch pieces only when they are read (and whatever is pinned).
     OnDemand,
-    /// Fetch every new version in the background as soon as it is published.
+    /// Fetch every new version in the background as soon as it is
+    /// published, serving reads by programs first (the default).
+    #[default]
     Background,
 }
 
@@ -414,7 +415,7 @@ tracker = "tracker.lan:7070"
 listen = "0.0.0.0:6881"
 upload_limit = "2MiB"
 download_limit = 0
-replication = "background"
+replication = "on-demand"
 pin = ["docs", "/photos/2024"]
 [cache]
 dir = "/srv/cache"
@@ -438,7 +439,7 @@ pin = ["only/this"]
         assert_eq!(team.policy.pins, [PathBuf::from("only/this")]);
         assert_eq!(team.policy.cache_max_size, Some(20 << 30));
         assert_eq!(team.policy.cache_dir, Some(PathBuf::from("/srv/cache")));
-        assert_eq!(team.policy.replication, Replication::Background);
+        assert_eq!(team.policy.replication, Replication::OnDemand);
         assert_eq!(team.policy.lock_ttl, Some(Duration::from_secs(8 * 3600)));
         assert_eq!(team.policy.lease_renew_interval, Some(Duration::from_secs(10)));
         assert_eq!(team.policy.tracker.as_deref(), Some("tracker.lan:7070"));
@@ -452,7 +453,7 @@ pin = ["only/this"]
     fn an_empty_file_is_all_defaults() {
         let s = parse("").unwrap().for_state(Path::new("/x"));
         assert_eq!(s.policy, MountPolicy::default());
-        assert_eq!(s.policy.replication, Replication::OnDemand);
+        assert_eq!(s.policy.replication, Replication::Background);
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub struct MountConfig {
     pub connect_timeout: Duration,
     /// Mount with MS_RDONLY: writes fail with EROFS.
     pub read_only: bool,
-    /// From the config file; not acted on yet (see config::MountPolicy).
+    /// From the config file: tracker override, cache dir, replication,
+    /// pins. (cache.max_size and lease.renew_interval are not acted on yet.)
     pub policy: crate::config::MountPolicy,
 }
 
@@ -38,7 +39,10 @@ type LiveFolder = Folder<Swarm, TrackerLink>;
 /// Mounts, prints `mounted DIR` when ready, and runs until `stop` resolves,
 /// a signal arrives, or the filesystem is unmounted from outside.
 pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let membership = cfg.state.load()?;
+    let mut membership = cfg.state.load()?;
+    if let Some(t) = &cfg.policy.tracker {
+        membership.tracker = t.clone();
+    }
     let credential = membership.credential().map_err(anyhow::Error::msg)?;
     let md = std::fs::metadata(&cfg.mountpoint)
         .with_context(|| format!("mount point {}", cfg.mountpoint.display()))?;
@@ -50,7 +54,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     }
 
     let swarm = Swarm::start(SwarmConfig {
-        cache_dir: cfg.state.cache(),
+        cache_dir: cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache()),
         listen: cfg.peer_listen,
         upload_limit_bps: cfg.upload_limit,
         download_limit_bps: cfg.download_limit,
@@ -110,6 +114,17 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
                 swarm.shutdown().await;
                 bail!("tracker {} unreachable or refused this member (waited {:?})", membership.tracker, cfg.connect_timeout);
             }
+        }
+    }
+    folder.set_background_fetch(cfg.policy.replication == crate::config::Replication::Background);
+    for p in &cfg.policy.pins {
+        match folder.resolve(p) {
+            Some(id) => {
+                if let Err(e) = folder.set_xattr(id, &format!("{}pin", crate::model::XATTR_PREFIX), Some(b"1")) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot pin");
+                }
+            }
+            None => tracing::warn!(path = %p.display(), "pinned path from the config is not in the folder"),
         }
     }
     folder.resume_outbox().await;

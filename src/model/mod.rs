@@ -355,6 +355,20 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         fh
     }
 
+    /// The file at a path relative to the folder's root ("docs/a.txt").
+    pub fn resolve(&self, path: &std::path::Path) -> Option<FileId> {
+        let inner = self.inner.lock();
+        let mut cur = FileId::ROOT;
+        for comp in path.components() {
+            match comp {
+                std::path::Component::Normal(n) => cur = inner.tree.lookup(cur, n.to_str()?)?.id,
+                std::path::Component::RootDir | std::path::Component::CurDir => {}
+                _ => return None,
+            }
+        }
+        Some(cur)
+    }
+
     /// The complete local copy of a file's current version, when reads can
     /// go straight to it (no write session of this member on the file).
     /// The FUSE layer hands it to the kernel for passthrough reads.
@@ -525,6 +539,38 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             },
             &self.rt,
         );
+    }
+
+    /// Shares the attributes set during a write session that changed no
+    /// bytes while the lock is still this member's, then releases it.
+    fn share_attrs_then_unlock(
+        self: &Arc<Self>,
+        id: FileId,
+        mode: Option<u32>,
+        mtime: Option<UnixMillis>,
+        lease: titorrent_tracker::proto::LeaseId,
+    ) {
+        let this = self.clone();
+        self.tasks.spawn_on(
+            async move {
+                this.share_attrs(id, mode, mtime).await;
+                if let Err(e) = this.coord.request(Request::Unlock { lease }).await {
+                    tracing::warn!(%lease, error = %e, "unlock failed; the lease will expire by itself");
+                }
+            },
+            &self.rt,
+        );
+    }
+
+    /// Sends a mode and/or mtime set while the file was open for write here.
+    pub(super) async fn share_attrs(&self, id: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) {
+        let resp = self.coord.request(Request::SetAttr { file: id, mode, mtime }).await;
+        match self.entry_reply("SetAttr", resp) {
+            Ok(e) => {
+                self.inner.lock().tree.apply(e);
+            }
+            Err(e) => tracing::warn!(path = %self.path_of(id), error = %e, "could not share the mode or mtime set while the file was open"),
+        }
     }
 
     fn new_staging(&self, id: FileId, lease: &Lease) -> Result<Staging> {
@@ -831,12 +877,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             return;
         }
         if !w.dirty {
-            let lease = w.lease.id;
+            let (lease, mode, mtime) = (w.lease.id, w.pending_mode, w.pending_mtime);
             inner.writes.remove(&h.file);
             drop(inner);
             self.drop_open_edit(h.file, lease);
             self.changed.notify_waiters();
-            self.release_lease(lease);
+            if mode.is_some() || mtime.is_some() {
+                // No bytes changed, but attributes did (an empty file made by
+                // `cp -a` or `tar x`, `touch`): no publish carries them.
+                self.share_attrs_then_unlock(h.file, mode, mtime, lease);
+            } else {
+                self.release_lease(lease);
+            }
             return;
         }
         w.publishing = true;
