@@ -9,7 +9,9 @@ pub enum SwarmError {
     /// The torrent bytes are well formed but their info dict does not hash to
     /// the info hash they were offered under. Nothing was added.
     #[error("torrent does not match info hash {expected}")]
-    HashMismatch { expected: titorrent_tracker::proto::InfoHash },
+    HashMismatch {
+        expected: titorrent_tracker::proto::InfoHash,
+    },
     /// The torrent bytes are not a single-file BitTorrent v1 metainfo we can use.
     #[error("invalid torrent: {0}")]
     InvalidTorrent(String),

@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use sha1::{Digest, Sha1};
+use librqbit_sha1_wrapper::{ISha1, Sha1};
 use titorrent_tracker::proto::InfoHash;
 
 use super::error::SwarmError;
@@ -69,7 +69,7 @@ pub fn build(path: &Path, name: &str, creation_date: u64) -> Result<Built, Swarm
         )));
     }
     let info = info_dict(name, size, piece_length, &pieces);
-    let info_hash = InfoHash(Sha1::digest(&info).into());
+    let info_hash = InfoHash(sha1(&info));
     Ok(Built {
         info_hash,
         torrent: torrent_file(&info, creation_date),
@@ -139,16 +139,28 @@ fn hash_run(file: &File, size: u64, pl: u64, first: u64, end: u64) -> io::Result
             in_piece += take as u64;
             chunk = &chunk[take..];
             if in_piece == pl {
-                out.extend_from_slice(&hasher.finalize_reset());
+                out.extend_from_slice(&finish_reset(&mut hasher));
                 in_piece = 0;
             }
         }
     }
     if in_piece > 0 {
         // The short last piece of the file.
-        out.extend_from_slice(&hasher.finalize_reset());
+        out.extend_from_slice(&finish_reset(&mut hasher));
     }
     Ok(out)
+}
+
+/// The digest so far, leaving a fresh hasher in its place.
+fn finish_reset(h: &mut Sha1) -> [u8; 20] {
+    std::mem::replace(h, Sha1::new()).finish()
+}
+
+/// SHA-1 of `data` (librqbit's implementation: aws-lc, fast in debug builds too).
+pub fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    h.update(data);
+    h.finish()
 }
 
 /// A name that is one path component, as librqbit and other clients will
@@ -205,21 +217,17 @@ pub fn torrent_file(info: &[u8], creation_date: u64) -> Vec<u8> {
     t
 }
 
-/// A torrent offered under an info hash, checked.
-pub struct Checked {
-    /// The minimal .torrent to give librqbit: just the info dict, so that no
-    /// announce URL in the offered bytes can make us talk to a public tracker.
-    pub torrent: Vec<u8>,
-    pub size: u64,
-}
-
 /// Checks that `torrent` is a single-file v1 torrent whose info dict hashes
-/// to `info_hash`.
-pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Checked, SwarmError> {
+/// to `info_hash`, and returns the minimal .torrent to give librqbit: just
+/// the info dict, so that no announce URL in the offered bytes can make us
+/// talk to a public tracker.
+pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Vec<u8>, SwarmError> {
     let meta = librqbit::torrent_from_bytes(torrent)
         .map_err(|e| SwarmError::InvalidTorrent(e.to_string()))?;
     if meta.info_hash.0 != info_hash.0 {
-        return Err(SwarmError::HashMismatch { expected: info_hash });
+        return Err(SwarmError::HashMismatch {
+            expected: info_hash,
+        });
     }
     let info = &meta.info.data;
     let invalid = |why: &str| SwarmError::InvalidTorrent(why.to_owned());
@@ -248,10 +256,7 @@ pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Checked, SwarmError>
     minimal.extend_from_slice(b"d4:info");
     minimal.extend_from_slice(raw_info);
     minimal.push(b'e');
-    Ok(Checked {
-        torrent: minimal,
-        size,
-    })
+    Ok(minimal)
 }
 
 #[cfg(test)]
@@ -278,20 +283,27 @@ mod tests {
     }
 
     fn hashes_of(data: &[u8], pl: usize) -> Vec<u8> {
-        data.chunks(pl).flat_map(|c| Sha1::digest(c).to_vec()).collect()
+        data.chunks(pl).flat_map(sha1).collect()
     }
 
     #[test]
     fn build_hashes_pieces_and_roundtrips() {
         let dir = tempfile::tempdir().unwrap();
-        for size in [1usize, 262144, 262144 * 3, 262144 * 3 + 17, 40 * 1024 * 1024 + 5] {
+        for size in [
+            1usize,
+            262144,
+            262144 * 3,
+            262144 * 3 + 17,
+            40 * 1024 * 1024 + 5,
+        ] {
             let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 1000) as u8).collect();
             let p = dir.path().join("f");
             File::create(&p).unwrap().write_all(&data).unwrap();
             let b = build(&p, "f", 1).unwrap();
             assert_eq!(b.size, size as u64);
-            let c = check(b.info_hash, &b.torrent).unwrap();
-            assert_eq!(c.size, size as u64);
+            let minimal = check(b.info_hash, &b.torrent).unwrap();
+            let m = librqbit::torrent_from_bytes(&minimal).unwrap();
+            assert_eq!(m.info_hash.0, b.info_hash.0);
             let meta = librqbit::torrent_from_bytes(&b.torrent).unwrap();
             assert!(meta.info.data.private);
             assert_eq!(
@@ -305,13 +317,16 @@ mod tests {
     fn check_rejects_other_hash_and_bad_names() {
         let info = info_dict("x", 3, 262144, &[0u8; 20]);
         let t = torrent_file(&info, 0);
-        let right = InfoHash(Sha1::digest(&info).into());
+        let right = InfoHash(sha1(&info));
         assert!(check(right, &t).is_ok());
         assert!(matches!(
             check(InfoHash([1; 20]), &t),
             Err(SwarmError::HashMismatch { .. })
         ));
-        assert!(matches!(check(right, b"garbage"), Err(SwarmError::InvalidTorrent(_))));
+        assert!(matches!(
+            check(right, b"garbage"),
+            Err(SwarmError::InvalidTorrent(_))
+        ));
         for bad in ["", ".", "..", "a/b", "a\0"] {
             assert!(matches!(check_name(bad), Err(SwarmError::InvalidName(_))));
         }

@@ -18,10 +18,12 @@
 //! - **failed**: librqbit stopped it (e.g. a full disk); reads fail, the next
 //!   `ensure` restarts it.
 //!
-//! Reads that are not local open a librqbit `FileStream` each. With no piece
-//! selected, librqbit hangs up on seeders whenever no stream is open and
-//! redials when one opens; that dance can leave a read waiting on a reconnect
-//! backoff, so a read that sees no data arrive for a second redials (`kick`).
+//! Reads of ranges not local yet go through librqbit `FileStream`s
+//! (`stream_read`), which make librqbit ask for those pieces first.
+//!
+//! Peers are the group's members only: no DHT, LSD, UPnP or public tracker.
+//! Torrents learn member addresses from `ensure` and from a tracker on
+//! loopback that `add_peers` / `set_peers` feed (`peer_feed`).
 //!
 //! `forget` removes a version in any state, files included.
 
@@ -29,20 +31,21 @@ mod error;
 mod metainfo;
 mod peer_feed;
 mod port;
+mod stream_read;
 
 pub use error::SwarmError;
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, SeekFrom};
+use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use librqbit::api::TorrentIdOrHash;
@@ -54,13 +57,13 @@ use librqbit::{
 };
 use parking_lot::{Mutex, RwLock};
 use titorrent_tracker::proto::InfoHash;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use error::{engine, engine_ref};
 use peer_feed::PeerFeed;
+use stream_read::{Kick, Lingering};
 
 /// librqbit's blocking-work permits (`SessionOptions::runtime_worker_threads`).
 /// Piece writes and hash checks take one each while they run.
@@ -77,12 +80,6 @@ const MAX_DISK_READS: usize = 32;
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
-/// A read waiting this long with no data arriving for its torrent redials.
-const STALL_CHECK: Duration = Duration::from_millis(1000);
-/// Redials of one torrent are at least this far apart, doubling (up to the
-/// max) while they bring nothing.
-const KICK_MIN_INTERVAL: Duration = Duration::from_secs(3);
-const KICK_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// How often `wait_complete` looks when librqbit has nothing to notify.
 const COMPLETE_POLL: Duration = Duration::from_millis(200);
 
@@ -138,10 +135,12 @@ struct Inner {
     /// races between concurrent adds, and a clash makes `add_torrent` answer
     /// `AlreadyManaged` with the *other* torrent.
     next_id: AtomicUsize,
-    streams: Semaphore,
+    streams: Arc<Semaphore>,
     disk_reads: Semaphore,
     feed: Arc<PeerFeed>,
     listen: SocketAddr,
+    /// The session's: background tasks end with it.
+    cancel: CancellationToken,
     shut: AtomicBool,
 }
 
@@ -158,23 +157,11 @@ struct Version {
     /// When a stalled read last restarted the peer connections (`kick`).
     kick: Mutex<Kick>,
     /// Bounds this version's open `FileStream`s; closed by `forget`.
-    streams: Semaphore,
+    streams: Arc<Semaphore>,
+    /// The stream of the read that finished last, kept open for `LINGER`.
+    lingering: Mutex<Lingering>,
     /// Set by `forget`, for reads still waiting on it.
     forgotten: AtomicBool,
-}
-
-struct Kick {
-    last: Option<Instant>,
-    wait: Duration,
-}
-
-impl Default for Kick {
-    fn default() -> Self {
-        Kick {
-            last: None,
-            wait: KICK_MIN_INTERVAL,
-        }
-    }
 }
 
 fn id20(ih: InfoHash) -> Id20 {
@@ -236,7 +223,7 @@ impl Swarm {
             .listen_addr()
             .ok_or_else(|| SwarmError::Engine("the session is not listening".into()))?;
         feed.set_own(listen);
-        feed.spawn(cancel);
+        feed.spawn(&cancel);
 
         let next_id = session
             .with_torrents(|it| it.map(|(id, _)| id).max())
@@ -248,10 +235,11 @@ impl Swarm {
             session_dir,
             versions: RwLock::default(),
             next_id: AtomicUsize::new(next_id),
-            streams: Semaphore::new(MAX_OPEN_STREAMS),
+            streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS)),
             disk_reads: Semaphore::new(MAX_DISK_READS),
             feed: feed.clone(),
             listen,
+            cancel,
             shut: AtomicBool::new(false),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -302,7 +290,10 @@ impl Swarm {
         if let Ok(v) = self.inner.lookup(ih) {
             if self.inner.is_complete(&v) {
                 if let Err(e) = tokio::fs::remove_file(staging).await {
-                    warn!(?staging, "could not remove a staging copy of known content: {e}");
+                    warn!(
+                        ?staging,
+                        "could not remove a staging copy of known content: {e}"
+                    );
                 }
                 return Ok(published);
             }
@@ -355,7 +346,7 @@ impl Swarm {
         background: bool,
     ) -> Result<(), SwarmError> {
         self.inner.check_running()?;
-        let checked = metainfo::check(info_hash, torrent)?;
+        let minimal = metainfo::check(info_hash, torrent)?;
         self.inner.feed.add(&peers);
         let v = match self.inner.lookup(info_hash) {
             Ok(v) => v,
@@ -363,18 +354,12 @@ impl Swarm {
                 let only_files = if background { None } else { Some(Vec::new()) };
                 let handle = self
                     .inner
-                    .add(info_hash, checked.torrent, only_files, peers)
+                    .add(info_hash, minimal, only_files, peers)
                     .await?;
                 self.inner.register(info_hash, handle)?
             }
             Err(e) => return Err(e),
         };
-        if v.size != checked.size {
-            return Err(SwarmError::Engine(format!(
-                "{info_hash} is known with size {}, offered with {}",
-                v.size, checked.size
-            )));
-        }
         let session = &self.inner.session;
         let (failed, paused) = v.handle.with_state(|s| {
             (
@@ -421,13 +406,19 @@ impl Swarm {
     ///
     /// Ranges already local are `pread` from the object file. Otherwise a
     /// librqbit `FileStream` asks for the range's pieces first and waits for
-    /// them; it is dropped right after. At most `MAX_OPEN_STREAMS` are open
+    /// them. The stream then stays open for `LINGER` (see `linger`), for the
+    /// next read of the version to reuse; at most `MAX_OPEN_STREAMS` are open
     /// at once (`MAX_OPEN_STREAMS_PER_VERSION` per version). A read that sees
     /// no data arrive for `STALL_CHECK` redials the version's peers (see
     /// `Inner::kick`). There is no timeout: a range no online member has
     /// waits until one comes online. Dropping the future cancels the read
     /// cleanly.
-    pub async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, SwarmError> {
+    pub async fn read(
+        &self,
+        info_hash: InfoHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, SwarmError> {
         let v = self.inner.lookup(info_hash)?;
         if offset >= v.size || len == 0 {
             return Ok(Bytes::new());
@@ -439,49 +430,7 @@ impl Swarm {
         if let Some(e) = state_error(&v.handle) {
             return Err(e);
         }
-        let _version_slot = v.streams.acquire().await.map_err(|_| SwarmError::NotFound)?;
-        let _slot = self
-            .inner
-            .streams
-            .acquire()
-            .await
-            .map_err(|_| SwarmError::ShutDown)?;
-        // Arrived while we queued for a slot?
-        if self.inner.range_local(&v, offset, end) {
-            return self.inner.pread(&v, offset, end).await;
-        }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        {
-            let mut stream = v.handle.clone().stream(0).await.map_err(engine)?;
-            stream.seek(SeekFrom::Start(offset)).await?;
-            let read = stream.read_exact(&mut buf);
-            tokio::pin!(read);
-            let mut seen = fetched_bytes(&v.handle);
-            loop {
-                tokio::select! {
-                    r = &mut read => {
-                        r?;
-                        break;
-                    }
-                    () = tokio::time::sleep(STALL_CHECK) => {
-                        if v.forgotten.load(Ordering::Acquire) {
-                            return Err(SwarmError::NotFound);
-                        }
-                        if let Some(e) = state_error(&v.handle) {
-                            return Err(e);
-                        }
-                        let now = fetched_bytes(&v.handle);
-                        if now == seen {
-                            self.inner.kick(&v).await;
-                        } else {
-                            *v.kick.lock() = Kick::default();
-                        }
-                        seen = fetched_bytes(&v.handle);
-                    }
-                }
-            }
-        }
-        Ok(Bytes::from(buf))
+        self.inner.read_streamed(&v, offset, end).await
     }
 
     /// The object file of a version, once every piece of it is here.
@@ -541,10 +490,11 @@ impl Swarm {
     /// Drops a version: removes it from the session and deletes its files.
     /// Forgetting an unknown version only cleans up what may be left on disk.
     pub async fn forget(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
-        let removed = self.inner.versions.write().remove(&info_hash);
-        if let Some(v) = removed {
+        let known = self.inner.versions.read().get(&info_hash).cloned();
+        if let Some(v) = known {
             v.forgotten.store(true, Ordering::Release);
             v.streams.close();
+            v.lingering.lock().close();
         }
         let key = TorrentIdOrHash::Hash(id20(info_hash));
         if self.inner.session.get(key).is_some() {
@@ -552,6 +502,9 @@ impl Swarm {
                 warn!(%info_hash, "librqbit could not delete it cleanly: {e:#}");
             }
         }
+        // Only now: until librqbit dropped the torrent, `lookup` would find
+        // it there and register it again.
+        self.inner.versions.write().remove(&info_hash);
         for r in [
             tokio::fs::remove_dir_all(self.inner.object_dir(info_hash)).await,
             tokio::fs::remove_file(self.inner.bitv_path(info_hash)).await,
@@ -632,7 +585,11 @@ impl Inner {
     }
 
     /// Remembers a torrent of the session (keeping an existing entry).
-    fn register(&self, ih: InfoHash, handle: Arc<ManagedTorrent>) -> Result<Arc<Version>, SwarmError> {
+    fn register(
+        &self,
+        ih: InfoHash,
+        handle: Arc<ManagedTorrent>,
+    ) -> Result<Arc<Version>, SwarmError> {
         let (size, piece_length, rel) = handle
             .with_metadata(|m| {
                 (
@@ -651,7 +608,8 @@ impl Inner {
             complete: AtomicBool::new(false),
             file: OnceLock::new(),
             kick: Mutex::new(Kick::default()),
-            streams: Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION),
+            streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION)),
+            lingering: Mutex::new(Lingering::default()),
             forgotten: AtomicBool::new(false),
         });
         Ok(self.versions.write().entry(ih).or_insert(v).clone())
@@ -660,6 +618,9 @@ impl Inner {
     /// The version, also when librqbit restored it from a previous run.
     fn lookup(&self, ih: InfoHash) -> Result<Arc<Version>, SwarmError> {
         if let Some(v) = self.versions.read().get(&ih) {
+            if v.forgotten.load(Ordering::Acquire) {
+                return Err(SwarmError::NotFound);
+            }
             return Ok(v.clone());
         }
         let handle = self
@@ -698,52 +659,6 @@ impl Inner {
         (start / v.piece_length..=(end - 1) / v.piece_length).all(|i| bit(&bits, i))
     }
 
-    /// Restarts a torrent's peer connections after a read saw no data arrive
-    /// for `STALL_CHECK`.
-    ///
-    /// With no piece selected (on demand), librqbit hangs up on a seeder as
-    /// soon as no stream is open, and redials it when the next stream opens.
-    /// When a read's stream opens while that hang-up is under way, the seeder
-    /// ends up waiting out a reconnect backoff (10 s, then 60 s, ...) or is
-    /// never redialled; a request loop may also sleep 5 s before it notices a
-    /// new stream. Pausing and resuming gives the torrent fresh peer state:
-    /// it dials its initial peers and the peer feed's at once. Open streams
-    /// survive it (they belong to the torrent, not to its live state).
-    async fn kick(&self, v: &Version) {
-        {
-            let mut k = v.kick.lock();
-            if k.last.is_some_and(|t| t.elapsed() < k.wait) {
-                return;
-            }
-            if k.last.is_some() {
-                // Nothing came since the last one either (no member online
-                // has it, say): back off.
-                k.wait = (k.wait * 2).min(KICK_MAX_INTERVAL);
-            }
-            k.last = Some(Instant::now());
-        }
-        let (live, paused) = v.handle.with_state(|s| {
-            (
-                matches!(s, ManagedTorrentState::Live(_)),
-                matches!(s, ManagedTorrentState::Paused(_)),
-            )
-        });
-        if !live && !paused {
-            // Initializing (it dials once live) or failed.
-            return;
-        }
-        debug!(info_hash = ?v.handle.info_hash(), "read stalled; redialling peers");
-        if live {
-            if let Err(e) = self.session.pause(&v.handle).await {
-                debug!("pause for a redial: {e:#}");
-                return;
-            }
-        }
-        if let Err(e) = self.session.unpause(&v.handle).await {
-            warn!(info_hash = ?v.handle.info_hash(), "could not resume after a redial: {e:#}");
-        }
-    }
-
     async fn pread(&self, v: &Arc<Version>, offset: u64, end: u64) -> Result<Bytes, SwarmError> {
         let _slot = self
             .disk_reads
@@ -775,13 +690,28 @@ fn bit(bits: &[u8], i: u64) -> bool {
         .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
 }
 
-/// Bytes received from peers by the torrent's current live state.
-fn fetched_bytes(handle: &ManagedTorrent) -> Option<u64> {
-    handle.live().map(|l| l.stats_snapshot().fetched_bytes)
+/// Spawns a background task of the swarm in a span of its own; it is dropped
+/// when `cancel` fires (the session stops).
+pub(super) fn spawn_task(
+    name: &'static str,
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let cancel = cancel.clone();
+    let span = tracing::debug_span!("swarm_task", name);
+    tokio::spawn(
+        async move {
+            tokio::select! {
+                () = cancel.cancelled() => debug!("cancelled"),
+                () = fut => {}
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Why librqbit stopped a torrent, if it did.
-fn state_error(handle: &ManagedTorrent) -> Option<SwarmError> {
+pub(super) fn state_error(handle: &ManagedTorrent) -> Option<SwarmError> {
     handle.with_state(|s| match s {
         ManagedTorrentState::Error(e) => Some(engine_ref(e)),
         _ => None,

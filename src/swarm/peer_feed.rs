@@ -20,10 +20,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
+use titorrent_tracker::proto::InfoHash;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use titorrent_tracker::proto::InfoHash;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 /// BEP 15's magic protocol id of a connect request.
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -95,19 +95,10 @@ impl PeerFeed {
     }
 
     /// Serves announces until `cancel` fires.
-    pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) {
+    pub fn spawn(self: &Arc<Self>, cancel: &CancellationToken) {
         for sock in &self.sockets {
-            let (feed, sock, cancel) = (self.clone(), sock.clone(), cancel.clone());
-            let span = tracing::debug_span!("peer_feed", addr = ?sock.local_addr().ok());
-            tokio::spawn(
-                async move {
-                    tokio::select! {
-                        () = cancel.cancelled() => {}
-                        () = feed.serve(&sock) => {}
-                    }
-                }
-                .instrument(span),
-            );
+            let (feed, sock) = (self.clone(), sock.clone());
+            super::spawn_task("peer_feed", cancel, async move { feed.serve(&sock).await });
         }
     }
 
@@ -152,7 +143,11 @@ impl PeerFeed {
             ACTION_ANNOUNCE if req.len() >= ANNOUNCE_LEN && conn == self.connection_id => {
                 let info_hash = InfoHash(req[16..36].try_into().ok()?);
                 let complete = self.is_complete.get().is_some_and(|f| f(info_hash));
-                let interval = if complete { COMPLETE_INTERVAL } else { INCOMPLETE_INTERVAL };
+                let interval = if complete {
+                    COMPLETE_INTERVAL
+                } else {
+                    INCOMPLETE_INTERVAL
+                };
                 out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
                 out.extend_from_slice(&tid);
                 out.extend_from_slice(&interval.to_be_bytes());
@@ -218,7 +213,10 @@ mod tests {
     #[test]
     fn connect_then_announce() {
         let f = feed();
-        f.add(&["10.0.0.1:7000".parse().unwrap(), "[::2]:7001".parse().unwrap()]);
+        f.add(&[
+            "10.0.0.1:7000".parse().unwrap(),
+            "[::2]:7001".parse().unwrap(),
+        ]);
         f.set_own("10.0.0.9:1".parse().unwrap());
         f.add(&["10.0.0.9:1".parse().unwrap()]);
 
@@ -230,7 +228,10 @@ mod tests {
 
         let r = f.answer(&announce(42, [5; 20]), false).unwrap();
         assert_eq!(&r[4..8], &[9, 9, 9, 9]);
-        assert_eq!(u32::from_be_bytes(r[8..12].try_into().unwrap()), INCOMPLETE_INTERVAL);
+        assert_eq!(
+            u32::from_be_bytes(r[8..12].try_into().unwrap()),
+            INCOMPLETE_INTERVAL
+        );
         assert_eq!(&r[20..], &[10, 0, 0, 1, 0x1b, 0x58]);
 
         let r6 = f.answer(&announce(42, [5; 20]), true).unwrap();
@@ -242,6 +243,9 @@ mod tests {
         f.set_is_complete(Box::new(|_| true));
         let r = f.answer(&announce(42, [5; 20]), false).unwrap();
         assert_eq!(r.len(), 20);
-        assert_eq!(u32::from_be_bytes(r[8..12].try_into().unwrap()), COMPLETE_INTERVAL);
+        assert_eq!(
+            u32::from_be_bytes(r[8..12].try_into().unwrap()),
+            COMPLETE_INTERVAL
+        );
     }
 }
