@@ -241,6 +241,10 @@ pub struct PeerArgs {
     /// Download rate limit in bytes per second (suffixes k, M, G).
     #[arg(long, value_name = "B/S", value_parser = parse_rate)]
     pub download_limit: Option<u32>,
+    /// On unmount, wait up to SECS for another member to hold a complete copy
+    /// of every version only this member has (it always warns about them).
+    #[arg(long, value_name = "SECS")]
+    pub wait_replication: Option<u64>,
 }
 
 #[derive(Debug, Args)]

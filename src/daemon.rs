@@ -32,6 +32,9 @@ pub struct MountConfig {
     /// From the config file: tracker override, cache dir, replication,
     /// pins. (cache.max_size and lease.renew_interval are not acted on yet.)
     pub policy: crate::config::MountPolicy,
+    /// On unmount, how long to wait for versions only this member holds to
+    /// reach another member.
+    pub wait_replication: Option<Duration>,
 }
 
 type LiveFolder = Folder<Swarm, TrackerLink>;
@@ -199,8 +202,9 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
 
     // Offline cleanly: let publishes in flight land, then unmount.
     if !folder.drain(Duration::from_secs(60)).await {
-        tracing::warn!("some publishes did not finish; their edits stay in {}", cfg.state.staging().display());
+        tracing::warn!("some publishes did not finish; their edits stay in {}", cfg.state.outbox().display());
     }
+    warn_sole_copies(&folder, cfg.wait_replication).await;
     let mp = cfg.mountpoint.clone();
     tokio::task::spawn_blocking(move || {
         if !session.guard.is_finished() {
@@ -227,6 +231,30 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     swarm.shutdown().await;
     tracing::info!("offline");
     Ok(())
+}
+
+/// Going offline with the only complete copy of a version strands it: say
+/// so, and with `--wait-replication` give the others time to fetch it.
+async fn warn_sole_copies(folder: &Arc<LiveFolder>, wait: Option<Duration>) {
+    let sole = folder.sole_copies();
+    if sole.is_empty() {
+        return;
+    }
+    tracing::warn!(files = %sole.join(", "), "this member holds the only complete copy of {} file(s); others cannot fetch them while it is offline", sole.len());
+    let Some(wait) = wait else { return };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = folder.sole_copies();
+        if left.is_empty() {
+            tracing::info!("every version is now held by another member too");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(files = %left.join(", "), "still the only holder after waiting {:?}", wait);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn apply(folder: &Arc<LiveFolder>, ev: LinkEvent) {

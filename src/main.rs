@@ -187,6 +187,7 @@ fn mount_config_for(
         connect_timeout: Duration::from_secs(20),
         read_only: read_only.or(share.read_only).unwrap_or(false),
         policy: share.policy,
+        wait_replication: peer.wait_replication.map(Duration::from_secs),
         state,
     }
 }

@@ -254,6 +254,7 @@ fn log_line(e: &Event, names: &HashMap<MemberId, String>, paths: &Paths) -> Stri
         EventKind::Restored { entry, from } => {
             ("restored", format!("{} (v{from} as v{})", paths.in_dir(entry.parent, &entry.name), entry.version))
         }
+        EventKind::Have { file, version, .. } => ("has", format!("{} (v{version})", paths.or_id(*file))),
     };
     format!("#{:<5} {}  {:<12} {:<9} {what}", e.seq.0, local_time(e.at), who, action).trim_end().to_string()
 }

@@ -138,6 +138,11 @@ struct Inner {
     /// Per file, the info hashes of its versions this member has seen,
     /// oldest first; beyond `keep_versions` they are forgotten.
     history: HashMap<FileId, std::collections::VecDeque<InfoHash>>,
+    /// Who holds a complete copy of each file's current version: its
+    /// author, and every member that reported `Have` for it.
+    holders: HashMap<FileId, (Version, HashSet<MemberId>)>,
+    /// Versions whose completion this run reports (or has reported).
+    reported: HashSet<InfoHash>,
 }
 
 /// Paths a folder keeps on local disk.
@@ -208,6 +213,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 ensured: HashSet::new(),
                 pins: HashSet::new(),
                 history: HashMap::new(),
+                holders: HashMap::new(),
+                reported: HashSet::new(),
             }),
             online: AtomicBool::new(false),
             background: AtomicBool::new(true),
@@ -581,7 +588,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     /// A private copy to write into: empty, or the version the lease starts
     /// from (fetched whole first if it is not local).
-    async fn prepare_staging(&self, id: FileId, lease: &Lease, truncate: bool) -> Result<Staging> {
+    async fn prepare_staging(self: &Arc<Self>, id: FileId, lease: &Lease, truncate: bool) -> Result<Staging> {
         // The lease names the version the edit starts from; our table may not
         // have heard of it yet.
         let entry = self.wait_for_version(id, lease.version).await?;
@@ -668,7 +675,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     /// Fetches a range from the swarm (after making the version known to it).
-    pub async fn fetch(&self, file: FileId, version: Version, ih: InfoHash, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn fetch(self: &Arc<Self>, file: FileId, version: Version, ih: InfoHash, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.ensure_version(file, version, ih).await?;
         Ok(self.content.read(ih, offset, size).await?.to_vec())
     }
@@ -902,7 +909,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     /// Hands a version to the swarm once: its torrent comes from the local
     /// cache or the tracker.
-    async fn ensure_version(&self, file: FileId, version: Version, ih: InfoHash) -> Result<()> {
+    async fn ensure_version(self: &Arc<Self>, file: FileId, version: Version, ih: InfoHash) -> Result<()> {
         if self.inner.lock().ensured.contains(&ih) {
             return Ok(());
         }
@@ -925,6 +932,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         match self.content.ensure(ih, &torrent, peers, background).await {
             Ok(()) => {
                 self.inner.lock().ensured.insert(ih);
+                self.report_when_complete(file, version, ih);
                 Ok(())
             }
             Err(e) => {
@@ -934,6 +942,50 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 Err(e.into())
             }
         }
+    }
+
+    /// Tells the tracker once this member holds a complete copy, so that
+    /// the others know who can serve it (and who is the only one).
+    fn report_when_complete(self: &Arc<Self>, file: FileId, version: Version, ih: InfoHash) {
+        if !self.inner.lock().reported.insert(ih) {
+            return;
+        }
+        let this = self.clone();
+        self.tasks.spawn_on(
+            async move {
+                if this.content.wait_complete(ih).await.is_err() {
+                    this.inner.lock().reported.remove(&ih);
+                    return;
+                }
+                let current = this.inner.lock().tree.get(file).is_some_and(|e| e.version == version);
+                if current {
+                    if let Err(e) = this.coord.request(Request::Have { file, version }).await {
+                        tracing::debug!(%file, error = %e, "could not report a complete copy");
+                        this.inner.lock().reported.remove(&ih);
+                    }
+                }
+            },
+            &self.rt,
+        );
+    }
+
+    /// Files whose current version no other member is known to hold.
+    pub fn sole_copies(&self) -> Vec<String> {
+        let inner = self.inner.lock();
+        let mut out: Vec<String> = inner
+            .tree
+            .entries()
+            .filter(|e| e.kind == FileKind::File && e.info_hash.is_some())
+            .filter(|e| {
+                let hs = inner.holders.get(&e.id).filter(|(v, _)| *v == e.version).map(|(_, h)| h);
+                let i_have = hs.is_some_and(|h| h.contains(&self.me)) || e.author == self.me;
+                let others = hs.is_some_and(|h| h.iter().any(|m| *m != self.me));
+                i_have && !others
+            })
+            .map(|e| inner.tree.path(e.id))
+            .collect();
+        out.sort();
+        out
     }
 
     fn fetch_in_background(self: &Arc<Self>, e: &FileEntry) {
@@ -1034,10 +1086,20 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 EventKind::MemberLeft { member } => {
                     inner.members.remove(&member);
                 }
+                EventKind::Have { file, version, member } => {
+                    if inner.tree.get(file).is_some_and(|e| e.version == version) {
+                        let h = inner.holders.entry(file).or_insert_with(|| (version, HashSet::new()));
+                        if h.0 != version {
+                            *h = (version, HashSet::new());
+                        }
+                        h.1.insert(member);
+                    }
+                }
                 EventKind::FileCreated(e) | EventKind::FileUpdated(e) | EventKind::Restored { entry: e, .. } => {
                     // Our own write session is the truth for this member
                     // until its publish lands.
                     let applied = inner.tree.apply(e.clone());
+                    note_author(&mut inner, &e);
                     names = applied.names;
                     if applied.content_changed {
                         inval = Some(e.id);
@@ -1170,6 +1232,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     pub fn tracker(&self) -> &T {
         &self.coord
     }
+}
+
+/// The author of a new current version holds it.
+fn note_author(inner: &mut Inner, e: &FileEntry) {
+    if e.kind != FileKind::File || e.info_hash.is_none() {
+        return;
+    }
+    let h = inner.holders.entry(e.id).or_insert_with(|| (e.version, HashSet::new()));
+    if h.0 != e.version {
+        *h = (e.version, HashSet::new());
+    }
+    h.1.insert(e.author);
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -37,6 +37,8 @@ pub trait Content: Send + Sync + 'static {
     /// (bytes local, total) of a version this member knows.
     fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)>;
     fn add_peers(&self, peers: &[SocketAddr]);
+    /// Resolves once a version is complete locally.
+    fn wait_complete(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
     /// Drops a version: stops sharing it and deletes its local bytes.
     fn forget(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
 }

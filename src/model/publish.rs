@@ -263,16 +263,20 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// the outbox entry; apply what the tracker published.
     fn finish(self: &Arc<Self>, entry: &OutboxEntry, published: Option<FileEntry>) {
         let id = FileId(entry.file);
-        let (applied, mode, lease) = {
+        let (applied, mode, mtime, lease) = {
             let mut inner = self.inner.lock();
             let w = inner.writes.remove(&id).filter(|w| w.lease.id.0 == entry.lease);
             let lease = w.as_ref().filter(|_| published.is_none()).map(|w| w.lease.id);
+            // Set after the publish started (`rsync` sets the mtime after
+            // closing the file): the publish did not carry them.
             let mode = published.as_ref().and_then(|p| w.as_ref().and_then(|w| w.pending_mode).filter(|m| *m != p.mode));
+            let mtime = published.as_ref().and_then(|p| w.as_ref().and_then(|w| w.pending_mtime).filter(|t| *t != p.mtime));
             let applied = published.map(|p| {
                 inner.locks.remove(&id);
+                super::note_author(&mut inner, &p);
                 inner.tree.apply(p)
             });
-            (applied, mode, lease)
+            (applied, mode, mtime, lease)
         };
         self.drop_outbox(entry);
         self.changed.notify_waiters();
@@ -283,20 +287,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Some(lease) = lease {
             self.release_lease(lease);
         }
-        if let Some(mode) = mode {
+        if mode.is_some() || mtime.is_some() {
             let this = self.clone();
-            self.tasks.spawn_on(
-                async move {
-                    let resp = this.coord.request(Request::SetAttr { file: id, mode: Some(mode), mtime: None }).await;
-                    match this.entry_reply("SetAttr", resp) {
-                        Ok(e) => {
-                            this.inner.lock().tree.apply(e);
-                        }
-                        Err(e) => tracing::warn!(path = %this.path_of(id), error = %e, "could not share the new mode"),
-                    }
-                },
-                &self.rt,
-            );
+            self.tasks.spawn_on(async move { this.share_attrs(id, mode, mtime).await }, &self.rt);
         }
     }
 

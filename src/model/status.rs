@@ -66,11 +66,24 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             },
             "bytes_local" => self.bytes_local(&inner, &e).to_string(),
             "holders" => {
-                let mut names = vec![self.member_name(&inner, e.author)];
-                if self.bytes_local(&inner, &e) == e.size && e.author != self.me {
-                    names.push(self.me_name.clone());
+                let mut ids: Vec<MemberId> = inner
+                    .holders
+                    .get(&id)
+                    .filter(|(v, _)| *v == e.version)
+                    .map(|(_, h)| h.iter().copied().collect())
+                    .unwrap_or_default();
+                if !ids.contains(&e.author) {
+                    ids.push(e.author);
                 }
-                names.join(", ")
+                if self.bytes_local(&inner, &e) == e.size && !ids.contains(&self.me) {
+                    ids.push(self.me);
+                }
+                // The author first, then the others by name.
+                let author = self.member_name(&inner, e.author);
+                let mut others: Vec<String> =
+                    ids.into_iter().filter(|m| *m != e.author).map(|m| self.member_name(&inner, m)).collect();
+                others.sort();
+                std::iter::once(author).chain(others).collect::<Vec<_>>().join(", ")
             }
             _ => return Ok(None),
         };
@@ -178,7 +191,6 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         locks.sort();
         out.push_str(&format!("locks: {}\n", if locks.is_empty() { "none".into() } else { locks.join("; ") }));
         let mut transfers = Vec::new();
-        let mut only_here = Vec::new();
         for e in inner.tree.entries().filter(|e| e.kind == FileKind::File) {
             let Some(ih) = e.info_hash else { continue };
             if self.content.local_path(ih).is_none() {
@@ -187,18 +199,17 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                         transfers.push(format!("{} {have}/{total}", inner.tree.path(e.id)));
                     }
                 }
-            } else if e.author == self.me && !on.iter().any(|n| *n != self.me_name) {
-                only_here.push(format!("{} v{}", inner.tree.path(e.id), e.version));
             }
         }
         transfers.sort();
-        only_here.sort();
+        drop(inner);
+        let only_here = self.sole_copies();
         out.push_str(&format!("transfers: {}\n", if transfers.is_empty() { "none".into() } else { transfers.join("; ") }));
         out.push_str(&format!(
             "only copy here: {}\n",
             if only_here.is_empty() { "none".into() } else { only_here.join("; ") }
         ));
-        let publishing = inner.writes.values().filter(|w| w.publishing).count();
+        let publishing = self.inner.lock().writes.values().filter(|w| w.publishing).count();
         out.push_str(&format!("publishing: {publishing}\n"));
         out
     }

@@ -54,6 +54,10 @@ impl Content for Arc<FakeContent> {
         None
     }
     fn add_peers(&self, _peers: &[SocketAddr]) {}
+    async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), ContentError> {
+        self.local.lock().insert(info_hash);
+        Ok(())
+    }
     async fn forget(&self, info_hash: InfoHash) -> Result<(), ContentError> {
         self.store.lock().remove(&info_hash);
         self.local.lock().remove(&info_hash);
@@ -72,6 +76,7 @@ struct FakeTracker {
     /// Member name the fake reports as holding foreign locks.
     foreign_holder: Mutex<Option<LockHolder>>,
     torrents: Mutex<HashMap<(FileId, Version), Vec<u8>>>,
+    haves: Mutex<Vec<(FileId, Version)>>,
 }
 
 const ME: MemberId = MemberId(7);
@@ -143,6 +148,10 @@ impl Coordinator for Arc<FakeTracker> {
                 self.torrents.lock().get(&(file, version)).cloned().map(Response::Torrent).ok_or(CoordError::Refused(ProtoError::NoTorrent))
             }
             Request::ListMembers => Ok(Response::Members(vec![])),
+            Request::Have { file, version } => {
+                self.haves.lock().push((file, version));
+                Ok(Response::Ok)
+            }
             other => Err(CoordError::Failed(format!("fake tracker does not do {other:?}"))),
         }
     }
@@ -443,4 +452,58 @@ async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
     assert_eq!(f.content.store.lock()[&ih], b"half of my work");
     assert_eq!(f.tracker.files.lock()[&entry.id].version, Version(3), "the file itself untouched");
     let _ = fh;
+}
+
+#[tokio::test]
+async fn a_fetched_version_is_reported_and_holders_are_tracked() {
+    let f = fixture();
+    let ih = InfoHash([42; 20]);
+    f.content.store.lock().insert(ih, b"remote bytes".to_vec());
+    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 42, b'e']);
+    let e = FileEntry {
+        id: FileId(50),
+        parent: FileId::ROOT,
+        name: "remote".into(),
+        kind: FileKind::File,
+        size: 12,
+        mtime: 0,
+        mode: 0o644,
+        version: Version(1),
+        info_hash: Some(ih),
+        author: MemberId(9),
+    };
+    f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.tracker.haves.lock().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no Have report after the background fetch");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.tracker.haves.lock()[0], (FileId(50), Version(1)));
+    let holders = |f: &Fixture| String::from_utf8(f.folder.xattr(FileId(50), "user.titorrent.holders").unwrap().unwrap()).unwrap();
+    assert_eq!(holders(&f), "member-9, me", "the author, and this member once complete");
+    f.folder.apply_event(Event {
+        seq: Seq(2),
+        at: 0,
+        by: MemberId(11),
+        kind: EventKind::Have { file: FileId(50), version: Version(1), member: MemberId(11) },
+    });
+    assert_eq!(holders(&f), "member-9, me, member-11");
+}
+
+#[tokio::test]
+async fn versions_only_this_member_holds_are_listed() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "mine.txt", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"only here").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    assert_eq!(f.folder.sole_copies(), vec!["mine.txt".to_string()]);
+    let v = f.folder.attr(entry.id).unwrap().version;
+    f.folder.apply_event(Event {
+        seq: Seq(5),
+        at: 0,
+        by: MemberId(9),
+        kind: EventKind::Have { file: entry.id, version: v, member: MemberId(9) },
+    });
+    assert!(f.folder.sole_copies().is_empty());
 }

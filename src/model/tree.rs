@@ -171,6 +171,7 @@ impl Tree {
                 }
             }
             None => {
+                applied.content_changed = entry.info_hash.is_some();
                 self.nodes.insert(entry.id, Node { entry: entry.clone(), children: BTreeMap::new() });
                 self.link(&entry, &mut applied);
             }
@@ -265,6 +266,9 @@ mod tests {
         t.apply(file(2, 1, "a", 1));
         let a = t.apply(file(2, 1, "a", 2));
         assert!(a.content_changed);
+        let mut with_content = file(3, 1, "b", 1);
+        with_content.info_hash = Some(titorrent_tracker::proto::InfoHash([1; 20]));
+        assert!(t.apply(with_content).content_changed, "a new file that already has content");
         let b = t.apply(file(2, 1, "a", 1));
         assert!(!b.content_changed);
         assert_eq!(t.get(FileId(2)).unwrap().version, Version(2));

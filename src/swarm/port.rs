@@ -56,6 +56,10 @@ impl Content for Swarm {
         Swarm::add_peers(self, peers)
     }
 
+    async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), ContentError> {
+        Ok(Swarm::wait_complete(self, info_hash).await?)
+    }
+
     async fn forget(&self, info_hash: InfoHash) -> Result<(), ContentError> {
         Ok(Swarm::forget(self, info_hash).await?)
     }

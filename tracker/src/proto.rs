@@ -232,6 +232,11 @@ pub enum Request {
     /// Reads the action log: up to `limit` events after `after` (from the
     /// oldest kept if `None`).
     ReadLog { after: Option<Seq>, limit: u32 },
+    /// The caller now holds a complete copy of `version` of `file` (the UDP
+    /// seed's OWN). Logged as a `Have` event so that every member knows who
+    /// can serve it; a report for a version that is no longer current is
+    /// accepted and ignored.
+    Have { file: FileId, version: Version },
 }
 
 /// One kept version of a file.
@@ -323,6 +328,8 @@ pub enum EventKind {
     MemberLeft { member: MemberId },
     /// An older version was made current again (the entry is the new one).
     Restored { entry: FileEntry, from: Version },
+    /// `member` holds a complete copy of `version` of `file`.
+    Have { file: FileId, version: Version, member: MemberId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -315,6 +315,7 @@ impl Conn {
                 t.rename(self.authed()?, file, new_parent, new_name, replace)
             }
             Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
+            Request::Have { file, version } => t.have(self.authed()?, file, version),
             Request::Leave => {
                 let r = t.leave(self.authed()?)?;
                 // Its subscription was for a group it is no longer in.

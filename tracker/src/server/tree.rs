@@ -146,6 +146,22 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// Records that the caller holds a complete copy of the current version.
+    pub(crate) fn have(&self, auth: &Auth, file: FileId, version: crate::proto::Version) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = auth.state()?;
+        let cur = st.files.get(&file).ok_or(ProtoError::NoSuchFile)?;
+        if cur.version != version || cur.kind != FileKind::File {
+            return Ok((Response::Ok, None));
+        }
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        txn.event(m, EventKind::Have { file, version, member: m })?;
+        let ticket = self.commit(group, &mut st, txn, false)?;
+        Ok((Response::Ok, ticket))
+    }
+}
+
 fn refuse_if_held_by_other(st: &GroupState, f: FileId, m: MemberId, now: UnixMillis) -> Result<(), ProtoError> {
     match st.held_by_other(f, m, now) {
         Some(h) => Err(ProtoError::Locked(h)),
