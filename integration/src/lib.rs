@@ -30,6 +30,7 @@
 //! - dropping a [`Peer`] or [`TrackerProc`] stops it, unmounts with a
 //!   fallback, and fails the test if its logs contain a panic.
 
+pub mod bench;
 pub mod bins;
 pub mod content;
 pub mod env;

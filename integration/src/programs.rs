@@ -281,3 +281,34 @@ pub fn write_sample_tree(root: &Path, seed: u64) -> Tree {
     file("data/blob.bin", &blob, 0o644, 1_000_000_400);
     Tree::read(root).expect("reading back the sample tree")
 }
+
+/// `titorrent members` as `peer` sees it: (name, online), sorted by name.
+pub fn members_online(peer: &Peer) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = peer.members().into_iter().map(|m| (m.name, m.online)).collect();
+    v.sort();
+    v
+}
+
+/// Waits until `titorrent members` run as `peer` shows exactly `expected`
+/// (name, online) pairs.
+pub fn wait_for_members(peer: &Peer, expected: &[(&str, bool)], timeout: Duration) {
+    let mut want: Vec<(String, bool)> = expected.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+    want.sort();
+    crate::wait_for(timeout, &format!("`titorrent members` as {} shows {want:?}", peer.name()), || {
+        let got = members_online(peer);
+        if got == want { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+}
+
+/// Lazily unmounts a mount point on drop if something is still mounted
+/// there: for a mount a test makes without a [`Peer`] (one that is expected
+/// to fail, say).
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if crate::mounts::find(&self.0).is_some() {
+            crate::mounts::force_unmount(&self.0);
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).

@@ -271,5 +271,7 @@ fn machine() -> String {
         .map_or("?".into(), |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0));
     let kernel = measure::command_line("uname", &["-r"]);
     let fs = measure::command_line("sh", &["-c", "df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2 {print $2}'"]);
-    format!("{cores} cores, {mem} RAM, Linux {kernel}, temp dirs on {fs}; release builds of titorrent")
+    let bins = crate::bins::bin_dir();
+    let profile = if bins.ends_with("release") { "release" } else { "NOT release (numbers only show that the figures run)" };
+    format!("{cores} cores, {mem} RAM, Linux {kernel}, temp dirs on {fs}; titorrent binaries from {} ({profile})", bins.display())
 }

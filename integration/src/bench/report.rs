@@ -31,6 +31,7 @@ impl Met {
             Met::Yes => "**met**".into(),
             Met::No => "**not met**".into(),
             Met::NotApplicable(why) => format!("not applicable: {why}"),
+            Met::Skipped(why) if why.starts_with("skipped") => why.clone(),
             Met::Skipped(why) => format!("skipped: {why}"),
             Met::Error(e) => format!("error: {e}"),
         }
@@ -147,8 +148,10 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
     let _ = writeln!(out, "- load average (1, 5, 15 min) at the start: {}; at the end: {}\n", info.load_start, info.load_end);
     let _ = writeln!(out, "| figure | titorrent | reference | ratio | target | met |");
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
-    for s in sections {
-        for r in &s.rows {
+    let mut rows: Vec<&Row> = sections.iter().flat_map(|s| &s.rows).collect();
+    rows.sort_by_key(|r| order(&r.id));
+    for r in rows {
+        {
             let _ = writeln!(
                 out,
                 "| {} {} | {} | {} | {} | {} | {} |",
@@ -171,6 +174,12 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
         let _ = writeln!(out);
     }
     out
+}
+
+/// Sort key of a row id: "P10b" after "P9c".
+fn order(id: &str) -> (u32, String) {
+    let digits: String = id.chars().skip(1).take_while(char::is_ascii_digit).collect();
+    (digits.parse().unwrap_or(u32::MAX), id.to_string())
 }
 
 /// The row ids a rendered report contains, in order (for the smoke test).
