@@ -430,17 +430,23 @@ impl Tracker {
         Ok((Response::File { entry, lease }, ticket))
     }
 
+    /// A lease-length lock. Answered before the grant is flushed: a grant
+    /// lost in a crash only makes the holder's publish fail with `NoLease`,
+    /// and that edit becomes a conflict copy, so no content is at risk and
+    /// opening for write does not wait for the disk. (Its `Locked` event
+    /// still reaches other members only once flushed.)
     pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome {
-        self.lock_for(auth, file, self.lease_ttl_ms())
+        self.lock_for(auth, file, self.lease_ttl_ms(), false)
     }
 
     /// A lock that lasts `ttl_ms` (0: the maximum, a week) without renewal.
     pub(crate) fn lock_explicit(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
         let ttl = if ttl_ms == 0 { MAX_EXPLICIT_LOCK_MS } else { ttl_ms.min(MAX_EXPLICIT_LOCK_MS) };
-        self.lock_for(auth, file, ttl)
+        // A user's explicit lock is meant to survive anything: durable first.
+        self.lock_for(auth, file, ttl, true)
     }
 
-    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
+    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64, durable: bool) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let version = match st.files.get(&file) {
@@ -462,7 +468,7 @@ impl Tracker {
         let rec = LockRec { holder: m, lease: st.new_lease_id(), since: now, expires: now.saturating_add(ttl_ms) };
         txn.w.put_lock(group.id, file, &rec)?;
         txn.event(m, EventKind::Locked { file, holder: st.holder(&rec) })?;
-        let ticket = self.commit(group, &mut st, txn, true)?;
+        let ticket = self.commit(group, &mut st, txn, durable)?;
         let lease = lease_of(file, &rec, version);
         st.insert_lock(file, rec);
         Ok((Response::Locked(lease), ticket))
