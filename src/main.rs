@@ -266,7 +266,12 @@ async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
     let m = st.load()?;
     let mut conn = authenticated(&m).await?;
     if let Ok(Response::Invite { code, .. }) = conn.request(Request::CreateInvite { ttl_ms: 86_400_000, uses: 1 }).await {
-        let invite = InviteUrl { tracker: format!("{host}:{port}"), group: m.group, code };
+        // A specific listen address is what others dial; for "any address"
+        // the host name is the best guess at a name others can resolve.
+        let ip = args.tracker_listen.ip();
+        let tracker =
+            if ip.is_unspecified() { format!("{host}:{port}") } else { std::net::SocketAddr::new(ip, port).to_string() };
+        let invite = InviteUrl { tracker, group: m.group, code };
         println!("titorrent is up: group {:?}, tracker on port {port}, state in {}", m.group_name, state_root.display());
         println!("On a second machine, run:");
         println!("  titorrent join {invite} --member NAME --state ~/.local/share/titorrent/shared");
