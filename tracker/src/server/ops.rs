@@ -410,6 +410,7 @@ impl Tracker {
                 lease: st.new_lease_id(),
                 since: now,
                 expires: now.saturating_add(self.lease_ttl_ms()),
+                explicit: false,
             };
             txn.w.put_lock(group.id, id, &rec)?;
             txn.event(m, EventKind::Locked { file: id, holder: st.holder(&rec) })?;
@@ -446,7 +447,8 @@ impl Tracker {
         self.lock_for(auth, file, ttl, true)
     }
 
-    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64, durable: bool) -> Outcome {
+    /// `explicit` locks are durable before the reply; ordinary ones are not.
+    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64, explicit: bool) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let version = match st.files.get(&file) {
@@ -459,16 +461,21 @@ impl Tracker {
         let now = now_ms();
         let mut txn = Txn::new(group.id, &st, now);
         if let Some(cur) = st.locks.get(&file) {
+            if cur.expires > now && cur.explicit && cur.holder == m && !explicit {
+                // The holder of an explicit lock writes under it.
+                return Ok((Response::Locked(lease_of(file, cur, version)), None));
+            }
             if cur.expires > now {
                 return Err(ProtoError::Locked(st.holder(cur)));
             }
             // Expired but not swept yet: release it the way the sweeper would.
             txn.event(MemberId(0), EventKind::Unlocked { file })?;
         }
-        let rec = LockRec { holder: m, lease: st.new_lease_id(), since: now, expires: now.saturating_add(ttl_ms) };
+        let rec =
+            LockRec { holder: m, lease: st.new_lease_id(), since: now, expires: now.saturating_add(ttl_ms), explicit };
         txn.w.put_lock(group.id, file, &rec)?;
         txn.event(m, EventKind::Locked { file, holder: st.holder(&rec) })?;
-        let ticket = self.commit(group, &mut st, txn, durable)?;
+        let ticket = self.commit(group, &mut st, txn, explicit)?;
         let lease = lease_of(file, &rec, version);
         st.insert_lock(file, rec);
         Ok((Response::Locked(lease), ticket))
@@ -499,6 +506,8 @@ impl Tracker {
         let mut st = auth.state()?;
         let file = *st.leases.get(&lease).ok_or(ProtoError::NoLease)?;
         match st.locks.get(&file) {
+            // A close under an explicit lock leaves it held.
+            Some(rec) if rec.holder == m && rec.lease == lease && rec.explicit => return Ok((Response::Ok, None)),
             Some(rec) if rec.holder == m && rec.lease == lease => {}
             _ => return Err(ProtoError::NoLease),
         }
@@ -584,6 +593,8 @@ impl Tracker {
             author: m,
             ..cur
         };
+        // Publishing under an explicit lock keeps it.
+        let keep_lock = keep_lock || st.locks.get(&file).is_some_and(|r| r.explicit);
         let mut txn = Txn::new(group.id, &st, now);
         txn.w.put_file(group.id, &new)?;
         let pushed_out = self.add_version(&mut txn, &st, &new, torrent)?;

@@ -75,6 +75,10 @@ pub(crate) struct LockRec {
     pub lease: LeaseId,
     pub since: UnixMillis,
     pub expires: UnixMillis,
+    /// Taken with `LockExplicit` (`titorrent lock`): its holder's own opens
+    /// for write use it, publishing and closing keep it, and only
+    /// `UnlockFile` or its time-to-live end it.
+    pub explicit: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -526,6 +526,24 @@ async fn explicit_locks_outlast_the_lease_ttl_until_unlocked() {
     let Response::Locked(renewed) = alice.req(Request::Renew { lease: explicit.id }).await else { panic!() };
     assert_eq!(renewed.expires, explicit.expires);
 
+    // Its holder writes under it (an open for write in her mount): Lock
+    // hands back the explicit lease; publishing and closing keep it held.
+    let under = alice.lock(f.id).await.unwrap();
+    assert_eq!(under.id, explicit.id);
+    let publish = Request::Publish {
+        file: f.id,
+        base: under.version,
+        lease: under.id,
+        size: 0,
+        mtime: 1,
+        info_hash: None,
+        torrent: vec![],
+        keep_lock: false,
+    };
+    assert!(matches!(alice.req(publish).await, Response::Published(_)));
+    assert_eq!(alice.req(Request::Unlock { lease: under.id }).await, Response::Ok);
+    assert!(is_locked_by(&Response::Error(bob.lock(f.id).await.unwrap_err()), "alice"));
+
     // UnlockFile: only the holder, whatever the lease.
     assert_eq!(bob.req(Request::UnlockFile { file: f.id }).await, err(ProtoError::NoLease));
     assert_eq!(alice.req(Request::UnlockFile { file: f.id }).await, Response::Ok);
