@@ -136,7 +136,8 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         let folder = folder.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
-                apply(&folder, ev);
+                let batch = gather(ev, &mut events).await;
+                apply_batch(&folder, batch);
             }
         })
     };
@@ -175,7 +176,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     })
     .await?
     .with_context(|| format!("mounting {}", cfg.mountpoint.display()))?;
-    folder.set_kernel(Box::new(KernelNotifier(session.notifier())));
+    folder.set_kernel(Box::new(KernelNotifier::new(session.notifier()).context("starting the kernel cache invalidation thread")?));
     tracing::info!(mountpoint = %cfg.mountpoint.display(), group = %membership.group_name, member = %membership.member_name, "mounted");
     {
         let mut out = std::io::stdout().lock();
@@ -254,6 +255,56 @@ async fn warn_sole_copies(folder: &Arc<LiveFolder>, wait: Option<Duration>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How long a deletion waits for the events of the same commit at the
+/// tracker: a rename over an existing file is the target's deletion, then
+/// the rename, sent back to back.
+const DELETE_HOLDBACK: Duration = Duration::from_millis(50);
+
+/// `first` and the events already queued behind it; after a deletion, also
+/// what follows within [`DELETE_HOLDBACK`], so that a replace is applied in
+/// one step (between its two events, the name would not exist).
+async fn gather(first: LinkEvent, events: &mut tokio::sync::mpsc::UnboundedReceiver<LinkEvent>) -> Vec<LinkEvent> {
+    let mut batch = vec![first];
+    loop {
+        while let Ok(ev) = events.try_recv() {
+            batch.push(ev);
+        }
+        let deletion_last = matches!(
+            batch.last(),
+            Some(LinkEvent::Event(titorrent_tracker::proto::Event {
+                kind: titorrent_tracker::proto::EventKind::FileDeleted { .. },
+                ..
+            }))
+        );
+        if !deletion_last {
+            return batch;
+        }
+        match tokio::time::timeout(DELETE_HOLDBACK, events.recv()).await {
+            Ok(Some(ev)) => batch.push(ev),
+            _ => return batch,
+        }
+    }
+}
+
+/// Applies a batch in order, the tracker's events of each run together.
+fn apply_batch(folder: &Arc<LiveFolder>, batch: Vec<LinkEvent>) {
+    let mut run = Vec::new();
+    for ev in batch {
+        match ev {
+            LinkEvent::Event(e) => run.push(e),
+            other => {
+                if !run.is_empty() {
+                    folder.apply_events(std::mem::take(&mut run));
+                }
+                apply(folder, other);
+            }
+        }
+    }
+    if !run.is_empty() {
+        folder.apply_events(run);
     }
 }
 

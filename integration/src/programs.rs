@@ -312,3 +312,61 @@ impl Drop for UnmountOnDrop {
         }
     }
 }
+
+/// Reads a file over and over on a thread of its own (every few ms) and
+/// keeps each distinct thing seen, in order: what a member reading the file
+/// while another one saves it could get.
+pub struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Seen>>>,
+}
+
+/// One thing a [`Watcher`] saw.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Seen {
+    Bytes(Vec<u8>),
+    Errno(i32),
+}
+
+impl fmt::Debug for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seen::Bytes(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Seen::Errno(e) => write!(f, "errno {e} ({})", std::io::Error::from_raw_os_error(*e)),
+        }
+    }
+}
+
+impl Watcher {
+    pub fn start(path: PathBuf) -> Watcher {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen: Vec<Seen> = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = match std::fs::read(&path) {
+                    Ok(b) => Seen::Bytes(b),
+                    Err(e) => Seen::Errno(e.raw_os_error().unwrap_or(-1)),
+                };
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            seen
+        });
+        Watcher { stop, thread: Some(thread) }
+    }
+
+    /// Stops and returns what was seen.
+    pub fn stop(mut self) -> Vec<Seen> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().expect("the watcher thread panicked")).unwrap_or_default()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

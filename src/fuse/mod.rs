@@ -478,24 +478,59 @@ fn open_mode(flags: OpenFlags) -> OpenMode {
     OpenMode { write, truncate: flags.0 & libc::O_TRUNC != 0 }
 }
 
-/// The kernel's caches, invalidated through fuser's notifier.
-pub struct KernelNotifier(pub Notifier);
+/// The kernel's caches, invalidated through fuser's notifier on a thread of
+/// their own. An inode invalidation waits in the kernel for the lock of each
+/// cached page it drops, and a page being read stays locked until its READ
+/// is answered, which may take a task on the runtime (a fetch). Issued from
+/// a runtime worker, it could wait for that very worker forever (the mount
+/// and every reader of the file hang); queued here, it waits on this thread
+/// only, until the READ is answered.
+pub struct KernelNotifier {
+    queue: std::sync::mpsc::Sender<Inval>,
+}
+
+enum Inval {
+    Entry(FileId, String),
+    Inode(FileId),
+}
+
+impl KernelNotifier {
+    /// Starts the thread that performs the invalidations, in the order asked.
+    pub fn new(notifier: Notifier) -> std::io::Result<Self> {
+        let (queue, rx) = std::sync::mpsc::channel::<Inval>();
+        std::thread::Builder::new().name("kernel-inval".into()).spawn(move || {
+            // Ends when the folder drops its KernelNotifier.
+            for inval in rx {
+                match inval {
+                    Inval::Entry(parent, name) => {
+                        if let Err(e) = notifier.inval_entry(INodeNo(parent.0), OsStr::new(&name)) {
+                            // ENOENT: the kernel had nothing cached under that name.
+                            if e.raw_os_error() != Some(libc::ENOENT) {
+                                tracing::debug!(%parent, name, error = %e, "inval_entry failed");
+                            }
+                        }
+                    }
+                    Inval::Inode(file) => {
+                        if let Err(e) = notifier.inval_inode(INodeNo(file.0), 0, 0) {
+                            if e.raw_os_error() != Some(libc::ENOENT) {
+                                tracing::debug!(%file, error = %e, "inval_inode failed");
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(KernelNotifier { queue })
+    }
+}
 
 impl KernelCache for KernelNotifier {
     fn inval_entry(&self, parent: FileId, name: &str) {
-        if let Err(e) = self.0.inval_entry(INodeNo(parent.0), OsStr::new(name)) {
-            // ENOENT: the kernel had nothing cached under that name.
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                tracing::debug!(%parent, name, error = %e, "inval_entry failed");
-            }
-        }
+        // Fails only once the thread is gone, at shutdown: nothing to drop then.
+        let _ = self.queue.send(Inval::Entry(parent, name.to_string()));
     }
 
     fn inval_inode(&self, file: FileId) {
-        if let Err(e) = self.0.inval_inode(INodeNo(file.0), 0, 0) {
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                tracing::debug!(%file, error = %e, "inval_inode failed");
-            }
-        }
+        let _ = self.queue.send(Inval::Inode(file));
     }
 }

@@ -98,6 +98,17 @@ struct WriteState {
 }
 
 impl WriteState {
+    /// The mtime of the edit: the one a program set, else, once written,
+    /// the staging copy's (the time of the last write). The publish carries
+    /// the same, so `stat` shows one mtime before and after it lands.
+    fn edit_mtime(&self, staging: &std::fs::Metadata) -> Option<UnixMillis> {
+        if self.pending_mtime.is_some() {
+            return self.pending_mtime;
+        }
+        let written = staging.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        self.dirty.then(|| written.as_millis() as UnixMillis)
+    }
+
     fn new(lease: Lease, staging: Staging, dirty: bool) -> Self {
         WriteState {
             lease_len_ms: lease.expires.saturating_sub(now_ms()).max(1000),
@@ -138,11 +149,48 @@ struct Inner {
     /// Per file, the info hashes of its versions this member has seen,
     /// oldest first; beyond `keep_versions` they are forgotten.
     history: HashMap<FileId, std::collections::VecDeque<InfoHash>>,
+    /// Files whose lock this member is giving back (an Unlock in flight):
+    /// a new open for write waits, or the tracker would refuse it as locked
+    /// by this very member (`touch f && echo x >> f`).
+    unlocking: HashSet<FileId>,
+    /// Files this member deleted (or replaced by a rename) whose deletion's
+    /// event has not arrived yet: events about them before it are stale and
+    /// would bring them back (a `config.lock` renamed over `config`, then
+    /// created again, must not reappear from its own late creation event).
+    deleted_here: HashSet<FileId>,
     /// Who holds a complete copy of each file's current version: its
     /// author, and every member that reported `Have` for it.
     holders: HashMap<FileId, (Version, HashSet<MemberId>)>,
     /// Versions whose completion this run reports (or has reported).
     reported: HashSet<InfoHash>,
+    /// Files just removed from the table (deleted, or replaced by a rename),
+    /// still readable through their inode: by handles opened before (as an
+    /// unlinked file stays readable), and for [`ORPHAN_GRACE`] by opens
+    /// through a name the kernel still caches (an open racing a replace
+    /// gets the old file, not ENOENT).
+    orphans: HashMap<FileId, (FileEntry, std::time::Instant)>,
+}
+
+/// How long a removed file stays openable through its inode when no handle
+/// holds it: longer than the kernel trusts a cached name (fuse::TTL).
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+impl Inner {
+    /// A file's entry: in the table, or removed from it a moment ago.
+    fn entry(&self, id: FileId) -> Option<&FileEntry> {
+        self.tree.get(id).or_else(|| self.orphans.get(&id).map(|(e, _)| e))
+    }
+
+    /// Takes an entry out of the table, keeping a file as an orphan.
+    fn remove_from_tree(&mut self, id: FileId) -> tree::Applied {
+        let now = std::time::Instant::now();
+        let open: HashSet<FileId> = self.handles.values().map(|h| h.file).collect();
+        self.orphans.retain(|o, (_, at)| now.duration_since(*at) < ORPHAN_GRACE || open.contains(o));
+        if let Some(e) = self.tree.get(id).filter(|e| e.kind == FileKind::File) {
+            self.orphans.insert(id, (e.clone(), now));
+        }
+        self.tree.remove(id)
+    }
 }
 
 /// Paths a folder keeps on local disk.
@@ -213,6 +261,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 ensured: HashSet::new(),
                 pins: HashSet::new(),
                 history: HashMap::new(),
+                unlocking: HashSet::new(),
+                deleted_here: HashSet::new(),
+                orphans: HashMap::new(),
                 holders: HashMap::new(),
                 reported: HashSet::new(),
             }),
@@ -310,10 +361,13 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// staging copy's size.
     pub fn attr(&self, id: FileId) -> Result<FileEntry> {
         let inner = self.inner.lock();
-        let mut e = inner.tree.get(id).cloned().ok_or(ModelError::NotFound)?;
+        let mut e = inner.entry(id).cloned().ok_or(ModelError::NotFound)?;
         if let Some(w) = inner.writes.get(&id) {
             if let Ok(md) = w.staging.file.metadata() {
                 e.size = md.len();
+                if let Some(t) = w.edit_mtime(&md) {
+                    e.mtime = t;
+                }
             }
         }
         Ok(e)
@@ -392,7 +446,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Opens a file for reading: from memory, never waits.
     pub fn open_read(&self, id: FileId) -> Result<Fh> {
         let mut inner = self.inner.lock();
-        inner.tree.get(id).ok_or(ModelError::NotFound)?;
+        inner.entry(id).ok_or(ModelError::NotFound)?;
         Ok(self.new_handle(&mut inner, id, false))
     }
 
@@ -409,8 +463,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let _serial = gate.lock().await;
         // Join this member's own write session if there is one.
         loop {
+            let notified = self.changed.notified();
             {
                 let mut inner = self.inner.lock();
+                let unlocking = inner.unlocking.contains(&id);
                 match inner.writes.get_mut(&id) {
                     Some(w) if !w.publishing => {
                         w.opens += 1;
@@ -421,10 +477,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                         return Ok(self.new_handle(&mut inner, id, true));
                     }
                     Some(_) => {} // wait for the publish to finish, then lock again
+                    None if unlocking => {} // our own unlock lands first
                     None => break,
                 }
             }
-            self.wait_changed(Duration::from_secs(60)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(60), notified).await;
         }
         if !self.is_online() {
             return Err(ModelError::Offline);
@@ -433,7 +490,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let staging = match self.prepare_staging(id, &lease, mode.truncate).await {
             Ok(s) => s,
             Err(e) => {
-                self.release_lease(lease.id);
+                self.inner.lock().unlocking.insert(id);
+                self.release_lease(id, lease.id);
                 return Err(e);
             }
         };
@@ -508,10 +566,6 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.write_opens.lock().entry(id).or_default().clone()
     }
 
-    async fn wait_changed(&self, max: Duration) {
-        let _ = tokio::time::timeout(max, self.changed.notified()).await;
-    }
-
     async fn wait_for_name(&self, parent: FileId, name: &str) -> Option<FileId> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -536,16 +590,26 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
-    fn release_lease(self: &Arc<Self>, lease: titorrent_tracker::proto::LeaseId) {
+    /// Gives a lock back. The caller put `id` in `unlocking` in the same
+    /// critical section that ended the write session, so that no open for
+    /// write of the file slips in before the tracker has the lock back.
+    fn release_lease(self: &Arc<Self>, id: FileId, lease: titorrent_tracker::proto::LeaseId) {
         let this = self.clone();
         self.tasks.spawn_on(
             async move {
                 if let Err(e) = this.coord.request(Request::Unlock { lease }).await {
                     tracing::warn!(%lease, error = %e, "unlock failed; the lease will expire by itself");
                 }
+                this.unlocked(id);
             },
             &self.rt,
         );
+    }
+
+    /// The Unlock of `id` is answered (or failed): opens may lock again.
+    fn unlocked(&self, id: FileId) {
+        self.inner.lock().unlocking.remove(&id);
+        self.changed.notify_waiters();
     }
 
     /// Shares the attributes set during a write session that changed no
@@ -557,6 +621,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         mtime: Option<UnixMillis>,
         lease: titorrent_tracker::proto::LeaseId,
     ) {
+        // The caller put `id` in `unlocking` (see release_lease).
         let this = self.clone();
         self.tasks.spawn_on(
             async move {
@@ -564,6 +629,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 if let Err(e) = this.coord.request(Request::Unlock { lease }).await {
                     tracing::warn!(%lease, error = %e, "unlock failed; the lease will expire by itself");
                 }
+                this.unlocked(id);
             },
             &self.rt,
         );
@@ -574,7 +640,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let resp = self.coord.request(Request::SetAttr { file: id, mode, mtime }).await;
         match self.entry_reply("SetAttr", resp) {
             Ok(e) => {
-                self.inner.lock().tree.apply(e);
+                self.inner.lock().tree.apply_in_place(e);
             }
             Err(e) => tracing::warn!(path = %self.path_of(id), error = %e, "could not share the mode or mtime set while the file was open"),
         }
@@ -620,6 +686,22 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         Ok(staging)
     }
 
+    /// Waits until no publish of `id` is in flight on this member (at most
+    /// `max`: a publish that cannot land holds nothing else back).
+    async fn wait_publish_landed(&self, id: FileId, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.changed.notified();
+            if !self.inner.lock().writes.get(&id).is_some_and(|w| w.publishing) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(path = %self.path_of(id), "renaming a file whose publish has not landed yet");
+                return;
+            }
+        }
+    }
+
     async fn wait_for_version(&self, id: FileId, version: Version) -> Result<FileEntry> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -645,7 +727,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             drop(inner);
             return Ok(ReadPlan::Data(pread(&staging.file, offset, size)?));
         }
-        let e = inner.tree.get(file).ok_or(ModelError::NotFound)?;
+        let e = inner.entry(file).ok_or(ModelError::NotFound)?;
         let (version, size_total) = (e.version, e.size);
         let Some(ih) = e.info_hash else {
             return Ok(ReadPlan::Data(Vec::new()));
@@ -758,7 +840,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
         let resp = self.coord.request(Request::SetAttr { file: id, mode: mode.map(|m| m & 0o7777), mtime }).await;
         let entry = self.entry_reply("SetAttr", resp).map_err(|e| self.with_path(id, e))?;
-        self.inner.lock().tree.apply(entry);
+        self.inner.lock().tree.apply_in_place(entry);
         self.attr(id)
     }
 
@@ -806,7 +888,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 w.deleted = true; // the delete released our lock too
             }
             inner.locks.remove(&e.id);
-            inner.tree.remove(e.id);
+            inner.remove_from_tree(e.id);
+            inner.deleted_here.insert(e.id);
         }
         self.changed.notify_waiters();
         Ok(())
@@ -826,11 +909,22 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !self.is_online() {
             return Err(ModelError::Offline);
         }
+        // Saved to a temporary name and renamed over the original at once
+        // (editors, rsync, os.replace): the publish of the temporary file is
+        // still in flight. Renamed now, the name would show the others its
+        // previous version (empty) until the publish lands; renamed after,
+        // they go from the old content to the new in one step.
+        self.wait_publish_landed(src.id, Duration::from_secs(30)).await;
         let target = self.inner.lock().tree.lookup(new_parent, new_name).map(|e| e.id);
         let req = Request::Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
         let moved = match self.coord.request(req).await {
             Ok(Response::File { entry, .. }) => entry,
-            Ok(_) => FileEntry { parent: new_parent, name: new_name.to_string(), ..src.clone() },
+            Ok(_) => {
+                // As the table has it now: a publish may have landed while
+                // this rename waited for it (a newer version than `src`).
+                let cur = self.inner.lock().tree.get(src.id).cloned().unwrap_or_else(|| src.clone());
+                FileEntry { parent: new_parent, name: new_name.to_string(), ..cur }
+            }
             Err(CoordError::Refused(ProtoError::Locked(holder))) => {
                 let who = if holder.member == self.me { src.id } else { target.unwrap_or(src.id) };
                 return Err(ModelError::Locked { path: self.path_of(who), holder });
@@ -841,7 +935,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         {
             let mut inner = self.inner.lock();
             if let Some(t) = target.filter(|t| *t != src.id) {
-                inner.tree.remove(t);
+                inner.remove_from_tree(t);
+                inner.deleted_here.insert(t);
                 if let Some(w) = inner.writes.get_mut(&t) {
                     w.deleted = true;
                 }
@@ -886,6 +981,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !w.dirty {
             let (lease, mode, mtime) = (w.lease.id, w.pending_mode, w.pending_mtime);
             inner.writes.remove(&h.file);
+            inner.unlocking.insert(h.file);
             drop(inner);
             self.drop_open_edit(h.file, lease);
             self.changed.notify_waiters();
@@ -894,7 +990,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 // `cp -a` or `tar x`, `touch`): no publish carries them.
                 self.share_attrs_then_unlock(h.file, mode, mtime, lease);
             } else {
-                self.release_lease(lease);
+                self.release_lease(h.file, lease);
             }
             return;
         }
@@ -1050,6 +1146,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 .cloned()
                 .collect();
             inner.tree = new_tree;
+            inner.deleted_here.clear();
             inner.seq = Some(seq);
             (gone, changed)
         };
@@ -1065,64 +1162,89 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     pub fn apply_event(self: &Arc<Self>, ev: Event) {
+        self.apply_events(vec![ev]);
+    }
+
+    /// Applies events in one step: a reader never sees the table between
+    /// two of them (a rename over an existing file is the target's deletion
+    /// then the rename; between the two, the name would not exist).
+    pub fn apply_events(self: &Arc<Self>, evs: Vec<Event>) {
         let mut names = Vec::new();
-        let mut inval = None;
-        let mut fetch = None;
+        let mut inval = Vec::new();
+        let mut fetch = Vec::new();
         {
             let mut inner = self.inner.lock();
-            if inner.seq.is_some_and(|s| ev.seq <= s) {
-                return; // already applied
-            }
-            inner.seq = Some(ev.seq);
-            match ev.kind {
-                EventKind::FileDeleted { file, .. } => {
-                    names = inner.tree.remove(file).names;
+            for ev in evs {
+                if inner.seq.is_some_and(|s| ev.seq <= s) {
+                    continue; // already applied
                 }
-                EventKind::FileRenamed { entry, .. } | EventKind::AttrChanged(entry) => {
-                    let id = entry.id;
-                    names = inner.tree.apply(entry).names;
-                    inval = Some(id);
-                }
-                EventKind::MemberLeft { member } => {
-                    inner.members.remove(&member);
-                }
-                EventKind::Have { file, version, member } => {
-                    if inner.tree.get(file).is_some_and(|e| e.version == version) {
-                        let h = inner.holders.entry(file).or_insert_with(|| (version, HashSet::new()));
-                        if h.0 != version {
-                            *h = (version, HashSet::new());
-                        }
-                        h.1.insert(member);
+                inner.seq = Some(ev.seq);
+                if let Some(file) = tree_subject(&ev.kind).filter(|f| inner.deleted_here.contains(f)) {
+                    if matches!(ev.kind, EventKind::FileDeleted { .. }) {
+                        inner.deleted_here.remove(&file);
                     }
+                    continue; // deleted here already (see `deleted_here`)
                 }
-                EventKind::FileCreated(e) | EventKind::FileUpdated(e) | EventKind::Restored { entry: e, .. } => {
-                    // Our own write session is the truth for this member
-                    // until its publish lands.
-                    let applied = inner.tree.apply(e.clone());
-                    note_author(&mut inner, &e);
-                    names = applied.names;
-                    if applied.content_changed {
-                        inval = Some(e.id);
-                        fetch = Some(e);
+                match ev.kind {
+                    EventKind::FileDeleted { file, .. } => {
+                        names.extend(inner.remove_from_tree(file).names);
                     }
-                }
-                EventKind::Locked { file, holder } => {
-                    inner.locks.insert(file, holder);
-                }
-                EventKind::Unlocked { file } => {
-                    inner.locks.remove(&file);
-                }
-                EventKind::MemberJoined(m) | EventKind::MemberOnline(m) => {
-                    if m.online && m.id != self.me {
-                        if let Some(a) = m.peer_addr {
-                            self.content.add_peers(&[a]);
+                    EventKind::FileRenamed { entry, .. } => {
+                        let id = entry.id;
+                        names.extend(inner.tree.apply(entry).names);
+                        inval.push(id);
+                    }
+                    // Not a creation: a file unknown here was deleted here
+                    // (its deletion's event follows); do not bring it back.
+                    EventKind::AttrChanged(entry) if inner.tree.get(entry.id).is_none() => {}
+                    EventKind::FileUpdated(e) | EventKind::Restored { entry: e, .. } if inner.tree.get(e.id).is_none() => {}
+                    EventKind::AttrChanged(entry) => {
+                        let id = entry.id;
+                        names.extend(inner.tree.apply_in_place(entry).names);
+                        inval.push(id);
+                    }
+                    EventKind::MemberLeft { member } => {
+                        inner.members.remove(&member);
+                    }
+                    EventKind::Have { file, version, member } => {
+                        if inner.tree.get(file).is_some_and(|e| e.version == version) {
+                            let h = inner.holders.entry(file).or_insert_with(|| (version, HashSet::new()));
+                            if h.0 != version {
+                                *h = (version, HashSet::new());
+                            }
+                            h.1.insert(member);
                         }
                     }
-                    inner.members.insert(m.id, m);
-                }
-                EventKind::MemberOffline { member } => {
-                    if let Some(m) = inner.members.get_mut(&member) {
-                        m.online = false;
+                    EventKind::FileCreated(e) | EventKind::FileUpdated(e) | EventKind::Restored { entry: e, .. } => {
+                        // Our own write session is the truth for this member
+                        // until its publish lands. Where the file is comes
+                        // from renames (this member's own may be newer).
+                        let applied = inner.tree.apply_in_place(e.clone());
+                        note_author(&mut inner, &e);
+                        names.extend(applied.names);
+                        if applied.content_changed {
+                            inval.push(e.id);
+                            fetch.push(e);
+                        }
+                    }
+                    EventKind::Locked { file, holder } => {
+                        inner.locks.insert(file, holder);
+                    }
+                    EventKind::Unlocked { file } => {
+                        inner.locks.remove(&file);
+                    }
+                    EventKind::MemberJoined(m) | EventKind::MemberOnline(m) => {
+                        if m.online && m.id != self.me {
+                            if let Some(a) = m.peer_addr {
+                                self.content.add_peers(&[a]);
+                            }
+                        }
+                        inner.members.insert(m.id, m);
+                    }
+                    EventKind::MemberOffline { member } => {
+                        if let Some(m) = inner.members.get_mut(&member) {
+                            m.online = false;
+                        }
                     }
                 }
             }
@@ -1131,13 +1253,13 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         for (parent, name) in names {
             self.kernel_inval_entry(parent, &name);
         }
-        if let Some(id) = inval {
+        for id in inval {
             self.kernel_inval_inode(id);
         }
-        if let Some(e) = &fetch {
+        for e in &fetch {
             self.collect_old_versions(e.id);
         }
-        if let Some(e) = fetch {
+        for e in fetch {
             if e.author != self.me {
                 self.fetch_in_background(&e);
             }
@@ -1244,6 +1366,16 @@ fn note_author(inner: &mut Inner, e: &FileEntry) {
         *h = (e.version, HashSet::new());
     }
     h.1.insert(e.author);
+}
+
+/// The file an event changes in the table, if it changes one.
+fn tree_subject(kind: &EventKind) -> Option<FileId> {
+    match kind {
+        EventKind::FileCreated(e) | EventKind::FileUpdated(e) | EventKind::AttrChanged(e) => Some(e.id),
+        EventKind::Restored { entry, .. } | EventKind::FileRenamed { entry, .. } => Some(entry.id),
+        EventKind::FileDeleted { file, .. } => Some(*file),
+        _ => None,
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

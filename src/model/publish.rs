@@ -19,6 +19,8 @@ pub(super) struct OutboxEntry {
     pub file: u64,
     pub parent: u64,
     pub name: String,
+    /// Lease ids are random u64s and TOML integers are i64: kept as text.
+    #[serde(with = "u64_text")]
     pub lease: u64,
     pub base: u64,
     pub mode: u32,
@@ -32,6 +34,29 @@ pub(super) struct OutboxEntry {
     /// conflict copy, never the file itself.
     #[serde(default)]
     pub closed: bool,
+}
+
+/// A u64 written as a decimal string; read from a string or an integer
+/// (entries written before lease ids were kept as text).
+mod u64_text {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Int(u64),
+            Str(String),
+        }
+        match Text::deserialize(d)? {
+            Text::Int(n) => Ok(n),
+            Text::Str(s) => s.parse().map_err(D::Error::custom),
+        }
+    }
 }
 
 impl OutboxEntry {
@@ -101,7 +126,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             lease: w.lease.id.0,
             base: w.lease.version.0,
             mode: w.pending_mode.or(e.map(|e| e.mode)).unwrap_or(0o644),
-            mtime: w.pending_mtime.unwrap_or_else(now_ms),
+            mtime: w.staging.file.metadata().ok().and_then(|md| w.edit_mtime(&md)).unwrap_or_else(now_ms),
             staging: w.staging.path.clone(),
             size: w.staging.file.metadata().map(|m| m.len()).unwrap_or(0),
             info_hash: None,
@@ -267,6 +292,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             let mut inner = self.inner.lock();
             let w = inner.writes.remove(&id).filter(|w| w.lease.id.0 == entry.lease);
             let lease = w.as_ref().filter(|_| published.is_none()).map(|w| w.lease.id);
+            if lease.is_some() {
+                inner.unlocking.insert(id); // see release_lease
+            }
             // Set after the publish started (`rsync` sets the mtime after
             // closing the file): the publish did not carry them.
             let mode = published.as_ref().and_then(|p| w.as_ref().and_then(|w| w.pending_mode).filter(|m| *m != p.mode));
@@ -274,7 +302,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             let applied = published.map(|p| {
                 inner.locks.remove(&id);
                 super::note_author(&mut inner, &p);
-                inner.tree.apply(p)
+                inner.tree.apply_in_place(p)
             });
             (applied, mode, mtime, lease)
         };
@@ -285,7 +313,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             self.collect_old_versions(id);
         }
         if let Some(lease) = lease {
-            self.release_lease(lease);
+            self.release_lease(id, lease);
         }
         if mode.is_some() || mtime.is_some() {
             let this = self.clone();
@@ -320,7 +348,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         match self.coord.request(req).await? {
             Response::Published(p) => {
                 tracing::warn!(original = %entry.name, copy = %name, "edit kept as a conflict copy");
-                self.inner.lock().tree.apply(p.clone());
+                self.inner.lock().tree.apply_in_place(p.clone());
                 self.changed.notify_waiters();
                 Ok(p)
             }
@@ -356,6 +384,29 @@ mod tests {
         assert_eq!(conflict_name("Makefile", "bob", at), "Makefile (conflict from bob 2026-11-21 140305)");
         assert_eq!(conflict_name(".bashrc", "bob", at), ".bashrc (conflict from bob 2026-11-21 140305)");
         assert!(conflict_name(&"x".repeat(300), "bob", at).len() <= 255);
+    }
+
+    #[test]
+    fn outbox_entries_keep_any_lease_id() {
+        let e = OutboxEntry {
+            file: 7,
+            parent: 1,
+            name: "a.txt".into(),
+            lease: u64::MAX - 5,
+            base: 3,
+            mode: 0o644,
+            mtime: 1_795_269_785_000,
+            staging: PathBuf::from("/s/7-1"),
+            size: 12,
+            info_hash: None,
+            closed: true,
+        };
+        let text = toml::to_string(&e).expect("a lease id over i64::MAX serializes");
+        let back: OutboxEntry = toml::from_str(&text).unwrap();
+        assert_eq!(back.lease, u64::MAX - 5);
+        // Entries written before, with the lease as an integer, still read.
+        let old = text.replace(&format!("lease = \"{}\"", u64::MAX - 5), "lease = 42");
+        assert_eq!(toml::from_str::<OutboxEntry>(&old).unwrap().lease, 42);
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl Coordinator for Arc<FakeTracker> {
                 if let Some(h) = self.foreign_holder.lock().clone() {
                     return refuse(ProtoError::Locked(h));
                 }
+                if let Some((_, holder)) = self.locks.lock().get(&file) {
+                    // As the real tracker: locked is locked, whoever asks.
+                    let h = LockHolder { member: *holder, member_name: "me".into(), since: 0, expires: now_ms() + 30_000 };
+                    return refuse(ProtoError::Locked(h));
+                }
                 let version = self.files.lock().get(&file).map(|e| e.version).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
                 self.locks.lock().insert(file, (LeaseId(n), ME));
                 Ok(Response::Locked(Lease { id: LeaseId(n), file, expires: now_ms() + 30_000, version }))
@@ -148,6 +153,25 @@ impl Coordinator for Arc<FakeTracker> {
                 self.torrents.lock().get(&(file, version)).cloned().map(Response::Torrent).ok_or(CoordError::Refused(ProtoError::NoTorrent))
             }
             Request::ListMembers => Ok(Response::Members(vec![])),
+            Request::Delete { file } => {
+                self.files.lock().remove(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
+                Ok(Response::Ok)
+            }
+            Request::Rename { file, new_parent, new_name, replace } => {
+                let mut files = self.files.lock();
+                let target = files.values().find(|e| e.parent == new_parent && e.name == new_name).map(|e| e.id);
+                match target {
+                    Some(t) if t != file && !replace => return refuse(ProtoError::AlreadyExists),
+                    Some(t) if t != file => {
+                        files.remove(&t);
+                    }
+                    _ => {}
+                }
+                let e = files.get_mut(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
+                e.parent = new_parent;
+                e.name = new_name;
+                Ok(Response::File { entry: e.clone(), lease: None })
+            }
             Request::Have { file, version } => {
                 self.haves.lock().push((file, version));
                 Ok(Response::Ok)
@@ -506,4 +530,89 @@ async fn versions_only_this_member_holds_are_listed() {
         kind: EventKind::Have { file: entry.id, version: v, member: MemberId(9) },
     });
     assert!(f.folder.sole_copies().is_empty());
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event { seq: Seq(seq), at: 0, by: ME, kind }
+}
+
+#[tokio::test]
+async fn an_open_for_write_right_after_an_unchanged_close_waits_for_the_unlock() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "f", 0o644).await.unwrap();
+    // `touch f && echo x >> f`: the close's unlock is still in flight when
+    // the next open asks for the lock; refused, it would be EBUSY.
+    f.folder.release(fh);
+    let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: false }).await.expect("open right after the close");
+    f.folder.write(fh, 0, b"x\n").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    assert_eq!(f.folder.attr(entry.id).unwrap().size, 2);
+}
+
+#[tokio::test]
+async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() {
+    let f = fixture();
+    // Saved as a temporary file, renamed over nothing yet.
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"[core]\n").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    f.folder.rename(FileId::ROOT, "config.lock", FileId::ROOT, "config", true).await.unwrap();
+    // This member's own events from before the rename arrive now.
+    let created = FileEntry { version: Version(0), size: 0, ..tmp.clone() };
+    let updated = FileEntry { version: Version(1), ..f.folder.attr(tmp.id).unwrap() };
+    let updated = FileEntry { parent: FileId::ROOT, name: "config.lock".into(), ..updated };
+    f.folder.apply_events(vec![event(1, EventKind::FileCreated(created)), event(2, EventKind::FileUpdated(updated))]);
+    assert!(f.folder.lookup(FileId::ROOT, "config.lock").is_err(), "the temporary name came back");
+    assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, tmp.id);
+
+    // A second save replaces the first: the first file is deleted here.
+    let (second, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"[core]\nbare = false\n").unwrap();
+    f.folder.release(fh);
+    published(&f, 2).await;
+    f.folder.rename(FileId::ROOT, "config.lock", FileId::ROOT, "config", true).await.unwrap();
+    // The first file's rename arrives late: it must not take `config` back.
+    let renamed = FileEntry { name: "config".into(), ..f.folder.attr(second.id).unwrap() };
+    let first_renamed = FileEntry { id: tmp.id, version: Version(1), ..renamed.clone() };
+    f.folder.apply_events(vec![event(
+        3,
+        EventKind::FileRenamed { entry: first_renamed, old_parent: FileId::ROOT, old_name: "config.lock".into() },
+    )]);
+    assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, second.id, "config is the second save");
+    assert!(f.folder.lookup(FileId::ROOT, "config.lock").is_err());
+    // Once its deletion's event is in, the first file's id is forgotten.
+    f.folder.apply_events(vec![event(4, EventKind::FileDeleted { file: tmp.id, parent: FileId::ROOT, name: "config".into() })]);
+    assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, second.id);
+    assert!(f.folder.inner.lock().deleted_here.is_empty());
+}
+
+#[tokio::test]
+async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "movie.txt", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"the whole movie").unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let reading = f.folder.open_read(entry.id).unwrap();
+    let gone = EventKind::FileDeleted { file: entry.id, parent: FileId::ROOT, name: "movie.txt".into() };
+    f.folder.apply_events(vec![Event { seq: Seq(1), at: 0, by: MemberId(8), kind: gone }]);
+    assert!(f.folder.lookup(FileId::ROOT, "movie.txt").is_err(), "the name is gone");
+    assert_eq!(read_all(&f, reading), b"the whole movie", "as an unlinked file, still readable while open");
+    // And through the inode a moment after (a name the kernel still caches).
+    let late = f.folder.open_read(entry.id).expect("opening the just-removed file by its inode");
+    assert_eq!(read_all(&f, late), b"the whole movie");
+}
+
+#[tokio::test]
+async fn a_file_renamed_while_its_publish_is_in_flight_is_renamed_once_it_lands() {
+    let f = fixture();
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    f.folder.write(fh, 0, b"[core]\n").unwrap();
+    f.folder.release(fh); // the publish starts
+    f.folder.rename(FileId::ROOT, "config.lock", FileId::ROOT, "config", true).await.unwrap();
+    let e = f.folder.lookup(FileId::ROOT, "config").expect("renamed in the table");
+    assert_eq!((e.id, e.version, e.size), (tmp.id, Version(1), 7), "the name shows the published version");
+    assert!(f.folder.lookup(FileId::ROOT, "config.lock").is_err(), "the old name is gone");
 }

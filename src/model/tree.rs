@@ -179,6 +179,19 @@ impl Tree {
         applied
     }
 
+    /// Like [`Tree::apply`], but keeps a known entry where it is: for what
+    /// says nothing about a move (a new version, changed attributes, a
+    /// restore), which may predate a rename this member already applied (a
+    /// publish's event arriving after the temporary file was renamed over
+    /// the original). Only renames and snapshots move entries.
+    pub fn apply_in_place(&mut self, mut entry: FileEntry) -> Applied {
+        if let Some(node) = self.nodes.get(&entry.id) {
+            entry.parent = node.entry.parent;
+            entry.name = node.entry.name.clone();
+        }
+        self.apply(entry)
+    }
+
     fn link(&mut self, entry: &FileEntry, applied: &mut Applied) {
         if let Some(p) = self.nodes.get_mut(&entry.parent) {
             if let Some(prev) = p.children.insert(entry.name.clone(), entry.id) {
@@ -286,6 +299,23 @@ mod tests {
         assert_eq!(t.lookup(FileId(2), "b").unwrap().id, FileId(3));
         assert!(applied.names.contains(&(FileId::ROOT, "a".to_string())));
         assert!(applied.names.contains(&(FileId(2), "b".to_string())));
+    }
+
+    #[test]
+    fn an_update_from_before_a_rename_does_not_move_the_file_back() {
+        let mut t = Tree::new();
+        t.apply(file(3, 1, ".tmp", 1));
+        t.apply(file(3, 1, "final", 1)); // renamed here
+        let mut late = file(3, 1, ".tmp", 1); // e.g. the publish's event
+        late.mtime = 77;
+        let applied = t.apply_in_place(late);
+        assert!(applied.names.is_empty());
+        assert!(t.lookup(FileId::ROOT, ".tmp").is_none());
+        let e = t.lookup(FileId::ROOT, "final").unwrap();
+        assert_eq!((e.id, e.mtime), (FileId(3), 77));
+        // A new entry is inserted where it says.
+        t.apply_in_place(file(4, 1, "new", 1));
+        assert_eq!(t.lookup(FileId::ROOT, "new").unwrap().id, FileId(4));
     }
 
     #[test]

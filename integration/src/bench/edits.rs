@@ -20,8 +20,10 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     let mut bob = Peer::join(&tracker, &alice, "bob");
     alice.mount();
     bob.mount();
-    let mut s = Section::new("P5: close() of an edit on A until B's mount returns the new bytes");
+    let mut s = Section::new("P5a: close() of a small edit on A until B's mount returns the new bytes");
     small_edits(ctx, &alice, &bob, &mut s)?;
+    sink.push(s);
+    let mut s = Section::new("P5b: writing a large edit on A, close(), until B's mount returns the new bytes");
     big_edit(ctx, &alice, &bob, &mut s)?;
     sink.push(s);
     Ok(())

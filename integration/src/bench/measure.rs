@@ -199,13 +199,20 @@ pub fn info_hash(path: &Path) -> Option<String> {
 
 /// The pid of the `titorrent` daemon whose command line names `mountpoint`.
 pub fn daemon_pid(mountpoint: &Path) -> Option<u32> {
-    let want = mountpoint.as_os_str().as_bytes();
+    pid_of("titorrent", mountpoint)
+}
+
+/// The pid of a process running program `prog` whose command line has the
+/// argument `arg`.
+pub fn pid_of(prog: &str, arg: &Path) -> Option<u32> {
+    let want = arg.as_os_str().as_bytes();
+    let suffix = format!("/{prog}");
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let is_titorrent = args.first().is_some_and(|a| a.ends_with(b"/titorrent") || *a == b"titorrent");
-        if is_titorrent && args.iter().any(|a| *a == want) {
+        let is_prog = args.first().is_some_and(|a| a.ends_with(suffix.as_bytes()) || *a == prog.as_bytes());
+        if is_prog && args.iter().any(|a| *a == want) {
             return Some(pid);
         }
     }
@@ -323,4 +330,24 @@ mod tests {
         s.sort();
         assert_eq!(s, (0..50).collect::<Vec<_>>());
     }
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz.max(1.0))
+}
+
+/// CPU seconds that `pids` used while `f` ran, in order.
+pub fn cpu_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<f64>) {
+    let before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0)).collect();
+    let out = f();
+    let after = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0));
+    (out, after.zip(before).map(|(a, b)| a - b).collect())
 }

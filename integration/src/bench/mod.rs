@@ -13,6 +13,7 @@ pub mod btfs;
 pub mod edits;
 pub mod locks;
 pub mod measure;
+pub mod member;
 pub mod netns;
 pub mod reads;
 pub mod report;
@@ -70,7 +71,7 @@ impl Sizes {
     pub fn full() -> Sizes {
         Sizes {
             big: GIB,
-            p1_reps: 3,
+            p1_reps: 5,
             read_cap: Duration::from_secs(300),
             btfs_cap: Duration::from_secs(120),
             p3_batches: 12,
@@ -86,7 +87,7 @@ impl Sizes {
             p6_reps: 3,
             p7_peers: 8,
             p7_size: 256 * MIB,
-            p7_uplink: 4 * MIB,
+            p7_uplink: 8 * MIB,
             p8_duration: Duration::from_secs(10),
             p9_idle: Duration::from_secs(15),
         }
@@ -152,9 +153,6 @@ impl Sink {
     pub fn push(&self, s: Section) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
     }
-    pub fn push_notes_only(&self, s: Section) {
-        self.push(s);
-    }
     fn take(&self) -> Vec<Section> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -183,60 +181,26 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         only: opts.only.clone(),
     };
     let started = Instant::now();
+    let nofile = raise_nofile(NOFILE);
     let mut info = RunInfo {
         command: opts.command.clone(),
         mode: if opts.smoke { "smoke: small sizes, no external references".into() } else { "full".into() },
         started: measure::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         commit: commit(),
-        machine: machine(),
+        machine: format!("{}; {nofile}", machine()),
         load_start: measure::loadavg(),
         ..Default::default()
     };
     let mut sections = Vec::new();
     for (name, figures, timeout, body) in groups(opts.smoke) {
-        if !figures.iter().any(|f| ctx.wants(f)) {
+        let wanted: Vec<&str> = figures.iter().copied().filter(|f| ctx.wants(f)).collect();
+        if wanted.is_empty() {
             continue;
         }
-        eprintln!("== {name} ({}) — load average {}", figures.join(", "), measure::loadavg());
-        let sink = Sink::default();
-        let (c, s) = (ctx.clone(), sink.clone());
-        let error: Arc<Mutex<Option<String>>> = Arc::default();
-        let e2 = error.clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::scenario(timeout, move || {
-                if let Err(e) = body(&c, &s) {
-                    *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
-                }
-            })
-        }));
-        let mut got = sink.take();
-        let mut why = error.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Err(panic) = outcome {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            why = Some(msg);
-        }
-        // Figures of the group that produced no rows get error rows.
-        for f in figures.iter().filter(|f| ctx.wants(f)) {
-            let ids = FIGURES.iter().find(|(id, _)| id == f).map(|(_, rows)| *rows).unwrap_or(&[]);
-            let have: BTreeSet<&str> = got.iter().flat_map(|s| s.rows.iter().map(|r| r.id.as_str())).collect();
-            let missing: Vec<&str> = ids.iter().copied().filter(|id| !have.contains(id)).collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let e = why.clone().unwrap_or_else(|| "the figure produced no result".into());
-            let short: String = e.lines().next().unwrap_or("").chars().take(200).collect();
-            let mut sec = Section::new(&format!("{f}: failed"));
-            sec.note(format!("error: {}", e.replace('\n', " / ")));
-            for id in missing {
-                sec.row(Row::new(id, f).met(Met::Error(short.clone())));
-            }
-            got.push(sec);
-        }
-        sections.extend(got);
+        let load = measure::loadavg();
+        eprintln!("== {name} ({}) — load average {load}", figures.join(", "));
+        info.load_by_group.push((format!("{name} ({})", figures.join(", ")), load));
+        sections.extend(run_group(&ctx, name, &wanted, timeout, body));
     }
     info.finished = measure::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     info.load_end = measure::loadavg();
@@ -247,6 +211,91 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     std::fs::write(&opts.out, &md)?;
     Ok(md)
+}
+
+/// Open-file limit the bench gives itself and so every daemon it starts.
+/// A member seeding the 10,000-file tree holds about two descriptors per
+/// version: with this machine's 20,000 it runs out near 10,000 files.
+const NOFILE: u64 = 65_536;
+
+/// Raises RLIMIT_NOFILE (soft and hard) to at least `want`; says what it did.
+fn raise_nofile(want: u64) -> String {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return "RLIMIT_NOFILE unknown".into();
+    }
+    let before = (lim.rlim_cur, lim.rlim_max);
+    if lim.rlim_cur >= want as libc::rlim_t {
+        return format!("daemons run with RLIMIT_NOFILE {} (soft)", before.0);
+    }
+    let new = libc::rlimit { rlim_cur: want as libc::rlim_t, rlim_max: lim.rlim_max.max(want as libc::rlim_t) };
+    // SAFETY: setrlimit reads the struct we pass; raising the hard limit needs root, which the bench has.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+        return format!("daemons run with RLIMIT_NOFILE {} (raising it to {want} failed)", before.0);
+    }
+    format!(
+        "daemons run with RLIMIT_NOFILE {want}, raised from {} soft / {} hard (see P9: the publishing member needs \
+         about two descriptors per version)",
+        before.0, before.1
+    )
+}
+
+/// The rows a figure has in a complete report.
+fn rows_of(figure: &str) -> &'static [&'static str] {
+    FIGURES.iter().find(|(id, _)| *id == figure).map_or(&[], |(_, rows)| *rows)
+}
+
+/// Runs one group as a harness scenario under `timeout`. Whatever it
+/// measured is kept; a wanted row it did not produce becomes an error row
+/// saying why, and a failure after all its rows (a daemon slow to stop,
+/// say) becomes a note.
+fn run_group(ctx: &Ctx, name: &str, wanted: &[&str], timeout: Duration, body: Body) -> Vec<Section> {
+    let sink = Sink::default();
+    let error: Arc<Mutex<Option<String>>> = Arc::default();
+    let (c, s, e) = (ctx.clone(), sink.clone(), error.clone());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::scenario(timeout, move || {
+            if let Err(err) = body(&c, &s) {
+                *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{err:#}"));
+            }
+        })
+    }));
+    let mut got = sink.take();
+    let mut why = error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Err(panic) = outcome {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        why = Some(msg);
+    }
+    let have: BTreeSet<String> = got.iter().flat_map(|s| s.rows.iter().map(|r| r.id.clone())).collect();
+    let missing: Vec<(&str, &str)> = wanted
+        .iter()
+        .flat_map(|f| rows_of(f).iter().map(move |id| (*f, *id)))
+        .filter(|(_, id)| !have.contains(*id))
+        .collect();
+    match (missing.is_empty(), why) {
+        (true, None) => {}
+        (true, Some(e)) => {
+            let mut sec = Section::new(&format!("Problems in the {name} group after its figures were measured"));
+            sec.note(e.lines().take(12).collect::<Vec<_>>().join(" / "));
+            got.push(sec);
+        }
+        (false, why) => {
+            let e = why.unwrap_or_else(|| "the figure produced no result".into());
+            let short: String = e.lines().next().unwrap_or("").chars().take(200).collect();
+            let mut sec = Section::new(&format!("{name}: failed"));
+            sec.note(format!("error: {}", e.replace('\n', " / ")));
+            for (f, id) in missing {
+                sec.row(Row::new(id, f).met(Met::Error(short.clone())));
+            }
+            got.push(sec);
+        }
+    }
+    got
 }
 
 fn commit() -> String {

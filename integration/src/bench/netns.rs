@@ -5,17 +5,15 @@
 //! namespaces; nothing is added to the host's own namespace. Dropping the
 //! lab deletes every namespace it made (which deletes the veths too).
 //!
-//! Members run their real daemons through `nsenter --net=` (the network
-//! namespace only: their FUSE mounts stay visible to the bench, which
-//! reads and writes them from the host).
+//! Members ([`super::member::Member`]) run their real daemons through
+//! `nsenter --net=` (the network namespace only: their FUSE mounts stay
+//! visible to the bench, which reads and writes them from the host).
 
-use crate::mounts::{self, FSTYPE};
-use crate::process::{self, CliOutput, Daemon};
-use crate::scenario::{self, Registered};
 use crate::bins;
+use crate::process::{self, Daemon};
 use anyhow::{anyhow, bail, Context};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -87,13 +85,21 @@ impl Lab {
         self.ip(&["-n", ns, "link", "set", "lo", "up"])
     }
 
+    /// Records the commands of the bridge and the first two members only
+    /// (the others repeat them).
+    fn record(&mut self, cmd: String) {
+        if self.members.len() < 2 {
+            self.commands.push(cmd);
+        }
+    }
+
     fn ip(&mut self, args: &[&str]) -> anyhow::Result<()> {
-        self.commands.push(format!("ip {}", args.join(" ")));
+        self.record(format!("ip {}", args.join(" ")));
         run("ip", args)
     }
 
     fn tc(&mut self, args: &[&str]) -> anyhow::Result<()> {
-        self.commands.push(format!("tc {}", args.join(" ")));
+        self.record(format!("tc {}", args.join(" ")));
         run("tc", args)
     }
 }
@@ -152,100 +158,10 @@ impl Drop for NsTracker {
     }
 }
 
-/// A member whose CLI and daemon run in a namespace.
-pub struct NsMember {
-    pub name: String,
-    dir: TempDir,
-    state: PathBuf,
-    mnt: PathBuf,
-    ns: String,
-    ip: Ipv4Addr,
-    daemon: Option<Daemon>,
-    _mount_registered: Option<Registered>,
-}
-
-impl NsMember {
-    fn new(name: &str, ns: &str, ip: Ipv4Addr) -> anyhow::Result<NsMember> {
-        let dir = tempfile::Builder::new().prefix(&format!("titorrent-bench-{name}-")).tempdir()?;
-        let root = dir.path().canonicalize()?;
-        let (state, mnt) = (root.join("state"), root.join("mnt"));
-        std::fs::create_dir(&state)?;
-        std::fs::create_dir(&mnt)?;
-        std::fs::write(root.join("config.toml"), "# titorrent-bench: defaults only\n")?;
-        Ok(NsMember { name: name.into(), dir, state, mnt, ns: ns.into(), ip, daemon: None, _mount_registered: None })
-    }
-
-    fn command(&self) -> Command {
-        let mut c = command_in(&self.ns, &bins::bin(bins::TITORRENT));
-        c.env("TITORRENT_CONFIG", self.dir.path().join("config.toml")).env_remove("TITORRENT_STATE");
-        c
-    }
-
-    fn cli(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
-        let mut c = self.command();
-        c.args(args);
-        let out = process::run(&mut c, Duration::from_secs(60));
-        if !out.status.success() {
-            bail!("`titorrent {}` for {} failed: {}", args.join(" "), self.name, out.stderr.trim());
-        }
-        Ok(out)
-    }
-
-    pub fn create_group(name: &str, ns: &str, ip: Ipv4Addr, tracker: SocketAddr) -> anyhow::Result<NsMember> {
-        let m = NsMember::new(name, ns, ip)?;
-        let state = m.state.to_string_lossy().to_string();
-        m.cli(&["create-group", "--tracker", &tracker.to_string(), "--group", "p7", "--member", name, "--state", &state])?;
-        Ok(m)
-    }
-
-    pub fn invite(&self) -> anyhow::Result<String> {
-        let state = self.state.to_string_lossy().to_string();
-        let out = self.cli(&["invite", "--state", &state])?;
-        out.stdout.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string).ok_or_else(|| anyhow!("`titorrent invite` printed nothing"))
-    }
-
-    pub fn join(name: &str, ns: &str, ip: Ipv4Addr, invite: &str) -> anyhow::Result<NsMember> {
-        let m = NsMember::new(name, ns, ip)?;
-        let state = m.state.to_string_lossy().to_string();
-        m.cli(&["join", invite, "--member", name, "--state", &state])?;
-        Ok(m)
-    }
-
-    /// `titorrent mount MNT --state DIR --listen IP:0` in the namespace;
-    /// waits until it is mounted and says so.
-    pub fn mount(&mut self) -> anyhow::Result<()> {
-        let mut c = self.command();
-        c.arg("mount").arg(&self.mnt).arg("--state").arg(&self.state).arg("--listen").arg(format!("{}:0", self.ip));
-        let d = Daemon::spawn(&format!("{} (netns mount)", self.name), c, self.dir.path(), "mount");
-        self._mount_registered = Some(scenario::register_mount(self.mnt.clone()));
-        let ready = format!("mounted {}", self.mnt.display());
-        let ok = super::measure::poll(Duration::from_secs(30), Duration::from_millis(20), || {
-            let shown = mounts::find(&self.mnt).is_some_and(|m| m.fstype == FSTYPE);
-            (shown && d.own_stdout().lines().any(|l| l.trim() == ready)).then_some(())
-        });
-        let tail = process::tail(&d.stderr(), 10);
-        self.daemon = Some(d);
-        ok.ok_or_else(|| anyhow!("{}'s mount in {} did not come up: {tail}", self.name, self.ns))
-    }
-
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    pub fn log_tail(&self, n: usize) -> String {
-        process::tail(&process::read_lossy(&self.dir.path().join("mount.stderr")), n)
-    }
-}
-
-impl Drop for NsMember {
-    fn drop(&mut self) {
-        if let Some(d) = self.daemon.take() {
-            if d.terminate(Duration::from_secs(30)).is_err() {
-                eprintln!("{}'s daemon did not stop on SIGTERM; killed it", self.name);
-            }
-        }
-        if mounts::find(&self.mnt).is_some() {
-            mounts::force_unmount(&self.mnt);
-        }
-    }
+/// Bytes sent through `eth0` of a namespace (its tbf qdisc's counter).
+pub fn sent_bytes(ns: &str) -> Option<u64> {
+    let out = Command::new("tc").args(["-n", ns, "-s", "qdisc", "show", "dev", "eth0"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("Sent "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -4,12 +4,13 @@
 //! local) against librqbit's `FileStream`.
 
 use super::btfs::{with_announce, BtfsMount, OnePeerTracker};
-use super::measure::{self, median, mib_s, ms, percentile, ratio, size, Rng, SeqRead, MIB};
+use super::measure::{self, median, mib_s, ms, percentile, ratio, size, Rng, SeqRead};
 use super::report::{Met, Row, Section};
 use super::{Ctx, Sink};
+use super::member::{Member, ON_DEMAND};
 use crate::{Pattern, Peer, TrackerProc};
 use anyhow::{anyhow, bail, Context};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,10 +61,13 @@ impl BigFile {
         std::fs::read(&p).with_context(|| format!("read {}", p.display()))
     }
 
-    /// A new member, mounted, that sees the file at its full size.
-    pub fn new_member(&self, name: &str) -> anyhow::Result<Peer> {
-        let mut p = Peer::join(&self.tracker, &self.alice, name);
-        p.mount();
+    /// A new on-demand member (config `replication = "on-demand"`: it
+    /// fetches only what is read), mounted, that sees the file at its full
+    /// size.
+    pub fn new_member(&self, name: &str) -> anyhow::Result<Member> {
+        let invite = self.alice.invite();
+        let mut p = Member::join(name, None, IpAddr::from([127, 0, 0, 1]), &invite, ON_DEMAND)?;
+        p.mount()?;
         let path = p.path(NAME);
         measure::poll(Duration::from_secs(60), Duration::from_millis(10), || {
             std::fs::metadata(&path).ok().filter(|m| m.len() == self.size)
@@ -95,7 +99,7 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         measure::secs(big.publish_took)
     ));
     setup.note(format!("info hash {}; object file {}", big.info_hash, big.object().display()));
-    sink.push_notes_only(setup);
+    sink.push(setup);
     if ctx.wants("P1") {
         sink.push(p1(ctx, &big)?);
     }
@@ -117,9 +121,13 @@ fn p1(ctx: &Ctx, big: &BigFile) -> anyhow::Result<Section> {
     let mut mount_runs = Vec::new();
     let mut direct_runs = Vec::new();
     let mut dropped = true;
+    let alice_pid = measure::daemon_pid(big.alice.mountpoint()).unwrap_or(0);
+    let mut cpu = Vec::new();
     for _ in 0..ctx.sizes.p1_reps {
         dropped &= measure::drop_caches();
-        mount_runs.push(check_len(measure::read_seq(&through)?, big.size)?);
+        let (r, c) = measure::cpu_during(&[alice_pid, std::process::id()], || measure::read_seq(&through));
+        cpu.push(c);
+        mount_runs.push(check_len(r?, big.size)?);
         dropped &= measure::drop_caches();
         direct_runs.push(check_len(measure::read_seq(&direct)?, big.size)?);
     }
@@ -136,9 +144,11 @@ fn p1(ctx: &Ctx, big: &BigFile) -> anyhow::Result<Section> {
         "STATE/cache/objects/<ih>/big.bin"
     ));
     s.note(format!(
-        "through the mount: {} MiB/s; object file: {} MiB/s",
+        "through the mount: {} MiB/s; object file: {} MiB/s. CPU seconds per read through the mount \
+         (alice's daemon, the reading process): {}",
         fmt_rates(&mount_runs),
-        fmt_rates(&direct_runs)
+        fmt_rates(&direct_runs),
+        cpu.iter().map(|c| format!("{:.2} + {:.2}", c[0], c[1])).collect::<Vec<_>>().join(", ")
     ));
     s.row(
         Row::new("P1", &format!("sequential read, {} local file, through the mount", size(big.size)))
@@ -166,35 +176,45 @@ fn p2(ctx: &Ctx, big: &BigFile) -> anyhow::Result<Section> {
     let mut s = Section::new("P2: sequential read of a file that is not local (one seeder on loopback)");
     let torrent = big.torrent()?;
 
-    // titorrent: a fresh member reads the whole file through its mount.
+    // titorrent: a fresh on-demand member reads the whole file through its mount.
     let bob = big.new_member("bob")?;
     let path = bob.path(NAME);
     let local_before = measure::bytes_local(&path);
-    let t = measure::read_seq(&path)?;
-    check_len(t, big.size)?;
+    let pids = [measure::daemon_pid(bob.mountpoint()).unwrap_or(0), measure::daemon_pid(big.alice.mountpoint()).unwrap_or(0)];
+    let (t, tcpu) = measure::cpu_during(&pids, || measure::read_seq(&path));
+    let t = check_len(t?, big.size)?;
     verify_sample(&path, &big.pattern, big.size)?;
     s.note(format!(
-        "titorrent: member bob joins and mounts; bob's mount reports {local_before} bytes of MNT/{NAME} local \
+        "titorrent: member bob joins and mounts with `replication = \"on-demand\"` in its config (so that \
+         nothing is fetched before the read); bob's mount reports {local_before} bytes of MNT/{NAME} local \
          before the read; bob reads it start to end (1 MiB read(2)s) from alice: {} in {} = {:.0} MiB/s \
-         (timed from open to EOF; content spot-checked)",
+         (timed from open to EOF; content spot-checked); CPU seconds meanwhile: bob's daemon {:.2}, alice's {:.2}",
         size(t.bytes),
         measure::secs(t.took),
-        t.mib_s()
+        t.mib_s(),
+        tcpu[0],
+        tcpu[1]
     ));
     drop(bob);
+    default_member_read(big, &mut s)?;
 
     // librqbit's own FileStream from the same seeder.
     let dir = tempfile::Builder::new().prefix("titorrent-bench-rqbit-").tempdir()?;
-    let r = super::rqbit_ref::stream_read_all(&torrent, big.seeder, dir.path(), big.size, ctx.sizes.read_cap)?;
+    let (r, rcpu) = measure::cpu_during(&[std::process::id(), pids[1]], || {
+        super::rqbit_ref::stream_read_all(&torrent, big.seeder, dir.path(), big.size, ctx.sizes.read_cap)
+    });
+    let r = r?;
     s.note(format!(
         "librqbit 9.1: a Session on 127.0.0.1 (no DHT, LSD, trackers or persistence), add_torrent of alice's \
          STATE/torrents/<ih>.torrent with initial_peers = [alice {}], stream(0), read to EOF in 1 MiB reads: {} in {} = {:.0} MiB/s \
-         (timed from add_torrent to EOF){}",
+         (timed from add_torrent to EOF){}; CPU seconds meanwhile: the bench process (librqbit) {:.2}, alice's daemon {:.2}",
         big.seeder,
         size(r.bytes),
         measure::secs(r.took),
         r.mib_s(),
-        if r.finished { "" } else { "; stopped at the cap" }
+        if r.finished { "" } else { "; stopped at the cap" },
+        rcpu[0],
+        rcpu[1]
     ));
     drop(dir);
     let (tm, rm) = (t.mib_s(), r.mib_s());
@@ -271,6 +291,30 @@ fn btfs_read(ctx: &Ctx, big: &BigFile, torrent: &[u8]) -> anyhow::Result<(SeqRea
     }
     drop(m);
     Ok((r, notes))
+}
+
+/// For the notes: the same read by a member with the build's default
+/// configuration, which may start fetching the file as soon as it sees it.
+fn default_member_read(big: &BigFile, s: &mut Section) -> anyhow::Result<()> {
+    let mut carol = Peer::join(&big.tracker, &big.alice, "carol");
+    carol.mount();
+    let path = carol.path(NAME);
+    let t = Instant::now();
+    measure::poll(Duration::from_secs(60), Duration::from_millis(10), || {
+        std::fs::metadata(&path).ok().filter(|m| m.len() == big.size)
+    })
+    .ok_or_else(|| anyhow!("carol does not see {NAME} within 60 s"))?;
+    let local_before = measure::bytes_local(&path);
+    let r = check_len(measure::read_seq(&path)?, big.size)?;
+    s.note(format!(
+        "for comparison, member carol with the build's default configuration (no replication key) reads it \
+         the same way as soon as she sees it ({} after her mount was up; {} already local then): {} = {:.0} MiB/s",
+        ms(t.elapsed() - r.took),
+        size(local_before),
+        measure::secs(r.took),
+        r.mib_s()
+    ));
+    Ok(())
 }
 
 /// Checks 4 KiB at a few offsets against the pattern.
@@ -374,6 +418,5 @@ fn p3(ctx: &Ctx, big: &BigFile) -> anyhow::Result<Section> {
                 .met(Met::from_bool(a <= target)),
         );
     }
-    let _ = MIB;
     Ok(s)
 }

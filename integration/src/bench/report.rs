@@ -124,8 +124,15 @@ pub struct RunInfo {
     pub machine: String,
     pub load_start: String,
     pub load_end: String,
+    /// (group of figures, load average when it started).
+    pub load_by_group: Vec<(String, String)>,
     pub duration_s: f64,
 }
+
+/// The one command that installs the references, builds titorrent in
+/// release mode and writes this report.
+pub const REPRODUCE: &str =
+    "integration/bench-deps.sh && cargo build --release --workspace && target/release/titorrent-bench --out docs/benchmarks.md";
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -142,10 +149,16 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
          Benchmarks are not tests: nothing here fails a build.\n",
         info.command, info.mode
     );
-    let _ = writeln!(out, "- started {} , finished {} ({:.0} s)", info.started, info.finished, info.duration_s);
+    let _ = writeln!(out, "To run it again (as root, from the repository root): `{REPRODUCE}`\n");
+    let _ = writeln!(out, "- started {}, finished {} ({:.0} s)", info.started, info.finished, info.duration_s);
     let _ = writeln!(out, "- commit: {}", info.commit);
     let _ = writeln!(out, "- machine: {}", info.machine);
-    let _ = writeln!(out, "- load average (1, 5, 15 min) at the start: {}; at the end: {}\n", info.load_start, info.load_end);
+    let _ = writeln!(out, "- load average (1, 5, 15 min) at the start: {}; at the end: {}", info.load_start, info.load_end);
+    if !info.load_by_group.is_empty() {
+        let groups: Vec<String> = info.load_by_group.iter().map(|(g, l)| format!("{g} {l}")).collect();
+        let _ = writeln!(out, "- load average when each group of figures started: {}", groups.join("; "));
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "| figure | titorrent | reference | ratio | target | met |");
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
     let mut rows: Vec<&Row> = sections.iter().flat_map(|s| &s.rows).collect();

@@ -1,0 +1,704 @@
+//! Everything a shared folder must do, on real mounts: a tracker and two or
+//! three members, each assertion something a member checks by hand (bytes
+//! read on another member, the errno a program gets, names listed, `stat`,
+//! `getfattr`, `titorrent members`/`log`/`versions`).
+//!
+//! Needs root, /dev/fuse, fusermount3, the binaries built (`cargo build
+//! --workspace`) and getfattr (package attr).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use titorrent_integration::content::describe_difference;
+use titorrent_integration::programs::{
+    conflict_copies, errno, getfattr, names, program, run, run_ok, titorrent_ok, wait_for_content, wait_for_members,
+    wait_for_tree, write_sample_tree, Compare, Tree, SEE,
+};
+use titorrent_integration::{assert_same_bytes, scenario, wait_for, wait_until, Pattern, Peer, TrackerProc};
+
+use libc::{EBUSY, EEXIST, ENOENT, ENOTEMPTY, EROFS};
+
+const MIB: u64 = 1 << 20;
+/// Lease ttl of the trackers in lease scenarios: short, so they stay fast.
+const LEASE_TTL_S: u64 = 3;
+
+fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("cannot create a temp dir")
+}
+
+/// A tracker (`--lease-ttl` when given) and members joined by the first,
+/// all mounted.
+fn group(lease_ttl: Option<u64>, who: &[&str]) -> (TrackerProc, Vec<Peer>) {
+    titorrent_integration::require_fuse();
+    let tracker = TrackerProc::start_with_lease_ttl(lease_ttl);
+    let mut peers = vec![Peer::create_group(&tracker, who[0])];
+    for name in &who[1..] {
+        let p = Peer::join(&tracker, &peers[0], name);
+        peers.push(p);
+    }
+    for p in &mut peers {
+        p.mount();
+    }
+    (tracker, peers)
+}
+
+fn alice_and_bob() -> (TrackerProc, Peer, Peer) {
+    let (t, mut v) = group(None, &["alice", "bob"]);
+    let bob = v.pop().unwrap();
+    (t, v.pop().unwrap(), bob)
+}
+
+fn open_for_write(p: &Path) -> std::io::Result<fs::File> {
+    OpenOptions::new().write(true).open(p)
+}
+
+fn mode_of(p: &Path) -> Result<u32, String> {
+    fs::metadata(p).map(|m| m.permissions().mode() & 0o7777).map_err(|e| format!("stat {}: {e}", p.display()))
+}
+
+/// Waits until `p` no longer exists for `who` (stat says ENOENT).
+fn wait_gone(who: &str, p: &Path) {
+    wait_for(SEE, &format!("{who} no longer sees {}", p.display()), || match fs::symlink_metadata(p) {
+        Err(e) if e.raw_os_error() == Some(ENOENT) => Ok(()),
+        Err(e) => Err(format!("stat: {e}")),
+        Ok(m) => Err(format!("still there ({} bytes)", m.len())),
+    });
+}
+
+/// Asserts that for all of `window`, `probe` keeps failing with `want`
+/// (polled; returns as soon as the window is over).
+#[track_caller]
+fn keeps_failing_with(window: Duration, what: &str, want: i32, mut probe: impl FnMut() -> std::io::Result<()>) {
+    let end = Instant::now() + window;
+    let mut tries = 0;
+    while Instant::now() < end {
+        let r = probe();
+        tries += 1;
+        assert_eq!(errno(&r), Some(want), "{what} (try {tries}, {:?} into the window): {r:?}", window - (end - Instant::now()));
+        std::thread::sleep(Duration::from_millis(250).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+#[test]
+fn nested_directories_are_shared_and_rmdir_refuses_a_non_empty_one() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::create_dir_all(alice.path("projects/2025/q1")).unwrap();
+        fs::write(alice.path("projects/top.txt"), b"top\n").unwrap();
+        fs::write(alice.path("projects/2025/q1/deep.txt"), b"deep down\n").unwrap();
+        wait_for_content(&bob, "projects/2025/q1/deep.txt", b"deep down\n", SEE);
+        wait_for_content(&bob, "projects/top.txt", b"top\n", SEE);
+        assert!(fs::metadata(bob.path("projects/2025")).unwrap().is_dir());
+        assert_eq!(names(&bob.path("projects")), ["2025", "top.txt"]);
+
+        for d in ["projects", "projects/2025", "projects/2025/q1"] {
+            let r = fs::remove_dir(bob.path(d));
+            assert_eq!(errno(&r), Some(ENOTEMPTY), "bob's rmdir {d}: {r:?}");
+        }
+        let r = fs::create_dir(bob.path("projects/2025"));
+        assert_eq!(errno(&r), Some(EEXIST), "bob's mkdir of an existing directory: {r:?}");
+        let r = fs::remove_file(bob.path("projects/2025"));
+        assert!(r.is_err(), "unlink of a directory succeeded");
+
+        // Bob empties and removes the inner two; alice sees them go.
+        fs::remove_file(bob.path("projects/2025/q1/deep.txt")).unwrap();
+        fs::remove_dir(bob.path("projects/2025/q1")).unwrap();
+        fs::remove_dir(bob.path("projects/2025")).unwrap();
+        wait_gone("alice", &alice.path("projects/2025"));
+        assert_eq!(names(&alice.path("projects")), ["top.txt"]);
+        let r = fs::remove_dir(alice.path("projects"));
+        assert_eq!(errno(&r), Some(ENOTEMPTY), "alice's rmdir projects with top.txt in it: {r:?}");
+        fs::remove_file(alice.path("projects/top.txt")).unwrap();
+        fs::remove_dir(alice.path("projects")).unwrap();
+        wait_until(SEE, "bob's root is empty", || names(bob.mountpoint()).is_empty());
+    });
+}
+
+#[test]
+fn an_unlink_on_one_member_is_seen_by_every_other() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, peers) = group(None, &["alice", "bob", "carol"]);
+        let [alice, bob, carol] = &peers[..] else { unreachable!() };
+        fs::write(alice.path("x.txt"), b"x\n").unwrap();
+        fs::write(alice.path("y.txt"), b"y\n").unwrap();
+        for p in [bob, carol] {
+            wait_for_content(p, "x.txt", b"x\n", SEE);
+            wait_for_content(p, "y.txt", b"y\n", SEE);
+        }
+        fs::remove_file(carol.path("x.txt")).unwrap();
+        for p in [alice, bob] {
+            wait_gone(p.name(), &p.path("x.txt"));
+            assert_eq!(names(p.mountpoint()), ["y.txt"], "{}'s listing", p.name());
+            let r = fs::read(p.path("x.txt"));
+            assert_eq!(errno(&r), Some(ENOENT), "{} reads the deleted x.txt: {r:?}", p.name());
+        }
+        fs::remove_file(alice.path("y.txt")).unwrap();
+        for p in [bob, carol] {
+            wait_until(SEE, &format!("{}'s root is empty", p.name()), || names(p.mountpoint()).is_empty());
+        }
+    });
+}
+
+#[test]
+fn a_rename_over_an_existing_file_replaces_it_for_everyone() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::create_dir(alice.path("d")).unwrap();
+        fs::write(alice.path("d/report.txt"), b"the old report\n").unwrap();
+        fs::write(alice.path("d/report.new"), b"the new report, longer than the old one\n").unwrap();
+        wait_for_content(&bob, "d/report.new", b"the new report, longer than the old one\n", SEE);
+        wait_for_content(&bob, "d/report.txt", b"the old report\n", SEE);
+
+        fs::rename(bob.path("d/report.new"), bob.path("d/report.txt")).unwrap();
+        assert_eq!(names(&bob.path("d")), ["report.txt"], "bob's listing right after his rename");
+        assert_eq!(fs::read(bob.path("d/report.txt")).unwrap(), b"the new report, longer than the old one\n");
+        wait_for(SEE, "alice sees only report.txt, with the new bytes", || {
+            let n = names(&alice.path("d"));
+            let b = fs::read(alice.path("d/report.txt")).map_err(|e| e.to_string())?;
+            if n == ["report.txt"] && b == b"the new report, longer than the old one\n" {
+                Ok(())
+            } else {
+                Err(format!("{n:?}, {:?}", String::from_utf8_lossy(&b)))
+            }
+        });
+
+        // A directory renamed over an empty one, and into another directory.
+        fs::create_dir(alice.path("empty")).unwrap();
+        fs::rename(alice.path("d"), alice.path("empty")).unwrap();
+        wait_for_content(&bob, "empty/report.txt", b"the new report, longer than the old one\n", SEE);
+        assert_eq!(names(bob.mountpoint()), ["empty"]);
+    });
+}
+
+#[test]
+fn a_file_another_member_holds_open_for_write_cannot_be_renamed_or_deleted() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::write(alice.path("ledger.txt"), b"v1\n").unwrap();
+        fs::write(alice.path("other.txt"), b"other\n").unwrap();
+        wait_for_content(&bob, "ledger.txt", b"v1\n", SEE);
+        wait_for_content(&bob, "other.txt", b"other\n", SEE);
+
+        let mut held = OpenOptions::new().write(true).truncate(true).open(alice.path("ledger.txt")).unwrap();
+        let r = fs::rename(bob.path("ledger.txt"), bob.path("renamed.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob renames ledger.txt that alice holds open for write: {r:?}");
+        let r = fs::remove_file(bob.path("ledger.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob deletes ledger.txt that alice holds open for write: {r:?}");
+        let r = fs::rename(bob.path("other.txt"), bob.path("ledger.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob renames other.txt over the locked ledger.txt: {r:?}");
+        assert_eq!(names(bob.mountpoint()), ["ledger.txt", "other.txt"], "bob's listing after the refusals");
+        assert_eq!(names(alice.mountpoint()), ["ledger.txt", "other.txt"], "alice's listing after the refusals");
+
+        held.write_all(b"v2 by alice\n").unwrap();
+        drop(held);
+        wait_for_content(&bob, "ledger.txt", b"v2 by alice\n", SEE);
+        // Unlocked now: bob's rename and delete go through.
+        wait_for(SEE, "bob renames ledger.txt once alice closed it", || {
+            fs::rename(bob.path("ledger.txt"), bob.path("renamed.txt")).map_err(|e| e.to_string())
+        });
+        fs::remove_file(bob.path("renamed.txt")).unwrap();
+        wait_until(SEE, "alice sees only other.txt", || names(alice.mountpoint()) == ["other.txt"]);
+    });
+}
+
+#[test]
+fn truncate_chmod_and_touch_are_shared_and_seen_by_stat() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        let home = temp_dir("titorrent-attrs-home-");
+        let body: Vec<u8> = (0..100u8).collect();
+        fs::create_dir(alice.path("tools")).unwrap();
+        fs::write(alice.path("tools/data.bin"), &body).unwrap();
+        wait_for_content(&bob, "tools/data.bin", &body, SEE);
+        let cwd = alice.mountpoint();
+
+        // truncate(1) shrinks and grows by path, without opening the file.
+        run_ok(program("truncate", cwd, home.path()).args(["-s", "10", "tools/data.bin"]));
+        wait_for_content(&bob, "tools/data.bin", &body[..10], SEE);
+        run_ok(program("truncate", cwd, home.path()).args(["-s", "20", "tools/data.bin"]));
+        let mut grown = body[..10].to_vec();
+        grown.resize(20, 0);
+        wait_for_content(&bob, "tools/data.bin", &grown, SEE);
+
+        run_ok(program("chmod", cwd, home.path()).args(["0751", "tools"]));
+        run_ok(program("chmod", cwd, home.path()).args(["0600", "tools/data.bin"]));
+        wait_for(SEE, "bob's stat shows tools 0751 and data.bin 0600", || {
+            match (mode_of(&bob.path("tools"))?, mode_of(&bob.path("tools/data.bin"))?) {
+                (0o751, 0o600) => Ok(()),
+                (d, f) => Err(format!("tools {d:o}, data.bin {f:o}")),
+            }
+        });
+
+        // 2001-02-03 04:05:06 UTC
+        run_ok(program("touch", cwd, home.path()).args(["-m", "-d", "2001-02-03 04:05:06 UTC", "tools/data.bin"]));
+        wait_for(SEE, "bob's stat shows data.bin's mtime 981173106", || {
+            let m = fs::metadata(bob.path("tools/data.bin")).map_err(|e| e.to_string())?.mtime();
+            if m == 981_173_106 { Ok(()) } else { Err(format!("mtime {m}")) }
+        });
+        // And the other way, bob touching, alice's stat.
+        run_ok(program("touch", bob.mountpoint(), home.path()).args(["-m", "-d", "@1234567890", "tools/data.bin"]));
+        wait_for(SEE, "alice's stat shows data.bin's mtime 1234567890", || {
+            let m = fs::metadata(alice.path("tools/data.bin")).map_err(|e| e.to_string())?.mtime();
+            if m == 1_234_567_890 { Ok(()) } else { Err(format!("mtime {m}")) }
+        });
+        assert_eq!(fs::read(alice.path("tools/data.bin")).unwrap(), grown, "touch changed no byte");
+        assert_eq!(mode_of(&alice.path("tools/data.bin")).unwrap(), 0o600, "touch kept the mode");
+
+        // What scripts do all the time: touch a file, then append to it at once.
+        let out = run(program("sh", bob.mountpoint(), home.path()).args(["-c", "touch tools/data.bin && echo appended >> tools/data.bin"]));
+        assert!(out.status.success(), "`touch f && echo appended >> f` on bob's mount failed: {}", out.stderr.trim());
+        let mut appended = grown.clone();
+        appended.extend_from_slice(b"appended\n");
+        wait_for_content(&alice, "tools/data.bin", &appended, SEE);
+    });
+}
+
+#[test]
+fn an_invitation_expires_after_its_ttl_and_works_only_once() {
+    scenario(Duration::from_secs(120), || {
+        titorrent_integration::require_fuse();
+        let tracker = TrackerProc::start();
+        let mut alice = Peer::create_group(&tracker, "alice");
+        let join_fails = |invite: &str, member: &str| {
+            let state = temp_dir("titorrent-refused-");
+            let out = alice.cli(["join", invite, "--member", member, "--state", state.path().to_str().unwrap()]);
+            assert!(!out.status.success(), "`titorrent join` as {member} with a spent invite succeeded:\n{}", out.stdout);
+            assert!(
+                out.stderr.contains("invite unknown, expired or used up"),
+                "`titorrent join` as {member} does not say why it failed:\n{}",
+                out.stderr
+            );
+        };
+
+        let short = alice.invite_with(&["--ttl", "1"]);
+        let issued = Instant::now();
+        // Nothing to poll but the clock: the tracker keeps the expiry to itself.
+        wait_until(Duration::from_secs(5), "the 1 s invitation to be past its expiry", || {
+            issued.elapsed() >= Duration::from_millis(1500)
+        });
+        join_fails(&short, "mallory");
+
+        let once = alice.invite();
+        let mut bob = Peer::join_with_invite(Some(tracker.addr()), &once, "bob");
+        join_fails(&once, "carol");
+
+        alice.mount();
+        bob.mount();
+        wait_for_members(&alice, &[("alice", true), ("bob", true)], SEE);
+        fs::write(bob.path("hello.txt"), b"bob joined\n").unwrap();
+        wait_for_content(&alice, "hello.txt", b"bob joined\n", SEE);
+    });
+}
+
+#[test]
+fn a_member_who_leaves_disappears_and_its_credential_stops_working() {
+    scenario(Duration::from_secs(150), || {
+        let (_tracker, mut alice, mut bob) = alice_and_bob();
+        wait_for_members(&alice, &[("alice", true), ("bob", true)], SEE);
+        fs::write(bob.path("from-bob.txt"), b"bob's file stays\n").unwrap();
+        wait_for_content(&alice, "from-bob.txt", b"bob's file stays\n", SEE);
+        let keep = temp_dir("titorrent-old-credential-");
+        let member_toml = bob.state_dir().join("member.toml");
+        fs::copy(&member_toml, keep.path().join("member.toml")).unwrap();
+
+        bob.unmount();
+        let state = bob.state_dir().to_str().unwrap().to_string();
+        let out = titorrent_ok(&bob, ["leave", "--state", &state, "--yes"]);
+        assert!(out.stdout.starts_with("left "), "{}", out.stdout);
+        wait_for_members(&alice, &[("alice", true)], SEE);
+        assert_eq!(fs::read(alice.path("from-bob.txt")).unwrap(), b"bob's file stays\n", "bob's file after he left");
+
+        // With the membership gone, bob's commands and mount fail.
+        let out = bob.cli(["members", "--state", &state]);
+        assert!(!out.status.success(), "`titorrent members` after leaving succeeded:\n{}", out.stdout);
+        let mnt = bob.mountpoint().to_str().unwrap().to_string();
+        let out = bob.cli(["mount", &mnt, "--state", &state, "--listen", "127.0.0.1:0"]);
+        assert!(!out.status.success(), "`titorrent mount` after leaving succeeded:\n{}", out.stdout);
+        assert!(titorrent_integration::mounts::find(bob.mountpoint()).is_none(), "bob's mount point is mounted");
+
+        // A copy of the old credential is refused by the tracker itself.
+        fs::copy(keep.path().join("member.toml"), &member_toml).unwrap();
+        let out = bob.cli(["members", "--state", &state]);
+        assert!(!out.status.success(), "`titorrent members` with the old credential succeeded:\n{}", out.stdout);
+        assert!(out.stderr.contains("not authenticated"), "`titorrent members` with the old credential: {}", out.stderr);
+        let out = bob.cli(["invite", "--state", &state]);
+        assert!(!out.status.success(), "`titorrent invite` with the old credential succeeded:\n{}", out.stdout);
+        // Its mount: the daemon must not come up as bob (it may not mount at
+        // all, or mount and refuse every write, saying why).
+        let mut cmd = std::process::Command::new(titorrent_integration::bins::bin(titorrent_integration::bins::TITORRENT));
+        cmd.env("TITORRENT_CONFIG", bob.state_dir().parent().unwrap().join("config.toml"))
+            .args(["mount", &mnt, "--state", &state, "--listen", "127.0.0.1:0"]);
+        let logs = temp_dir("titorrent-old-credential-logs-");
+        let daemon = titorrent_integration::process::Daemon::spawn("bob's mount with the old credential", cmd, logs.path(), "mount");
+        let _unmount = titorrent_integration::programs::UnmountOnDrop(bob.mountpoint().to_path_buf());
+        let outcome = wait_for(Duration::from_secs(30), "bob's mount with the old credential to exit or mount", || {
+            if let Some(st) = daemon.exited() {
+                return Ok(format!("exited {st}"));
+            }
+            if titorrent_integration::mounts::find(bob.mountpoint()).is_some() && daemon.own_stdout().contains("mounted ") {
+                return Ok("mounted".to_string());
+            }
+            Err(titorrent_integration::process::tail(&daemon.stderr(), 5))
+        });
+        eprintln!("bob's mount with the old credential: {outcome}\n{}", titorrent_integration::process::tail(&daemon.stderr(), 20));
+        if outcome == "mounted" {
+            let r = fs::write(bob.path("sneaky.txt"), b"x");
+            let stderr = daemon.stderr();
+            daemon.terminate(Duration::from_secs(20)).ok();
+            titorrent_integration::mounts::force_unmount(bob.mountpoint());
+            assert_eq!(errno(&r), Some(EROFS), "a write on the mount of a member who left: {r:?}");
+            assert!(stderr.contains("refused this member"), "the mount of a member who left does not say why it is read-only:\n{stderr}");
+        } else {
+            assert!(
+                daemon.stderr().contains("not authenticated") || daemon.stderr().contains("refused"),
+                "the mount with the old credential failed without saying why:\n{}",
+                daemon.stderr()
+            );
+        }
+        assert!(!names(alice.mountpoint()).contains(&"sneaky.txt".to_string()));
+        alice.unmount();
+    });
+}
+
+#[test]
+fn members_show_who_is_online_and_unmount_goes_offline_releasing_the_lock() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, mut peers) = group(None, &["alice", "bob", "carol"]);
+        let mut carol = peers.pop().unwrap();
+        let mut bob = peers.pop().unwrap();
+        let alice = peers.pop().unwrap();
+        for p in [&alice, &bob, &carol] {
+            wait_for_members(p, &[("alice", true), ("bob", true), ("carol", true)], SEE);
+        }
+        carol.unmount();
+        wait_for_members(&alice, &[("alice", true), ("bob", true), ("carol", false)], SEE);
+
+        fs::write(alice.path("shared.txt"), b"v1\n").unwrap();
+        wait_for_content(&bob, "shared.txt", b"v1\n", SEE);
+        let mut held = OpenOptions::new().write(true).truncate(true).open(bob.path("shared.txt")).unwrap();
+        held.write_all(b"bob's edit\n").unwrap();
+        let r = open_for_write(&alice.path("shared.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "alice's open for write while bob holds it: {r:?}");
+        wait_for(SEE, "alice's getfattr shows bob as the lock holder", || {
+            let v = getfattr(&alice.path("shared.txt"), "user.titorrent.lock_holder")?;
+            if v.starts_with("bob since ") { Ok(()) } else { Err(v) }
+        });
+
+        // Unmounting with a file open is refused, and changes nothing.
+        let out = bob.cli([std::ffi::OsStr::new("unmount"), bob.mountpoint().as_os_str()]);
+        assert!(!out.status.success(), "`titorrent unmount` with a file open for write succeeded");
+        assert!(out.stderr.to_lowercase().contains("busy"), "`titorrent unmount` with a file open: {}", out.stderr);
+        assert!(titorrent_integration::mounts::find(bob.mountpoint()).is_some(), "bob's mount is gone");
+
+        drop(held);
+        bob.unmount();
+        wait_for_members(&alice, &[("alice", true), ("bob", false), ("carol", false)], SEE);
+        wait_for_content(&alice, "shared.txt", b"bob's edit\n", SEE);
+        wait_for(SEE, "alice can open shared.txt for write: bob's lock is released", || {
+            open_for_write(&alice.path("shared.txt")).map(drop).map_err(|e| e.to_string())
+        });
+        wait_for(SEE, "alice's getfattr shows no lock holder", || match getfattr(&alice.path("shared.txt"), "user.titorrent.lock_holder") {
+            Err(e) if e.contains("No such attribute") => Ok(()),
+            other => Err(format!("{other:?}")),
+        });
+    });
+}
+
+#[test]
+fn a_member_back_from_offline_sees_exactly_the_tree_the_others_made_meanwhile() {
+    scenario(Duration::from_secs(150), || {
+        let (_tracker, alice, mut bob) = alice_and_bob();
+        let start = write_sample_tree(alice.mountpoint(), 41);
+        wait_for_tree("bob", bob.mountpoint(), &start, Compare::ALL, SEE);
+        bob.unmount();
+
+        // While bob is away, alice adds, edits, deletes and renames files
+        // and directories.
+        fs::create_dir_all(alice.path("new/inner")).unwrap();
+        fs::write(alice.path("new/inner/added.txt"), b"added while bob was away\n").unwrap();
+        fs::write(alice.path("docs/readme.txt"), b"edited while bob was away\n").unwrap();
+        Pattern::new(42).write_file(&alice.path("data/blob.bin"), 2 * MIB + 7).unwrap();
+        fs::remove_file(alice.path("docs/empty.txt")).unwrap();
+        fs::remove_dir(alice.path("data/empty-dir")).unwrap();
+        fs::rename(alice.path("bin"), alice.path("tools")).unwrap();
+        fs::rename(alice.path("docs/private/secret.txt"), alice.path("new/secret.txt")).unwrap();
+        fs::set_permissions(alice.path("tools/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+        let expected = Tree::read(alice.mountpoint()).unwrap();
+        assert!(expected.0.contains_key("tools/run.sh") && !expected.0.contains_key("bin"), "{:?}", expected.paths());
+
+        bob.mount();
+        wait_for_tree("bob, back", bob.mountpoint(), &expected, Compare::ALL, SEE);
+    });
+}
+
+#[test]
+fn a_mount_made_while_the_tracker_is_down_reads_its_cache_refuses_writes_then_goes_live() {
+    scenario(Duration::from_secs(150), || {
+        let (mut tracker, alice, mut bob) = alice_and_bob();
+        fs::create_dir(alice.path("docs")).unwrap();
+        fs::write(alice.path("docs/a.txt"), b"cached on bob\n").unwrap();
+        let pattern = Pattern::random("cached.bin");
+        pattern.write_file(&alice.path("cached.bin"), 2 * MIB).unwrap();
+        let big = pattern.bytes_at(0, 2 * MIB as usize);
+        wait_for_content(&bob, "docs/a.txt", b"cached on bob\n", SEE);
+        wait_for_content(&bob, "cached.bin", &big, SEE);
+        bob.unmount();
+
+        tracker.kill9();
+        let mark = bob.log_len();
+        bob.mount();
+        assert_eq!(fs::read(bob.path("docs/a.txt")).unwrap(), b"cached on bob\n", "bob reads his cache offline");
+        assert_same_bytes("bob's cached.bin offline", &fs::read(bob.path("cached.bin")).unwrap(), &big);
+        assert_eq!(names(bob.mountpoint()), ["cached.bin", "docs"]);
+        let r = fs::write(bob.path("new.txt"), b"x");
+        assert_eq!(errno(&r), Some(EROFS), "bob creates a file offline: {r:?}");
+        let r = open_for_write(&bob.path("docs/a.txt"));
+        assert_eq!(errno(&r), Some(EROFS), "bob opens a file for write offline: {r:?}");
+        let r = fs::create_dir(bob.path("newdir"));
+        assert_eq!(errno(&r), Some(EROFS), "bob's mkdir offline: {r:?}");
+        let r = fs::remove_file(bob.path("docs/a.txt"));
+        assert_eq!(errno(&r), Some(EROFS), "bob's unlink offline: {r:?}");
+        let log = bob.log_since(mark);
+        assert!(
+            log.contains("tracker unreachable") && log.contains("read-only"),
+            "bob's log does not say why the folder is read-only:\n{log}"
+        );
+
+        tracker.restart();
+        wait_for(Duration::from_secs(60), "bob's write succeeds once the tracker is back", || {
+            fs::write(bob.path("back.txt"), b"bob is live again\n").map_err(|e| e.to_string())
+        });
+        wait_for_content(&alice, "back.txt", b"bob is live again\n", SEE);
+    });
+}
+
+#[test]
+fn a_killed_writer_loses_its_lock_after_the_ttl_and_its_unpublished_edit_comes_back_as_a_conflict_copy() {
+    scenario(Duration::from_secs(150), || {
+        let (_tracker, mut v) = group(Some(LEASE_TTL_S), &["alice", "bob"]);
+        let bob = v.pop().unwrap();
+        let mut alice = v.pop().unwrap();
+        fs::write(alice.path("report.txt"), b"published v1\n").unwrap();
+        wait_for_content(&bob, "report.txt", b"published v1\n", SEE);
+
+        // Alice's edit: written, never closed; her daemon dies.
+        let edit = Pattern::random("alice's unpublished edit").bytes_at(0, 300_000);
+        let mut held = OpenOptions::new().write(true).truncate(true).open(alice.path("report.txt")).unwrap();
+        held.write_all(&edit).unwrap();
+        let r = open_for_write(&bob.path("report.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob's open for write while alice writes: {r:?}");
+        alice.kill9();
+        drop(held);
+
+        // Nobody renews alice's lease: after the ttl, bob may write.
+        let killed = Instant::now();
+        let mut bobs = wait_for(Duration::from_secs(LEASE_TTL_S + 15), "bob opens report.txt for write", || {
+            OpenOptions::new().write(true).truncate(true).open(bob.path("report.txt")).map_err(|e| e.to_string())
+        });
+        eprintln!("bob got the lock {:?} after alice's daemon was killed", killed.elapsed());
+        bobs.write_all(b"bob's v2\n").unwrap();
+        drop(bobs);
+        assert_eq!(fs::read(bob.path("report.txt")).unwrap(), b"bob's v2\n");
+
+        // Alice back: her bytes are published next to the file, not over bob's.
+        alice.mount();
+        let copy = wait_for(SEE, "bob sees alice's conflict copy next to report.txt", || {
+            let n = names(bob.mountpoint());
+            match conflict_copies(&n)[..] {
+                [one] => Ok(one.clone()),
+                _ => Err(format!("{n:?}")),
+            }
+        });
+        assert!(copy.starts_with("report (conflict from alice ") && copy.ends_with(").txt"), "{copy}");
+        wait_for_content(&bob, &copy, &edit, SEE);
+        wait_for_content(&alice, &copy, &edit, SEE);
+        wait_for_content(&alice, "report.txt", b"bob's v2\n", SEE);
+        let mut want = vec![copy.clone(), "report.txt".to_string()];
+        want.sort();
+        assert_eq!(names(bob.mountpoint()), want, "bob's listing");
+        assert_eq!(names(alice.mountpoint()), want, "alice's listing");
+    });
+}
+
+#[test]
+fn a_publish_in_flight_when_the_tracker_is_killed_lands_after_it_restarts() {
+    scenario(Duration::from_secs(180), || {
+        let (mut tracker, alice, bob) = alice_and_bob();
+        let size = 48 * MIB;
+        let pattern = Pattern::random("big.bin");
+        pattern.write_file(&alice.path("big.bin"), size).unwrap();
+        // Closed: the publish (hash, seed, tell the tracker) runs now. The
+        // kernel sends the release after close() returns: poll for it.
+        wait_for(Duration::from_secs(10), "alice's status to show the publish of big.bin", || {
+            let status = getfattr(alice.mountpoint(), "user.titorrent.status")?;
+            if status.contains("publishing: 1") { Ok(()) } else { Err(status) }
+        });
+        tracker.kill9();
+        let status = getfattr(alice.mountpoint(), "user.titorrent.status").unwrap();
+        assert!(
+            status.contains("publishing: 1"),
+            "the publish was over before the tracker was killed; the test did not catch it in flight:\n{status}"
+        );
+        tracker.restart();
+
+        let path = bob.path("big.bin");
+        wait_until(Duration::from_secs(90), "bob sees big.bin at its full size", || fs::metadata(&path).is_ok_and(|m| m.len() == size));
+        let got = fs::read(&path).unwrap();
+        if let Some(d) = describe_difference(&got, &pattern.bytes_at(0, size as usize)) {
+            panic!("bob's big.bin: {d}");
+        }
+        for p in [&alice, &bob] {
+            assert_eq!(getfattr(&p.path("big.bin"), "user.titorrent.version").as_deref(), Ok("1"), "{}'s version xattr", p.name());
+            assert_eq!(names(p.mountpoint()), ["big.bin"], "{}'s listing (no conflict copy)", p.name());
+        }
+    });
+}
+
+#[test]
+fn an_explicit_lock_keeps_others_out_past_the_lease_ttl_until_unlocked() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, mut v) = group(Some(LEASE_TTL_S), &["alice", "bob"]);
+        let bob = v.pop().unwrap();
+        let alice = v.pop().unwrap();
+        fs::write(alice.path("plan.txt"), b"plan v1\n").unwrap();
+        wait_for_content(&bob, "plan.txt", b"plan v1\n", SEE);
+        let plan = alice.path("plan.txt");
+        let out = titorrent_ok(&alice, [std::ffi::OsStr::new("lock"), plan.as_os_str()]);
+        assert!(out.stdout.starts_with("locked "), "{}", out.stdout);
+
+        for p in [&alice, &bob] {
+            wait_for(SEE, &format!("{}'s getfattr shows alice as the lock holder", p.name()), || {
+                let v = getfattr(&p.path("plan.txt"), "user.titorrent.lock_holder")?;
+                if v.starts_with("alice since ") { Ok(()) } else { Err(v) }
+            });
+            assert_eq!(getfattr(&p.path("plan.txt"), "user.titorrent.version").as_deref(), Ok("1"), "{}'s version xattr", p.name());
+            assert_eq!(getfattr(&p.path("plan.txt"), "user.titorrent.author").as_deref(), Ok("alice"), "{}'s author xattr", p.name());
+        }
+        // Well past the lease ttl, bob is still refused: the lock needs no renewal.
+        keeps_failing_with(Duration::from_secs(2 * LEASE_TTL_S + 1), "bob's open for write of plan.txt", EBUSY, || {
+            open_for_write(&bob.path("plan.txt")).map(drop)
+        });
+        let r = fs::remove_file(bob.path("plan.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob deletes the locked plan.txt: {r:?}");
+        assert_eq!(fs::read(bob.path("plan.txt")).unwrap(), b"plan v1\n", "reading is never blocked");
+
+        titorrent_ok(&alice, [std::ffi::OsStr::new("unlock"), plan.as_os_str()]);
+        let mut bobs = wait_for(SEE, "bob opens plan.txt for write once alice unlocked it", || {
+            OpenOptions::new().append(true).open(bob.path("plan.txt")).map_err(|e| e.to_string())
+        });
+        wait_for(SEE, "alice's getfattr shows bob as the lock holder while he writes", || {
+            let v = getfattr(&alice.path("plan.txt"), "user.titorrent.lock_holder")?;
+            if v.starts_with("bob since ") { Ok(()) } else { Err(v) }
+        });
+        bobs.write_all(b"bob's line\n").unwrap();
+        drop(bobs);
+        wait_for_content(&alice, "plan.txt", b"plan v1\nbob's line\n", SEE);
+        wait_for(SEE, "bob's getfattr shows no lock holder once he closed plan.txt", || {
+            match getfattr(&bob.path("plan.txt"), "user.titorrent.lock_holder") {
+                Err(e) if e.contains("No such attribute") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    });
+}
+
+#[test]
+fn the_member_holding_an_explicit_lock_can_still_edit_the_file() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::write(alice.path("plan.txt"), b"plan v1\n").unwrap();
+        wait_for_content(&bob, "plan.txt", b"plan v1\n", SEE);
+        let plan = alice.path("plan.txt");
+        titorrent_ok(&alice, [std::ffi::OsStr::new("lock"), plan.as_os_str()]);
+
+        // `titorrent lock` is for a long edit: the holder is not locked out.
+        let r = fs::write(&plan, b"plan v2 by alice, under her lock\n");
+        assert!(r.is_ok(), "alice writes plan.txt while she holds its explicit lock: {r:?}");
+        wait_for_content(&bob, "plan.txt", b"plan v2 by alice, under her lock\n", SEE);
+        // And the edit did not end her lock: bob is still refused.
+        let r = open_for_write(&bob.path("plan.txt"));
+        assert_eq!(errno(&r), Some(EBUSY), "bob's open for write after alice's edit under her lock: {r:?}");
+        titorrent_ok(&alice, [std::ffi::OsStr::new("unlock"), plan.as_os_str()]);
+    });
+}
+
+#[test]
+fn versions_are_listed_restored_and_only_the_last_k_kept() {
+    scenario(Duration::from_secs(150), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        // The tracker's default: keep 10 versions of a file, the current one
+        // included. v0 (created, empty) and v1..v12: v0, v1, v2 go.
+        let k = 10;
+        for i in 1..=12 {
+            fs::write(alice.path("draft.txt"), format!("draft number {i}\n")).unwrap();
+        }
+        wait_for_content(&bob, "draft.txt", b"draft number 12\n", SEE);
+        for p in [&alice, &bob] {
+            assert_eq!(getfattr(&p.path("draft.txt"), "user.titorrent.version").as_deref(), Ok("12"), "{}'s version xattr", p.name());
+        }
+        let draft = bob.path("draft.txt");
+        let out = titorrent_ok(&bob, [std::ffi::OsStr::new("versions"), draft.as_os_str()]);
+        let listed: Vec<&str> = out.stdout.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+        let want: Vec<String> = (3..=12).rev().map(|v| format!("v{v}")).collect();
+        assert_eq!(listed, want, "`titorrent versions` keeps the last {k}:\n{}", out.stdout);
+        assert!(out.stdout.lines().nth(1).is_some_and(|l| l.contains("alice") && l.ends_with("(current)")), "{}", out.stdout);
+
+        let out = titorrent_ok(&bob, [std::ffi::OsStr::new("restore"), draft.as_os_str(), "v5".as_ref()]);
+        assert!(out.stdout.contains("version 13"), "{}", out.stdout);
+        wait_for_content(&bob, "draft.txt", b"draft number 5\n", SEE);
+        wait_for_content(&alice, "draft.txt", b"draft number 5\n", SEE);
+        for p in [&alice, &bob] {
+            wait_for(SEE, &format!("{}'s version xattr says 13", p.name()), || {
+                let v = getfattr(&p.path("draft.txt"), "user.titorrent.version")?;
+                if v == "13" { Ok(()) } else { Err(v) }
+            });
+        }
+        // A collected version cannot come back.
+        let out = bob.cli([std::ffi::OsStr::new("restore"), draft.as_os_str(), "1".as_ref()]);
+        assert!(!out.status.success(), "restoring the collected v1 succeeded:\n{}", out.stdout);
+        let out = titorrent_ok(&alice, [std::ffi::OsStr::new("versions"), alice.path("draft.txt").as_os_str()]);
+        assert_eq!(out.stdout.lines().count(), 1 + k, "{}", out.stdout);
+        assert!(out.stdout.lines().nth(1).is_some_and(|l| l.starts_with("v13 ") && l.contains("bob")), "{}", out.stdout);
+    });
+}
+
+#[test]
+fn the_action_log_says_who_did_what_to_which_path() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::create_dir(alice.path("docs")).unwrap();
+        fs::write(alice.path("docs/a.txt"), b"by alice\n").unwrap();
+        wait_for_content(&bob, "docs/a.txt", b"by alice\n", SEE);
+        fs::write(bob.path("docs/a.txt"), b"edited by bob\n").unwrap();
+        wait_for_content(&alice, "docs/a.txt", b"edited by bob\n", SEE);
+        wait_for(SEE, "bob renames a.txt", || fs::rename(bob.path("docs/a.txt"), bob.path("docs/b.txt")).map_err(|e| e.to_string()));
+        wait_for_content(&alice, "docs/b.txt", b"edited by bob\n", SEE);
+        fs::set_permissions(alice.path("docs/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::remove_file(bob.path("docs/b.txt")).unwrap();
+        wait_gone("alice", &alice.path("docs/b.txt"));
+
+        let out = titorrent_ok(&alice, [std::ffi::OsStr::new("log"), alice.mountpoint().as_os_str()]);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let has = |who: &str, action: &str, what: &str| {
+            lines.iter().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // #SEQ DATE TIME MEMBER ACTION WHAT...
+                f.len() >= 5 && f[3] == who && f[4] == action && f[5..].join(" ") == what
+            })
+        };
+        for (who, action, what) in [
+            ("bob", "joined", "bob"),
+            ("alice", "created", "/docs"),
+            ("alice", "created", "/docs/a.txt"),
+            ("alice", "edited", "/docs/a.txt (v1)"),
+            ("bob", "edited", "/docs/a.txt (v2)"),
+            ("bob", "renamed", "/docs/a.txt -> /docs/b.txt"),
+            ("alice", "chattr", "/docs/b.txt"),
+            ("bob", "deleted", "/docs/b.txt"),
+        ] {
+            assert!(has(who, action, what), "no `{who} {action} {what}` line in `titorrent log`:\n{}", out.stdout);
+        }
+    });
+}
