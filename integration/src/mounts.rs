@@ -1,5 +1,6 @@
 //! Reads the mount table (`/proc/self/mountinfo`) and removes stale mounts.
 
+use mount_titorrent::unescape;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -42,23 +43,6 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     })
 }
 
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if b[i] == b'\\' && octal {
-            let d = |k: usize| u32::from(b[i + k] - b'0');
-            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Lazily unmounts `path` (`fusermount3 -uz`, then `umount -l`) until it no
 /// longer shows in mountinfo. Returns whether it is gone.

@@ -282,8 +282,9 @@ pub fn mounted_fstype(dir: &Path) -> Option<String> {
         .next()
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
+/// Undoes mountinfo's octal escapes (`\040` for a space). Shared with the
+/// `titorrent` CLI and the test harness, which read mountinfo too.
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,6 +1,7 @@
 //! Provides the titorrent mounts this process sees, from
 //! /proc/self/mountinfo, and which of them holds a given path.
 
+use mount_titorrent::unescape;
 use std::path::{Path, PathBuf};
 
 /// The fstype the kernel records for a titorrent mount.
@@ -53,24 +54,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     })
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if b[i] == b'\\' && octal {
-            let d = |k: usize| u32::from(b[i + k] - b'0');
-            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+
 
 #[cfg(test)]
 mod tests {

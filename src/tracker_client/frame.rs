@@ -1,26 +1,19 @@
 //! Reading and writing the tracker's length-prefixed frames on async streams.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::ClientError;
-use titorrent_tracker::proto::{decode_body, encode_frame, ClientFrame, FrameError, ServerFrame, MAX_FRAME};
+use titorrent_tracker::frame_io::{read_body, ReadError};
+use titorrent_tracker::proto::{decode_body, encode_frame, ClientFrame, ServerFrame};
 
 /// Reads one server frame; `None` when the tracker closed the connection
 /// between frames.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<ServerFrame>, ClientError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len).into());
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(Some(decode_body(&body)?))
+    let body = read_body(r).await.map_err(|e| match e {
+        ReadError::Io(e) => ClientError::Io(e),
+        ReadError::Frame(e) => ClientError::Frame(e),
+    })?;
+    Ok(body.map(|b| decode_body(&b)).transpose()?)
 }
 
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &ClientFrame) -> Result<(), ClientError> {

@@ -4,5 +4,8 @@
 
 pub mod proto;
 
+#[cfg(feature = "io")]
+pub mod frame_io;
+
 #[cfg(feature = "server")]
 pub mod server;

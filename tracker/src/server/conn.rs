@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -26,8 +26,8 @@ use super::ops::Auth;
 use super::subscribe::Pump;
 use super::Tracker;
 use crate::proto::{
-    decode_body, encode_frame, ClientFrame, FrameError, ProtoError, Request, Response, Seq, ServerFrame,
-    MAX_FRAME, PROTOCOL_VERSION,
+    decode_body, encode_frame, ClientFrame, ProtoError, Request, Response, Seq, ServerFrame,
+    PROTOCOL_VERSION,
 };
 
 /// Frames queued for the writer; a slow client stalls its own pump and
@@ -43,30 +43,8 @@ pub(crate) enum Out {
     Reply { id: u64, resp: Response, wait: Option<Ticket> },
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Frame(#[from] FrameError),
-}
+use crate::frame_io::{read_body as read_frame, ReadError};
 
-/// Reads one length-prefixed frame body; `None` on a clean end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, ReadError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len).into());
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(Some(body))
-}
 
 pub(crate) async fn run(tracker: Arc<Tracker>, stream: TcpStream, remote: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
