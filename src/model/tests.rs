@@ -194,18 +194,29 @@ fn fixture() -> Fixture {
     *content.dir.lock() = Some(dir.path().join("objects"));
     std::fs::create_dir_all(dir.path().join("objects")).unwrap();
     let tracker = Arc::new(FakeTracker::default());
-    let dirs = FolderDirs {
-        state_root: dir.path().to_path_buf(),
-        pins: dir.path().join("pins"),
-        staging: dir.path().join("staging"),
-        outbox: dir.path().join("outbox"),
-        torrents: dir.path().join("torrents"),
-        conflicts: dir.path().join("conflicts"),
-    };
-    let folder = Folder::new(content.clone(), tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
+    let folder = Folder::new(content.clone(), tracker.clone(), (ME, "me".into()), dirs_in(dir.path()), tokio::runtime::Handle::current()).unwrap();
     folder.apply_snapshot(Seq(0), vec![]);
     folder.set_online(true);
     Fixture { folder, content, tracker, dir }
+}
+
+fn dirs_in(root: &std::path::Path) -> FolderDirs {
+    FolderDirs {
+        state_root: root.to_path_buf(),
+        pins: root.join("pins"),
+        staging: root.join("staging"),
+        outbox: root.join("outbox"),
+        torrents: root.join("torrents"),
+        conflicts: root.join("conflicts"),
+    }
+}
+
+/// A new daemon run over the fixture's state directory, with the table as
+/// the tracker has it now.
+fn restart(f: &Fixture) -> Arc<Folder<Arc<FakeContent>, Arc<FakeTracker>>> {
+    let second = Folder::new(f.content.clone(), f.tracker.clone(), (ME, "me".into()), dirs_in(f.dir.path()), tokio::runtime::Handle::current()).unwrap();
+    second.apply_snapshot(Seq(1), f.tracker.files.lock().values().cloned().collect());
+    second
 }
 
 fn read_all(f: &Fixture, fh: Fh) -> Vec<u8> {
@@ -302,16 +313,7 @@ async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
         tokio::task::yield_now().await;
     }
     // A new daemon run over the same state directory.
-    let dirs = FolderDirs {
-        state_root: f.dir.path().to_path_buf(),
-        pins: f.dir.path().join("pins"),
-        staging: f.dir.path().join("staging"),
-        outbox: outbox.clone(),
-        torrents: f.dir.path().join("torrents"),
-        conflicts: f.dir.path().join("conflicts"),
-    };
-    let second = Folder::new(f.content.clone(), f.tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
-    second.apply_snapshot(Seq(1), f.tracker.files.lock().values().cloned().collect());
+    let second = restart(&f);
     second.set_online(true);
     f.tracker.offline.store(false, Ordering::SeqCst);
     second.resume_outbox().await;
@@ -450,16 +452,7 @@ async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
     // publishes a version meanwhile.
     f.tracker.locks.lock().clear();
     f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(3);
-    let dirs = FolderDirs {
-        state_root: f.dir.path().to_path_buf(),
-        pins: f.dir.path().join("pins"),
-        staging: f.dir.path().join("staging"),
-        outbox: f.dir.path().join("outbox"),
-        torrents: f.dir.path().join("torrents"),
-        conflicts: f.dir.path().join("conflicts"),
-    };
-    let second = Folder::new(f.content.clone(), f.tracker.clone(), (ME, "me".into()), dirs, tokio::runtime::Handle::current()).unwrap();
-    second.apply_snapshot(Seq(1), f.tracker.files.lock().values().cloned().collect());
+    let second = restart(&f);
     second.set_online(true);
     second.resume_outbox().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
