@@ -106,7 +106,7 @@ impl WriteState {
             return self.pending_mtime;
         }
         let written = staging.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-        self.dirty.then(|| written.as_millis() as UnixMillis)
+        self.dirty.then_some(written.as_millis() as UnixMillis)
     }
 
     fn new(lease: Lease, staging: Staging, dirty: bool) -> Self {
