@@ -568,12 +568,14 @@ impl Tracker {
             }
             Some(e) => e.clone(),
         };
+        // A retry of the publish that made the current version, whose reply
+        // was lost with its connection (or with a tracker crash, which
+        // forgets `published_by`: then the same author, base and content
+        // identify it).
         if base.0.checked_add(1) == Some(cur.version.0)
             && cur.author == m
-            && st.published_by.get(&file) == Some(&lease)
+            && (st.published_by.get(&file) == Some(&lease) || (cur.info_hash == info_hash && cur.size == size))
         {
-            // A retry of the publish that made the current version, whose
-            // reply was lost with its connection: answer it again.
             let ticket = Ticket::Seq(group.durable.subscribe(), st.current_seq());
             return Ok((Response::Published(cur), Some(ticket)));
         }

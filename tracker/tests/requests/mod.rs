@@ -748,3 +748,40 @@ async fn changes_survive_a_reopen() {
     assert!(carol.lock(f.id).await.is_ok());
     srv.stop().await;
 }
+
+/// The tracker crashes after committing a publish but before the reply
+/// reaches the member, whose daemon then retries the same publish: it is
+/// answered with the version it made, not refused as stale (which would
+/// turn the edit into a spurious conflict copy).
+#[tokio::test]
+async fn a_publish_retried_after_a_tracker_restart_is_answered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut alice, a_cred) = new_group(srv.addr, "alice").await;
+    let (f, _) = alice.create_file(FileId::ROOT, "f", FileKind::File, false).await;
+    let lease = alice.lock(f.id).await.unwrap();
+    let (ih, torrent) = fake_torrent(b'7');
+    let req = Request::Publish {
+        file: f.id,
+        base: Version(0),
+        lease: lease.id,
+        size: 107,
+        mtime: 1,
+        info_hash: Some(ih),
+        torrent,
+        keep_lock: false,
+    };
+    let Response::Published(first) = alice.req(req.clone()).await else { panic!() };
+    drop(alice);
+    srv.stop().await;
+
+    let srv = Server::start(dir.path(), TTL).await;
+    let mut alice = Client::authed(srv.addr, &a_cred).await;
+    assert_eq!(alice.req(req.clone()).await, Response::Published(first.clone()));
+    // Other content on the same base is still a stale publish.
+    let Request::Publish { file, base, lease, mtime, torrent, keep_lock, .. } = req else { unreachable!() };
+    let (other, _) = fake_torrent(b'8');
+    let stale = Request::Publish { file, base, lease, size: 108, mtime, info_hash: Some(other), torrent, keep_lock };
+    assert_eq!(alice.req(stale).await, err(ProtoError::StaleVersion { base: Version(0), current: first.version }));
+    srv.stop().await;
+}
