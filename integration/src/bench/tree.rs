@@ -39,35 +39,62 @@ fn fmt_usage(u: &Usage) -> String {
 /// directory is written only once that member sees every file of the
 /// previous one published: a burst of thousands of creates overruns the
 /// publish queue (see the notes of P6).
-fn write_tree(root: &Path, dirs: usize, files: usize, confirm: Option<&Path>) -> anyhow::Result<()> {
+fn write_tree(root: &Path, dirs: usize, files: usize, confirm: Option<&Path>) -> anyhow::Result<Failed> {
     let per_dir = files.div_ceil(dirs);
+    let mut failed = Failed::default();
     for d in 0..dirs {
         let dir = format!("d{d:03}");
-        std::fs::create_dir(root.join(&dir))?;
+        if let Err(e) = std::fs::create_dir(root.join(&dir)) {
+            failed.add(&dir, &e);
+            continue;
+        }
         let names: Vec<String> = (d * per_dir..((d + 1) * per_dir).min(files)).map(|i| format!("{dir}/f{i:05}.txt")).collect();
-        std::thread::scope(|s| -> anyhow::Result<()> {
+        let results: Vec<Failed> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..WRITERS)
                 .map(|w| {
                     let names = &names;
-                    s.spawn(move || -> std::io::Result<()> {
+                    s.spawn(move || {
+                        let mut f = Failed::default();
                         for name in names.iter().skip(w).step_by(WRITERS) {
-                            std::fs::write(root.join(name), format!("{name} of the benchmark tree\n"))?;
+                            if let Err(e) = std::fs::write(root.join(name), format!("{name} of the benchmark tree\n")) {
+                                f.add(name, &e);
+                            }
                         }
-                        Ok(())
+                        f
                     })
                 })
                 .collect();
-            for h in handles {
-                h.join().map_err(|_| anyhow!("a tree writer panicked"))??;
-            }
-            Ok(())
-        })?;
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for r in results {
+            failed.merge(r);
+        }
         if let Some(other) = confirm {
             let published = || names.iter().filter(|n| std::fs::metadata(other.join(n)).is_ok_and(|m| m.len() > 0)).count();
             wait_progress(names.len(), Duration::from_secs(15), published);
         }
     }
-    Ok(())
+    Ok(failed)
+}
+
+/// Creates that failed (the mount said no), and the first error.
+#[derive(Default)]
+struct Failed {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Failed {
+    fn add(&mut self, name: &str, e: &std::io::Error) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| format!("{name}: {e}"));
+    }
+    fn merge(&mut self, other: Failed) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
 }
 
 /// Polls `count` until it reaches `want` or stops growing for `stall`;
@@ -152,7 +179,7 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
 
     let mut setup = Section::new("Setup shared by P6 and P9");
     let t = Instant::now();
-    write_tree(alice.mountpoint(), z.tree_dirs, z.tree_files, Some(bob.mountpoint()))?;
+    let failed = write_tree(alice.mountpoint(), z.tree_dirs, z.tree_files, Some(bob.mountpoint()))?;
     let wrote = t.elapsed();
     let published = wait_progress(z.tree_files, Duration::from_secs(30), || count_files(bob.mountpoint()));
     let seen = t.elapsed();
@@ -162,7 +189,7 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         "tracker, members alice and bob mounted; alice writes a tree of {} directories × {} files (one line of \
          text each) through her mount, a directory at a time ({WRITERS} writer threads), each directory only once \
          bob sees the previous one published: {} ({:.0} files/s); bob sees the {} files at their published size \
-         after {} — {published} of them ({} never published: alice's log has {} 'could not be published' errors \
+         after {} — {published} of them ({} never published; {} creates failed{}; alice's log has {} 'could not be published' errors \
          and {} 'Too many open files'; bob's log {} 'Too many open files'). (Written in one burst instead, 4 threads \
          and no waiting, alice's publish queue falls behind until the leases of files waiting in it expire: \
          `lease lost` errors and conflict copies.)",
@@ -173,12 +200,17 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         z.tree_files,
         measure::secs(seen),
         z.tree_files - published,
+        failed.count,
+        failed.first.as_deref().map(|e| format!(", the first: {e}")).unwrap_or_default(),
         lost(&alice.log()),
         emfile(&alice.log()),
         emfile(&bob.log())
     ));
     let local = tempfile::Builder::new().prefix("titorrent-bench-tree-").tempdir()?;
-    write_tree(local.path(), z.tree_dirs, z.tree_files, None)?;
+    let local_failed = write_tree(local.path(), z.tree_dirs, z.tree_files, None)?;
+    if let Some(e) = local_failed.first {
+        bail!("cannot write the local reference tree: {e}");
+    }
     setup.note(format!("the same tree written to a local directory ({}) for the reference", local.path().display()));
     sink.push(setup);
 
