@@ -188,17 +188,17 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     setup.note(format!(
         "tracker, members alice and bob mounted; alice writes a tree of {} directories × {} files (one line of \
          text each) through her mount, a directory at a time ({WRITERS} writer threads), each directory only once \
-         bob sees the previous one published: {} ({:.0} files/s); bob sees the {} files at their published size \
-         after {} — {published} of them ({} never published; {} creates failed{}; alice's log has {} 'could not be published' errors \
-         and {} 'Too many open files'; bob's log {} 'Too many open files'). (Written in one burst instead, 4 threads \
+         bob sees the previous one published: {} ({:.0} files/s); after {} bob sees {published} of the {} \
+         files at their published size ({} never published; {} creates failed{}; alice's log has {} 'could not be \
+         published' errors and {} 'Too many open files'; bob's log {} 'Too many open files'). (Written in one burst instead, 4 threads \
          and no waiting, alice's publish queue falls behind until the leases of files waiting in it expire: \
          `lease lost` errors and conflict copies.)",
         z.tree_dirs,
         z.tree_files / z.tree_dirs,
         measure::secs(wrote),
         z.tree_files as f64 / wrote.as_secs_f64(),
-        z.tree_files,
         measure::secs(seen),
+        z.tree_files,
         z.tree_files - published,
         failed.count,
         failed.first.as_deref().map(|e| format!(", the first: {e}")).unwrap_or_default(),
@@ -277,7 +277,8 @@ fn p9(ctx: &Ctx, empty: [Usage; 2], full: [Usage; 2]) -> Section {
     s.note(format!(
         "RSS is VmRSS of the `titorrent mount` process (/proc/PID/status), sockets the socket: links in \
          /proc/PID/fd, each read after {} idle. Empty group (both mounted, nothing written): alice {}; bob {}. \
-         With the tree (alice wrote all of it and seeds every version; bob only listed it): alice {}; bob {}",
+         With the tree (alice wrote all of it and seeds every version; bob, mounted with the build's default \
+         configuration, listed it and fetched what that configuration fetches): alice {}; bob {}",
         measure::secs(z.p9_idle),
         fmt_usage(&empty[0]),
         fmt_usage(&empty[1]),
@@ -285,7 +286,7 @@ fn p9(ctx: &Ctx, empty: [Usage; 2], full: [Usage; 2]) -> Section {
         fmt_usage(&full[1])
     ));
     let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
-    for (id, who, e, f) in [("P9a", "alice (wrote the tree, seeds it)", empty[0], full[0]), ("P9b", "bob (listed it)", empty[1], full[1])] {
+    for (id, who, e, f) in [("P9a", "alice (wrote the tree, seeds it)", empty[0], full[0]), ("P9b", "bob (default config)", empty[1], full[1])] {
         s.row(
             Row::new(id, &format!("daemon RSS, {}-file group idle: {who}", z.tree_files))
                 .titorrent(mb(f.rss))
