@@ -56,6 +56,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)");
     }
 
+    raise_fd_limit();
     let swarm = Swarm::start(SwarmConfig {
         cache_dir: cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache()),
         listen: cfg.peer_listen,
@@ -305,6 +306,21 @@ fn apply_batch(folder: &Arc<LiveFolder>, batch: Vec<LinkEvent>) {
     }
     if !run.is_empty() {
         folder.apply_events(run);
+    }
+}
+
+/// Every version being seeded holds files open: take the whole allowance
+/// the system grants (the soft limit up to the hard one).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
     }
 }
 

@@ -207,8 +207,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 }
                 Err(e) => {
                     tracing::error!(%path, error = %e, "could not make a torrent of the edit");
-                    self.keep_locally(&entry, &path);
-                    self.finish(&entry, None);
+                    self.give_up(&entry, &path);
                     return;
                 }
             }
@@ -218,8 +217,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(%path, error = %e, "the edit's torrent is gone from the cache");
-                    self.keep_locally(&entry, &path);
-                    self.finish(&entry, None);
+                    self.give_up(&entry, &path);
                     return;
                 }
             },
@@ -229,9 +227,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             tracing::warn!(%path, "an edit was still open when the daemon stopped; publishing it as a conflict copy");
             if let Err(err) = self.publish_conflict_copy(&entry, torrent).await {
                 tracing::error!(%path, error = %err, "could not publish the conflict copy");
-                self.keep_locally(&entry, &path);
+                self.give_up(&entry, &path);
+            } else {
+                self.finish(&entry, None);
             }
-            self.finish(&entry, None);
             return;
         }
         let req = Request::Publish {
@@ -263,17 +262,17 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 }
                 Ok(other) => {
                     tracing::error!(%path, answer = ?other, "unexpected answer to publish");
-                    self.keep_locally(&entry, &path);
-                    self.finish(&entry, None);
+                    self.give_up(&entry, &path);
                     return;
                 }
                 Err(CoordError::Refused(e)) => {
                     tracing::warn!(%path, error = %e, "publish refused; publishing the edit as a conflict copy");
                     if let Err(err) = self.publish_conflict_copy(&entry, torrent).await {
                         tracing::error!(%path, error = %err, "could not publish the conflict copy");
-                        self.keep_locally(&entry, &path);
+                        self.give_up(&entry, &path);
+                    } else {
+                        self.finish(&entry, None);
                     }
-                    self.finish(&entry, None);
                     return;
                 }
             }
@@ -356,8 +355,22 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
+    /// This run cannot publish the edit: its bytes go to the local
+    /// conflicts directory, and if even that fails (a full disk, no file
+    /// descriptors left) the outbox entry stays for the next run to retry.
+    fn give_up(self: &Arc<Self>, entry: &OutboxEntry, path: &str) {
+        let kept = self.keep_locally(entry, path);
+        self.finish(entry, None);
+        if !kept {
+            match self.save_outbox(entry) {
+                Ok(()) => tracing::error!(%path, "the edit stays in the outbox; the next mount retries it"),
+                Err(e) => tracing::error!(%path, error = %e, "the edit could not even stay in the outbox"),
+            }
+        }
+    }
+
     /// Last resort: the bytes go to the local conflicts directory.
-    fn keep_locally(&self, entry: &OutboxEntry, path: &str) {
+    fn keep_locally(&self, entry: &OutboxEntry, path: &str) -> bool {
         let src = if entry.staging.exists() {
             Some(entry.staging.clone())
         } else {
@@ -365,9 +378,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         };
         let dst = self.dirs.conflicts.join(conflict_name(&path.replace('/', "_"), &self.me_name, now_ms()));
         match src.map(|s| std::fs::copy(&s, &dst)) {
-            Some(Ok(_)) => tracing::error!(%path, kept = %dst.display(), "edit could not be published; its bytes are kept"),
-            Some(Err(e)) => tracing::error!(%path, error = %e, staging = %entry.staging.display(), "edit could not be published nor copied"),
-            None => tracing::error!(%path, "edit could not be published and its bytes are gone"),
+            Some(Ok(_)) => {
+                tracing::error!(%path, kept = %dst.display(), "edit could not be published; its bytes are kept");
+                true
+            }
+            Some(Err(e)) => {
+                tracing::error!(%path, error = %e, staging = %entry.staging.display(), "edit could not be published nor copied");
+                false
+            }
+            None => {
+                tracing::error!(%path, "edit could not be published and its bytes are not readable now");
+                false
+            }
         }
     }
 }
