@@ -219,6 +219,28 @@ fn restart(f: &Fixture) -> Arc<Folder<Arc<FakeContent>, Arc<FakeTracker>>> {
     second
 }
 
+/// Member 9 creates "remote" (file 50, version 1, 12 bytes) that only the
+/// swarm has; its torrent is at the tracker.
+fn remote_file_from_member_9(f: &Fixture) -> InfoHash {
+    let ih = InfoHash([42; 20]);
+    f.content.store.lock().insert(ih, b"remote bytes".to_vec());
+    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 42, b'e']);
+    let e = FileEntry {
+        id: FileId(50),
+        parent: FileId::ROOT,
+        name: "remote".into(),
+        kind: FileKind::File,
+        size: 12,
+        mtime: 0,
+        mode: 0o644,
+        version: Version(1),
+        info_hash: Some(ih),
+        author: MemberId(9),
+    };
+    f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
+    ih
+}
+
 fn read_all(f: &Fixture, fh: Fh) -> Vec<u8> {
     match f.folder.read_plan(fh, 0, 1 << 20).unwrap() {
         ReadPlan::Data(d) => d,
@@ -354,22 +376,7 @@ async fn writes_while_offline_are_read_only() {
 #[tokio::test]
 async fn another_members_version_is_fetched_not_read_locally() {
     let f = fixture();
-    let ih = InfoHash([42; 20]);
-    f.content.store.lock().insert(ih, b"remote bytes".to_vec());
-    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 42, b'e']);
-    let e = FileEntry {
-        id: FileId(50),
-        parent: FileId::ROOT,
-        name: "remote".into(),
-        kind: FileKind::File,
-        size: 12,
-        mtime: 0,
-        mode: 0o644,
-        version: Version(1),
-        info_hash: Some(ih),
-        author: MemberId(9),
-    };
-    f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
+    remote_file_from_member_9(&f);
     assert_eq!(f.folder.lookup(FileId::ROOT, "remote").unwrap().size, 12);
     let fh = f.folder.open_read(FileId(50)).unwrap();
     let ReadPlan::Fetch { file, version, info_hash } = f.folder.read_plan(fh, 0, 100).unwrap() else {
@@ -474,22 +481,7 @@ async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
 #[tokio::test]
 async fn a_fetched_version_is_reported_and_holders_are_tracked() {
     let f = fixture();
-    let ih = InfoHash([42; 20]);
-    f.content.store.lock().insert(ih, b"remote bytes".to_vec());
-    f.tracker.torrents.lock().insert((FileId(50), Version(1)), vec![b'd', 42, b'e']);
-    let e = FileEntry {
-        id: FileId(50),
-        parent: FileId::ROOT,
-        name: "remote".into(),
-        kind: FileKind::File,
-        size: 12,
-        mtime: 0,
-        mode: 0o644,
-        version: Version(1),
-        info_hash: Some(ih),
-        author: MemberId(9),
-    };
-    f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
+    remote_file_from_member_9(&f);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while f.tracker.haves.lock().is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "no Have report after the background fetch");
