@@ -217,11 +217,21 @@ pub fn torrent_file(info: &[u8], creation_date: u64) -> Vec<u8> {
     t
 }
 
+/// A torrent that passed [`check`]: what the swarm needs to know of it.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The minimal .torrent to give librqbit: just the info dict, so that no
+    /// announce URL in the offered bytes can make us talk to a public tracker.
+    pub minimal: Vec<u8>,
+    pub size: u64,
+    pub piece_length: u32,
+    /// The file's name in the info dict (one path component).
+    pub name: String,
+}
+
 /// Checks that `torrent` is a single-file v1 torrent whose info dict hashes
-/// to `info_hash`, and returns the minimal .torrent to give librqbit: just
-/// the info dict, so that no announce URL in the offered bytes can make us
-/// talk to a public tracker.
-pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Vec<u8>, SwarmError> {
+/// to `info_hash`, and returns it in the form the swarm keeps.
+pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Checked, SwarmError> {
     let meta = librqbit::torrent_from_bytes(torrent)
         .map_err(|e| SwarmError::InvalidTorrent(e.to_string()))?;
     if meta.info_hash.0 != info_hash.0 {
@@ -256,7 +266,12 @@ pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Vec<u8>, SwarmError>
     minimal.extend_from_slice(b"d4:info");
     minimal.extend_from_slice(raw_info);
     minimal.push(b'e');
-    Ok(minimal)
+    Ok(Checked {
+        minimal,
+        size,
+        piece_length,
+        name: name.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -301,8 +316,9 @@ mod tests {
             File::create(&p).unwrap().write_all(&data).unwrap();
             let b = build(&p, "f", 1).unwrap();
             assert_eq!(b.size, size as u64);
-            let minimal = check(b.info_hash, &b.torrent).unwrap();
-            let m = librqbit::torrent_from_bytes(&minimal).unwrap();
+            let checked = check(b.info_hash, &b.torrent).unwrap();
+            assert_eq!((checked.size, checked.piece_length, checked.name.as_str()), (b.size, b.piece_length, "f"));
+            let m = librqbit::torrent_from_bytes(&checked.minimal).unwrap();
             assert_eq!(m.info_hash.0, b.info_hash.0);
             let meta = librqbit::torrent_from_bytes(&b.torrent).unwrap();
             assert!(meta.info.data.private);

@@ -3,18 +3,23 @@
 //! Layout under `cache_dir`:
 //! - `objects/<info hash hex>/<name>`: the content of one version (complete
 //!   or partial), which is the file librqbit seeds and downloads into;
-//! - `session/`: librqbit's JSON session persistence: the torrents it
-//!   manages (restored on the next start) and one have-bitfield per torrent
+//! - `meta/`: what a version needs to wake (see `version`);
+//! - `session/`: librqbit's JSON session persistence: the torrents live in
+//!   it (restored on the next start) and one have-bitfield per torrent
 //!   (`<hex>.bitv`, its fastresume data).
 //!
-//! A version known to this swarm is in one of these states:
-//! - **seeding**: published here, or every piece fetched; `local_path` is
+//! A version is live in librqbit only while it is used: read, fetched in
+//! the background, just published, or wanted by another member; otherwise
+//! it is dormant and costs nothing but its files (`version`, `live`). So a
+//! group of 10,000 files is not 10,000 torrents.
+//!
+//! What a version offers, whatever its engine state:
+//! - **complete** (published here, or every piece fetched): `local_path` is
 //!   `Some`, reads are `pread`s on the object file;
-//! - **fetching**: added with `background = true`; librqbit fetches every
-//!   piece, reads ask for theirs first;
-//! - **on demand**: added with `background = false` (librqbit's "no file
-//!   selected"); only the pieces reads ask for are fetched. A later
-//!   `ensure(.., background = true)` moves it to fetching;
+//! - **background**: the fetch queue takes it live until every piece is
+//!   here, at most `MAX_FETCHING` at once; reads ask for theirs first;
+//! - **on demand**: only the pieces reads ask for are fetched. A later
+//!   `ensure(.., background = true)` queues it for the whole file;
 //! - **failed**: librqbit stopped it (e.g. a full disk); reads fail, the next
 //!   `ensure` restarts it.
 //!
@@ -23,21 +28,24 @@
 //!
 //! Peers are the group's members only: no DHT, LSD, UPnP or public tracker.
 //! Torrents learn member addresses from `ensure` and from a tracker on
-//! loopback that `add_peers` / `set_peers` feed (`peer_feed`).
+//! loopback that `add_peers` / `set_peers` feed (`peer_feed`); a member
+//! that needs a version others hold asleep sends a want (`set_want_hook`),
+//! and they wake it and dial back (`wanted`).
 //!
 //! `forget` removes a version in any state, files included.
 
 mod error;
+mod live;
 mod metainfo;
 mod peer_feed;
 mod port;
 mod stream_read;
+mod version;
 
 pub use error::SwarmError;
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -57,13 +65,14 @@ use librqbit::{
 };
 use parking_lot::{Mutex, RwLock};
 use titorrent_tracker::proto::InfoHash;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use error::{engine, engine_ref};
+use live::FetchQueue;
 use peer_feed::PeerFeed;
-use stream_read::{Kick, Lingering};
+use version::{full_bitfield, MetaStore, Version};
 
 /// librqbit's blocking-work permits (`SessionOptions::runtime_worker_threads`).
 /// Piece writes and hash checks take one each while they run.
@@ -72,16 +81,11 @@ const DISK_PERMITS: usize = 48;
 /// life, and a stream waits for pieces whose writes need permits too: with
 /// this many streams at most, 16 permits are always left for the writes.
 const MAX_OPEN_STREAMS: usize = 32;
-/// Open `FileStream`s per version, so that reads waiting on a version no
-/// online member has cannot take every stream.
-const MAX_OPEN_STREAMS_PER_VERSION: usize = 8;
 /// `pread`s on object files at once (each on a blocking thread).
 const MAX_DISK_READS: usize = 32;
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
-/// How often `wait_complete` looks when librqbit has nothing to notify.
-const COMPLETE_POLL: Duration = Duration::from_millis(200);
 
 /// How to start a swarm.
 #[derive(Clone, Debug)]
@@ -117,6 +121,9 @@ pub struct Published {
     pub size: u64,
 }
 
+/// How this member asks the others to wake a version (see `set_want_hook`).
+pub type WantHook = Box<dyn Fn(InfoHash) + Send + Sync>;
+
 /// A handle on this member's BitTorrent session. Cheap to clone.
 #[derive(Clone)]
 pub struct Swarm {
@@ -130,6 +137,8 @@ struct Inner {
     api: Api,
     objects: PathBuf,
     session_dir: PathBuf,
+    meta: MetaStore,
+    /// Versions this run has looked at (the others are only on disk).
     versions: RwLock<HashMap<InfoHash, Arc<Version>>>,
     /// Torrent ids we hand librqbit. Its own choice (persistence's `next_id`)
     /// races between concurrent adds, and a clash makes `add_torrent` answer
@@ -138,30 +147,13 @@ struct Inner {
     streams: Arc<Semaphore>,
     disk_reads: Semaphore,
     feed: Arc<PeerFeed>,
+    fetch_queue: Mutex<FetchQueue>,
+    fetch_kick: Arc<Notify>,
+    want_hook: OnceLock<WantHook>,
     listen: SocketAddr,
     /// The session's: background tasks end with it.
     cancel: CancellationToken,
     shut: AtomicBool,
-}
-
-/// One version in the session.
-struct Version {
-    handle: Arc<ManagedTorrent>,
-    size: u64,
-    piece_length: u64,
-    path: PathBuf,
-    /// Set once every piece is verified (never unset while the version lives).
-    complete: AtomicBool,
-    /// Read-only descriptor of the object file, opened on the first `pread`.
-    file: OnceLock<Arc<File>>,
-    /// When a stalled read last restarted the peer connections (`kick`).
-    kick: Mutex<Kick>,
-    /// Bounds this version's open `FileStream`s; closed by `forget`.
-    streams: Arc<Semaphore>,
-    /// The stream of the read that finished last, kept open for `LINGER`.
-    lingering: Mutex<Lingering>,
-    /// Set by `forget`, for reads still waiting on it.
-    forgotten: AtomicBool,
 }
 
 fn id20(ih: InfoHash) -> Id20 {
@@ -173,19 +165,22 @@ fn join_error(e: tokio::task::JoinError) -> SwarmError {
 }
 
 impl Swarm {
-    /// Starts the session: listens on `cfg.listen`, restores the versions a
-    /// previous run left in `cache_dir` (seeds resume without re-hashing).
+    /// Starts the session: listens on `cfg.listen`; the versions live when
+    /// the previous run stopped come back live (seeds resume without
+    /// re-hashing), the others stay dormant on disk until used.
     pub async fn start(cfg: SwarmConfig) -> Result<Swarm, SwarmError> {
         let objects = cfg.cache_dir.join("objects");
         let session_dir = cfg.cache_dir.join("session");
+        let meta_dir = cfg.cache_dir.join("meta");
         if objects.to_str().is_none() {
             return Err(SwarmError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the cache directory must be valid UTF-8",
             )));
         }
-        tokio::fs::create_dir_all(&objects).await?;
-        tokio::fs::create_dir_all(&session_dir).await?;
+        for d in [&objects, &session_dir, &meta_dir] {
+            tokio::fs::create_dir_all(d).await?;
+        }
 
         let feed = PeerFeed::bind().await?;
         let cancel = CancellationToken::new();
@@ -233,22 +228,28 @@ impl Swarm {
             session,
             objects,
             session_dir,
+            meta: MetaStore::new(meta_dir),
             versions: RwLock::default(),
             next_id: AtomicUsize::new(next_id),
             streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS)),
             disk_reads: Semaphore::new(MAX_DISK_READS),
             feed: feed.clone(),
+            fetch_queue: Mutex::default(),
+            fetch_kick: Arc::new(Notify::new()),
+            want_hook: OnceLock::new(),
             listen,
             cancel,
             shut: AtomicBool::new(false),
         });
+        inner.adopt_restored()?;
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         feed.set_is_complete(Box::new(move |ih| {
             weak.upgrade()
-                .and_then(|inner| inner.lookup(ih).ok().map(|v| inner.is_complete(&v)))
+                .and_then(|inner| inner.versions.read().get(&ih).map(|v| v.is_complete()))
                 .unwrap_or(false)
         }));
-        info!(%listen, "swarm started");
+        inner.spawn_upkeep();
+        info!(%listen, live = inner.live_count(), "swarm started");
         Ok(Swarm { inner })
     }
 
@@ -258,6 +259,43 @@ impl Swarm {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.listen
+    }
+
+    /// How this member asks the other members to wake a version it needs
+    /// (the daemon sends it through the tracker manager). Set once.
+    pub fn set_want_hook(&self, hook: WantHook) {
+        let _ = self.inner.want_hook.set(hook);
+    }
+
+    /// Another member, listening at `peer`, wants a version: if any of it is
+    /// here, it is woken and `peer` dialled. Returns at once.
+    pub fn wanted(&self, info_hash: InfoHash, peer: SocketAddr) {
+        if self.inner.check_running().is_err() {
+            return;
+        }
+        let inner = self.inner.clone();
+        spawn_task("wanted", &self.inner.cancel, async move {
+            inner.on_wanted(info_hash, peer).await;
+        });
+    }
+
+    /// Versions live in librqbit now (the others are dormant).
+    pub fn live_count(&self) -> usize {
+        self.inner.live_count()
+    }
+
+    /// Puts every live version nobody uses to sleep now, as the sweeper does
+    /// after they are idle for a while. Returns how many slept.
+    pub async fn sleep_idle(&self) -> usize {
+        let live: Vec<_> = self.inner.versions.read().values().cloned().collect();
+        let mut n = 0;
+        for v in live {
+            let fetching = v.background.load(Ordering::Acquire) && !v.is_complete();
+            if !fetching && self.inner.sleep(&v).await {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Hashes a finished file (a staging copy the caller will not touch
@@ -288,7 +326,7 @@ impl Swarm {
         };
 
         if let Ok(v) = self.inner.lookup(ih) {
-            if self.inner.is_complete(&v) {
+            if v.is_complete() || self.inner.range_local(&v, 0, v.size) {
                 if let Err(e) = tokio::fs::remove_file(staging).await {
                     warn!(
                         ?staging,
@@ -301,30 +339,30 @@ impl Swarm {
             self.forget(ih).await?;
         }
 
+        let checked = metainfo::check(ih, &published.torrent)?;
         let dir = self.inner.object_dir(ih);
         let dest = dir.join(name);
         let n_pieces = built.size.div_ceil(u64::from(built.piece_length));
-        let bitv = self.inner.bitv_path(ih);
         {
             let staging = staging.to_owned();
             let dest = dest.clone();
+            let inner = self.inner.clone();
+            let minimal = checked.minimal.clone();
             tokio::task::spawn_blocking(move || -> io::Result<()> {
                 std::fs::create_dir_all(&dir)?;
                 move_file(&staging, &dest)?;
-                write_full_bitfield(&bitv, n_pieces)
+                inner.meta.save_torrent(ih, &minimal)?;
+                inner.meta.save_haves(ih, &full_bitfield(n_pieces))
             })
             .await
             .map_err(join_error)??;
         }
-
-        let handle = self
-            .inner
-            .add(ih, published.torrent.clone(), None, Vec::new())
-            .await?;
+        let v = self.inner.register(Version::new(ih, &checked, &self.inner.objects, full_bitfield(n_pieces)));
+        // Live at once: with background replication the others fetch it now.
+        let g = self.inner.wake(&v, Vec::new()).await?;
         // Seeding starts once the spot check is done; surface its failure here.
-        handle.wait_until_initialized().await.map_err(engine)?;
-        let v = self.inner.register(ih, handle)?;
-        if !self.inner.is_complete(&v) {
+        g.handle.wait_until_initialized().await.map_err(engine)?;
+        if self.inner.haves_of(&g.handle).is_some_and(|h| !v.all_in(&h)) {
             warn!(%ih, "fastresume data was rejected; librqbit re-checked the published file");
         }
         debug!(%ih, size = built.size, "published");
@@ -332,12 +370,13 @@ impl Swarm {
     }
 
     /// Makes a version known: checks that `torrent`'s info dict hashes to
-    /// `info_hash` (else `HashMismatch`, nothing added) and adds it, stored
+    /// `info_hash` (else `HashMismatch`, nothing added) and records it, stored
     /// under the object store, with `peers` to dial. Idempotent.
     ///
-    /// `background = true` fetches every piece; `false` fetches only the
-    /// pieces reads ask for. A version ensured both ways is fetched in the
-    /// background. A version that failed (see the module doc) is restarted.
+    /// `background = true` queues every piece for fetching; `false` fetches
+    /// only the pieces reads ask for (nothing goes live until a read). A
+    /// version ensured both ways is fetched in the background. A version
+    /// that failed (see the module doc) is restarted.
     pub async fn ensure(
         &self,
         info_hash: InfoHash,
@@ -346,37 +385,37 @@ impl Swarm {
         background: bool,
     ) -> Result<(), SwarmError> {
         self.inner.check_running()?;
-        let minimal = metainfo::check(info_hash, torrent)?;
+        let checked = metainfo::check(info_hash, torrent)?;
         self.inner.feed.add(&peers);
         let v = match self.inner.lookup(info_hash) {
             Ok(v) => v,
             Err(SwarmError::NotFound) => {
-                let only_files = if background { None } else { Some(Vec::new()) };
-                let handle = self
-                    .inner
-                    .add(info_hash, minimal, only_files, peers)
-                    .await?;
-                self.inner.register(info_hash, handle)?
+                let inner = self.inner.clone();
+                let minimal = checked.minimal.clone();
+                tokio::task::spawn_blocking(move || inner.meta.save_torrent(info_hash, &minimal))
+                    .await
+                    .map_err(join_error)??;
+                self.inner.register(Version::new(info_hash, &checked, &self.inner.objects, Vec::new()))
             }
             Err(e) => return Err(e),
         };
-        let session = &self.inner.session;
-        let (failed, paused) = v.handle.with_state(|s| {
-            (
-                matches!(s, ManagedTorrentState::Error(_)),
-                matches!(s, ManagedTorrentState::Paused(_)),
-            )
-        });
-        if failed || paused {
-            info!(%info_hash, failed, "resuming a stopped version");
-            session.unpause(&v.handle).await.map_err(engine)?;
+        if v.is_complete() {
+            return Ok(());
         }
-        if background && v.handle.only_files().is_some_and(|f| f.is_empty()) {
-            v.handle.wait_until_initialized().await.map_err(engine)?;
-            session
-                .update_only_files(&v.handle, &HashSet::from([0]))
-                .await
-                .map_err(engine)?;
+        if let Some(h) = v.live_handle() {
+            let (failed, paused) = h.with_state(|s| {
+                (
+                    matches!(s, ManagedTorrentState::Error(_)),
+                    matches!(s, ManagedTorrentState::Paused(_)),
+                )
+            });
+            if failed || paused {
+                info!(%info_hash, failed, "resuming a stopped version");
+                self.inner.session.unpause(&h).await.map_err(engine)?;
+            }
+        }
+        if background {
+            self.inner.queue_fetch(&v);
         }
         Ok(())
     }
@@ -404,12 +443,13 @@ impl Swarm {
     /// Reads `len` bytes at `offset` (fewer only at the end of the file).
     /// Returns as soon as the pieces covering the range are verified.
     ///
-    /// Ranges already local are `pread` from the object file. Otherwise a
-    /// librqbit `FileStream` asks for the range's pieces first and waits for
-    /// them. The stream then stays open for `LINGER` (see `linger`), for the
-    /// next read of the version to reuse; at most `MAX_OPEN_STREAMS` are open
-    /// at once (`MAX_OPEN_STREAMS_PER_VERSION` per version). A read that sees
-    /// no data arrive for `STALL_CHECK` redials the version's peers (see
+    /// Ranges already local are `pread` from the object file, dormant or
+    /// not. Otherwise the version wakes and a librqbit `FileStream` asks for
+    /// the range's pieces first and waits for them. The stream then stays
+    /// open for `LINGER` (see `linger`), for the next read of the version to
+    /// reuse; at most `MAX_OPEN_STREAMS` are open at once
+    /// (`MAX_OPEN_STREAMS_PER_VERSION` per version). A read that sees no
+    /// data arrive for `STALL_CHECK` redials the version's peers (see
     /// `Inner::kick`). There is no timeout: a range no online member has
     /// waits until one comes online. Dropping the future cancels the read
     /// cleanly.
@@ -427,7 +467,7 @@ impl Swarm {
         if self.inner.range_local(&v, offset, end) {
             return self.inner.pread(&v, offset, end).await;
         }
-        if let Some(e) = state_error(&v.handle) {
+        if let Some(e) = v.live_handle().and_then(|h| state_error(&h)) {
             return Err(e);
         }
         self.inner.read_streamed(&v, offset, end).await
@@ -436,25 +476,18 @@ impl Swarm {
     /// The object file of a version, once every piece of it is here.
     pub fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
         let v = self.inner.lookup(info_hash).ok()?;
-        self.inner.is_complete(&v).then(|| v.path.clone())
+        self.inner.range_local(&v, 0, v.size).then(|| v.path.clone())
     }
 
     /// (bytes verified here, total size) of a version this swarm knows.
     pub fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)> {
         let v = self.inner.lookup(info_hash).ok()?;
-        if v.complete.load(Ordering::Acquire) {
+        if v.is_complete() {
             return Some((v.size, v.size));
         }
-        let have = match self.inner.haves(&v) {
-            Some(bits) => {
-                let n = v.size.div_ceil(v.piece_length);
-                let last_len = v.size - (n - 1) * v.piece_length;
-                (0..n)
-                    .filter(|&i| bit(&bits, i))
-                    .map(|i| if i == n - 1 { last_len } else { v.piece_length })
-                    .sum()
-            }
-            None => 0,
+        let have = match v.live_handle() {
+            Some(h) => self.inner.haves_of(&h).map_or(0, |b| v.bytes_in(&b)),
+            None => v.dormant_haves().map_or(0, |b| v.bytes_in(&b)),
         };
         Some((have, v.size))
     }
@@ -462,28 +495,21 @@ impl Swarm {
     /// Waits until every piece of a version is here. A version ensured with
     /// `background = false` completes only if reads cover all of it.
     pub async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
+        let v = self.inner.lookup(info_hash)?;
+        let mut done = v.completion();
         loop {
             self.inner.check_running()?;
-            let v = self.inner.lookup(info_hash)?;
-            if self.inner.is_complete(&v) {
+            if v.forgotten.load(Ordering::Acquire) {
+                return Err(SwarmError::NotFound);
+            }
+            if v.is_complete() {
                 return Ok(());
             }
-            if let Some(e) = state_error(&v.handle) {
+            if let Some(e) = v.live_handle().and_then(|h| state_error(&h)) {
                 return Err(e);
             }
-            let fetching = v.handle.only_files().is_none();
-            let woke = tokio::time::timeout(COMPLETE_POLL, async {
-                if fetching {
-                    let _ = v.handle.wait_until_completed().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            })
-            .await;
-            if woke.is_ok() && !self.inner.is_complete(&v) {
-                // librqbit's notion of finished ran ahead of ours; don't spin.
-                tokio::time::sleep(COMPLETE_POLL / 10).await;
-            }
+            // Woken by completion; the timeout re-checks failure and shutdown.
+            let _ = tokio::time::timeout(Duration::from_secs(5), done.changed()).await;
         }
     }
 
@@ -491,20 +517,30 @@ impl Swarm {
     /// Forgetting an unknown version only cleans up what may be left on disk.
     pub async fn forget(&self, info_hash: InfoHash) -> Result<(), SwarmError> {
         let known = self.inner.versions.read().get(&info_hash).cloned();
-        if let Some(v) = known {
-            v.forgotten.store(true, Ordering::Release);
-            v.streams.close();
-            v.lingering.lock().close();
-        }
+        self.inner.fetch_queue.lock().remove(info_hash);
+        let _transition = match &known {
+            Some(v) => {
+                v.forgotten.store(true, Ordering::Release);
+                v.streams.close();
+                v.lingering.lock().close();
+                Some(v.transition.lock().await)
+            }
+            None => None,
+        };
         let key = TorrentIdOrHash::Hash(id20(info_hash));
         if self.inner.session.get(key).is_some() {
             if let Err(e) = self.inner.session.delete(key, true).await {
                 warn!(%info_hash, "librqbit could not delete it cleanly: {e:#}");
             }
         }
+        if let Some(v) = &known {
+            *v.engine.lock() = version::Engine::Dormant { haves: Vec::new() };
+            *v.file.lock() = None;
+        }
         // Only now: until librqbit dropped the torrent, `lookup` would find
         // it there and register it again.
         self.inner.versions.write().remove(&info_hash);
+        self.inner.meta.remove(info_hash)?;
         for r in [
             tokio::fs::remove_dir_all(self.inner.object_dir(info_hash)).await,
             tokio::fs::remove_file(self.inner.bitv_path(info_hash)).await,
@@ -584,38 +620,12 @@ impl Inner {
         Ok(handle)
     }
 
-    /// Remembers a torrent of the session (keeping an existing entry).
-    fn register(
-        &self,
-        ih: InfoHash,
-        handle: Arc<ManagedTorrent>,
-    ) -> Result<Arc<Version>, SwarmError> {
-        let (size, piece_length, rel) = handle
-            .with_metadata(|m| {
-                (
-                    m.lengths().total_length(),
-                    u64::from(m.lengths().default_piece_length()),
-                    m.file_infos.first().map(|f| f.relative_filename.clone()),
-                )
-            })
-            .map_err(engine)?;
-        let rel = rel.ok_or_else(|| SwarmError::Engine(format!("{ih} has no file")))?;
-        let v = Arc::new(Version {
-            path: handle.output_folder().join(rel),
-            handle,
-            size,
-            piece_length,
-            complete: AtomicBool::new(false),
-            file: OnceLock::new(),
-            kick: Mutex::new(Kick::default()),
-            streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION)),
-            lingering: Mutex::new(Lingering::default()),
-            forgotten: AtomicBool::new(false),
-        });
-        Ok(self.versions.write().entry(ih).or_insert(v).clone())
+    /// Remembers a version (keeping an existing entry).
+    fn register(&self, v: Version) -> Arc<Version> {
+        self.versions.write().entry(v.ih).or_insert_with(|| Arc::new(v)).clone()
     }
 
-    /// The version, also when librqbit restored it from a previous run.
+    /// The version, also when only its saved metadata is on disk (dormant).
     fn lookup(&self, ih: InfoHash) -> Result<Arc<Version>, SwarmError> {
         if let Some(v) = self.versions.read().get(&ih) {
             if v.forgotten.load(Ordering::Acquire) {
@@ -623,40 +633,42 @@ impl Inner {
             }
             return Ok(v.clone());
         }
-        let handle = self
-            .session
-            .get(TorrentIdOrHash::Hash(id20(ih)))
-            .ok_or(SwarmError::NotFound)?;
-        self.register(ih, handle)
+        match self.meta.load(ih, &self.objects)? {
+            Some(v) => Ok(self.register(v)),
+            None => Err(SwarmError::NotFound),
+        }
     }
 
-    /// The torrent's have-bitfield (MSB first), if it is past its initial check.
-    fn haves(&self, v: &Version) -> Option<Vec<u8>> {
+    /// A live torrent's have-bitfield (MSB first), if it is past its initial check.
+    fn haves_of(&self, handle: &ManagedTorrent) -> Option<Vec<u8>> {
         let (bits, _) = self
             .api
-            .api_dump_haves(TorrentIdOrHash::Hash(v.handle.info_hash()))
+            .api_dump_haves(TorrentIdOrHash::Hash(handle.info_hash()))
             .ok()?;
         Some(bits.as_raw_slice().to_vec())
     }
 
-    fn is_complete(&self, v: &Version) -> bool {
-        self.range_local(v, 0, v.size)
-    }
-
-    /// Whether every piece covering `start..end` is verified.
+    /// Whether every piece covering `start..end` is verified (noting
+    /// completion when it sees it).
     fn range_local(&self, v: &Version, start: u64, end: u64) -> bool {
-        if v.complete.load(Ordering::Acquire) {
+        if v.is_complete() {
             return true;
         }
-        let Some(bits) = self.haves(v) else {
-            return false;
+        let bits = match v.live_handle() {
+            Some(h) => match self.haves_of(&h) {
+                Some(b) => b,
+                None => return false,
+            },
+            None => match v.dormant_haves() {
+                Some(b) => b,
+                None => return false,
+            },
         };
-        let n = v.size.div_ceil(v.piece_length);
-        if (0..n).all(|i| bit(&bits, i)) {
-            v.complete.store(true, Ordering::Release);
+        if v.all_in(&bits) {
+            v.mark_complete();
             return true;
         }
-        (start / v.piece_length..=(end - 1) / v.piece_length).all(|i| bit(&bits, i))
+        v.covers(&bits, start, end)
     }
 
     async fn pread(&self, v: &Arc<Version>, offset: u64, end: u64) -> Result<Bytes, SwarmError> {
@@ -667,13 +679,7 @@ impl Inner {
             .map_err(|_| SwarmError::ShutDown)?;
         let v = v.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-            let file = match v.file.get() {
-                Some(f) => f.clone(),
-                None => {
-                    let f = Arc::new(File::open(&v.path)?);
-                    v.file.get_or_init(|| f).clone()
-                }
-            };
+            let file = v.reader()?;
             let mut buf = vec![0u8; (end - offset) as usize];
             file.read_exact_at(&mut buf, offset)?;
             Ok(Bytes::from(buf))
@@ -682,12 +688,6 @@ impl Inner {
         .map_err(join_error)?
         .map_err(SwarmError::from)
     }
-}
-
-/// Bit `i` of an MSB-first bitfield (BitTorrent's order).
-fn bit(bits: &[u8], i: u64) -> bool {
-    bits.get((i / 8) as usize)
-        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
 }
 
 /// Spawns a background task of the swarm in a span of its own; it is dropped
@@ -726,37 +726,5 @@ fn move_file(from: &Path, to: &Path) -> io::Result<()> {
             std::fs::remove_file(from)
         }
         r => r,
-    }
-}
-
-/// Fastresume data claiming every piece: `n_pieces` one-bits, MSB first, the
-/// spare bits of the last byte zero. Written atomically.
-fn write_full_bitfield(path: &Path, n_pieces: u64) -> io::Result<()> {
-    let mut bits = vec![0xffu8; n_pieces.div_ceil(8) as usize];
-    let spare = (bits.len() as u64 * 8 - n_pieces) as u32;
-    if let Some(last) = bits.last_mut() {
-        *last = 0xffu8.checked_shl(spare).unwrap_or(0);
-    }
-    let tmp = path.with_extension("bitv.tmp");
-    std::fs::write(&tmp, &bits)?;
-    std::fs::rename(&tmp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_bitfield_has_exactly_n_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        for n in [1u64, 7, 8, 9, 16, 17, 256] {
-            let p = dir.path().join("x.bitv");
-            write_full_bitfield(&p, n).unwrap();
-            let b = std::fs::read(&p).unwrap();
-            assert_eq!(b.len() as u64, n.div_ceil(8));
-            assert_eq!(b.iter().map(|x| x.count_ones() as u64).sum::<u64>(), n);
-            assert!((0..n).all(|i| bit(&b, i)));
-            assert!(!bit(&b, n));
-        }
     }
 }

@@ -15,7 +15,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::error::{engine, SwarmError};
-use super::{spawn_task, state_error, Inner, Version};
+use super::version::{LiveGuard, Version};
+use super::{spawn_task, state_error, Inner};
 
 /// A read waiting this long with no data arriving for its torrent redials
 /// (at once if its torrent has no peer left to talk to).
@@ -62,16 +63,19 @@ impl Inner {
                 if self.range_local(v, offset, end) {
                     return self.pread(v, offset, end).await;
                 }
-                let stream = v.handle.clone().stream(0).await.map_err(engine)?;
+                let live = self.wake(v, Vec::new()).await?;
+                let stream = live.handle.clone().stream(0).await.map_err(engine)?;
                 OpenStream {
                     stream: Box::new(stream),
+                    live,
                     _slots: (version_slot, slot),
                 }
             }
         };
         let mut buf = vec![0u8; (end - offset) as usize];
         open.stream.seek(SeekFrom::Start(offset)).await?;
-        self.watch(v, open.stream.read_exact(&mut buf)).await?;
+        let handle = open.live.handle.clone();
+        self.watch(v, &handle, open.stream.read_exact(&mut buf)).await?;
         self.linger(v, open);
         Ok(Bytes::from(buf))
     }
@@ -110,10 +114,11 @@ impl Inner {
     async fn watch<T>(
         &self,
         v: &Version,
+        handle: &Arc<ManagedTorrent>,
         read: impl std::future::Future<Output = io::Result<T>>,
     ) -> Result<(), SwarmError> {
         tokio::pin!(read);
-        let mut seen = Activity::of(&v.handle);
+        let mut seen = Activity::of(handle);
         let mut last_data = Instant::now();
         loop {
             tokio::select! {
@@ -127,20 +132,20 @@ impl Inner {
                     if v.forgotten.load(Ordering::Acquire) {
                         return Err(SwarmError::NotFound);
                     }
-                    if let Some(e) = state_error(&v.handle) {
+                    if let Some(e) = state_error(handle) {
                         return Err(e);
                     }
-                    let now = Activity::of(&v.handle);
+                    let now = Activity::of(handle);
                     if now.got_data_since(&seen) {
                         last_data = Instant::now();
                         *v.kick.lock() = Kick::default();
                     } else if now.dead_end
                         || last_data.elapsed() >= if now.connected { STALL_CONNECTED } else { STALL_CHECK }
                     {
-                        self.kick(v).await;
+                        self.kick(v, handle).await;
                         last_data = Instant::now();
                     }
-                    seen = Activity::of(&v.handle);
+                    seen = Activity::of(handle);
                 }
             }
         }
@@ -157,7 +162,7 @@ impl Inner {
     /// new stream. Pausing and resuming gives the torrent fresh peer state:
     /// it dials its initial peers and the peer feed's at once. Open streams
     /// survive it (they belong to the torrent, not to its live state).
-    async fn kick(&self, v: &Version) {
+    async fn kick(&self, v: &Version, handle: &Arc<ManagedTorrent>) {
         {
             let mut k = v.kick.lock();
             if k.last.is_some_and(|t| t.elapsed() < k.wait) {
@@ -170,7 +175,9 @@ impl Inner {
             }
             k.last = Some(Instant::now());
         }
-        let (live, paused) = v.handle.with_state(|s| {
+        // The members holding it may have it asleep.
+        self.want(v);
+        let (live, paused) = handle.with_state(|s| {
             (
                 matches!(s, ManagedTorrentState::Live(_)),
                 matches!(s, ManagedTorrentState::Paused(_)),
@@ -180,15 +187,15 @@ impl Inner {
             // Initializing (it dials once live) or failed.
             return;
         }
-        debug!(info_hash = ?v.handle.info_hash(), "read stalled; redialling peers");
+        debug!(info_hash = ?handle.info_hash(), "read stalled; redialling peers");
         if live {
-            if let Err(e) = self.session.pause(&v.handle).await {
+            if let Err(e) = self.session.pause(handle).await {
                 debug!("pause for a redial: {e:#}");
                 return;
             }
         }
-        if let Err(e) = self.session.unpause(&v.handle).await {
-            warn!(info_hash = ?v.handle.info_hash(), "could not resume after a redial: {e:#}");
+        if let Err(e) = self.session.unpause(handle).await {
+            warn!(info_hash = ?handle.info_hash(), "could not resume after a redial: {e:#}");
         }
     }
 }
@@ -197,9 +204,11 @@ impl Inner {
 trait ReadStream: AsyncRead + AsyncSeek + Send + Unpin {}
 impl<T: AsyncRead + AsyncSeek + Send + Unpin> ReadStream for T {}
 
-/// An open `FileStream` and the stream slots it holds.
+/// An open `FileStream`, the live torrent it belongs to (kept awake while
+/// the stream is open) and the stream slots it holds.
 struct OpenStream {
     stream: Box<dyn ReadStream>,
+    live: LiveGuard,
     _slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 

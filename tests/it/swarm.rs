@@ -547,3 +547,135 @@ async fn whole_file_in_the_background_and_read_through_on_demand() {
     })
     .await
 }
+
+/// Routes `from`'s wants to `to`, as the tracker manager does between
+/// members (`Want` → `Wanted`).
+fn route_wants(from: &Peer, to: &Peer) {
+    let (to, from_addr) = (to.swarm.clone(), from.addr());
+    from.swarm.set_want_hook(Box::new(move |ih| to.wanted(ih, from_addr)));
+}
+
+/// Puts a swarm's versions to sleep, waiting out a read's lingering stream.
+async fn sleep_all(s: &Swarm) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        s.sleep_idle().await;
+        if s.live_count() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} versions never went to sleep", s.live_count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A version nobody uses leaves librqbit (no torrent, no descriptor), stays
+/// readable from disk, and wakes when another member wants it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dormant_versions_are_read_locally_and_woken_by_a_want() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        route_wants(&b, &a);
+        let data = random_bytes(4 * MIB + 3);
+        let p = a.publish("d.bin", &data).await;
+        assert_eq!(a.swarm.live_count(), 1, "a new version is live at once");
+        assert_eq!(a.swarm.sleep_idle().await, 1);
+        assert_eq!(a.swarm.live_count(), 0);
+
+        // Dormant and complete: served from the object file, nothing wakes.
+        assert!(a.swarm.local_path(p.info_hash).is_some());
+        assert_eq!(a.swarm.progress(p.info_hash), Some((p.size, p.size)));
+        assert_eq!(&a.swarm.read(p.info_hash, 5, 100).await.unwrap()[..], &data[5..105]);
+        assert_eq!(a.swarm.live_count(), 0);
+
+        // B needs it: its want wakes A's copy, and B reads every byte.
+        b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], false).await.unwrap();
+        assert_eq!(b.swarm.live_count(), 0, "on demand: nothing live before a read");
+        let got = read_all(&b.swarm, p.info_hash, data.len(), 256 * 1024).await;
+        assert!(got == data, "B read different bytes");
+        assert_eq!(a.swarm.live_count(), 1, "A woke for B");
+
+        // B's complete copy sleeps too, and still reads.
+        until("B has all of it", 20, || b.swarm.local_path(p.info_hash).is_some()).await;
+        b.swarm.wait_complete(p.info_hash).await.unwrap();
+        sleep_all(&b.swarm).await;
+        assert_eq!(&b.swarm.read(p.info_hash, 4 * MIB as u64, 3).await.unwrap()[..], &data[4 * MIB..]);
+        assert_eq!(b.swarm.live_count(), 0);
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// The pieces of a partly fetched version survive its sleep and a restart:
+/// they are read back with their seeder gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_version_keeps_its_pieces_asleep_and_across_a_restart() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        // Bigger than a stream's 32 MiB read-ahead.
+        let data = random_bytes(64 * MIB);
+        let p = a.publish("p.bin", &data).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
+        let b = Swarm::start(cfg.clone()).await.unwrap();
+        b.ensure(p.info_hash, &p.torrent, vec![a.addr()], false).await.unwrap();
+        let first = b.read(p.info_hash, 0, MIB as u32).await.unwrap();
+        assert_eq!(&first[..], &data[..MIB]);
+        sleep_all(&b).await;
+        let (have, total) = b.progress(p.info_hash).unwrap();
+        assert!(have >= MIB as u64 && have < total, "B has {have} of {total} bytes");
+        b.shutdown().await;
+        drop(b);
+        a.swarm.shutdown().await;
+
+        let b = Swarm::start(cfg).await.unwrap();
+        assert_eq!(b.progress(p.info_hash), Some((have, total)), "pieces kept across the restart");
+        let again = b.read(p.info_hash, 1000, 1000).await.unwrap();
+        assert_eq!(&again[..], &data[1000..2000]);
+        assert_eq!(b.live_count(), 0, "a local range needs no torrent");
+        b.shutdown().await;
+    })
+    .await
+}
+
+/// Publishing many files does not leave many torrents live: idle ones go
+/// to sleep once more than a few dozen are live, and all stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_versions_do_not_stay_live() {
+    init_tracing();
+    within(180, async {
+        let a = Peer::start("A", None).await;
+        let mut published = Vec::new();
+        for i in 0..120 {
+            let data = format!("file number {i}\n").into_bytes();
+            let p = a.publish(&format!("f{i}.txt"), &data).await;
+            published.push((p, data));
+        }
+        let live = a.swarm.live_count();
+        assert!(live > 48, "all {live} were live right after publishing");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while a.swarm.live_count() > 48 {
+            assert!(Instant::now() < deadline, "{} versions still live", a.swarm.live_count());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (p, data) in &published {
+            assert_eq!(&a.swarm.read(p.info_hash, 0, 100).await.unwrap()[..], &data[..]);
+            assert!(a.swarm.local_path(p.info_hash).is_some());
+        }
+        assert!(a.swarm.live_count() <= 48);
+        a.swarm.shutdown().await;
+    })
+    .await
+}

@@ -1,0 +1,426 @@
+//! Which versions are live in librqbit: waking on demand, putting idle ones
+//! to sleep, the background fetch queue, and wants to and from the other
+//! members.
+//!
+//! Every live librqbit torrent costs tasks, timers, descriptors and memory,
+//! so a group of many files must not mean many live torrents. A version is
+//! woken when a read needs pieces it lacks, when the fetch queue takes it,
+//! when it is published, or when another member wants it; the sweeper puts
+//! it back to sleep once it has been idle for `IDLE` (`IDLE_CROWDED` while
+//! more than `MAX_LIVE` are live).
+//!
+//! librqbit refuses incoming connections for torrents it does not have, so a
+//! member that needs pieces sends a *want* (through the tracker manager, see
+//! `Swarm::set_want_hook`); the members that hold the version wake it and
+//! dial the wanting member (`Swarm::wanted`).
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use librqbit::ManagedTorrentState;
+use titorrent_tracker::proto::InfoHash;
+use tracing::{debug, info, warn};
+
+use super::error::engine;
+use super::version::{full_bitfield, Engine, LiveGuard, Version};
+use super::{spawn_task, Inner, SwarmError};
+use librqbit::api::TorrentIdOrHash;
+
+/// A live version nobody used or moved bytes of for this long goes to sleep.
+const IDLE: Duration = Duration::from_secs(30);
+/// The same while more than `MAX_LIVE` versions are live.
+const IDLE_CROWDED: Duration = Duration::from_secs(2);
+/// Live versions above which idle ones are put to sleep sooner.
+const MAX_LIVE: usize = 48;
+/// Versions fetched in the background at once.
+const MAX_FETCHING: usize = 8;
+/// A background fetch without progress for this long yields its slot to the
+/// next queued version (and goes to the back of the queue).
+const FETCH_STALL: Duration = Duration::from_secs(30);
+/// How often the sweeper looks at the live versions.
+const SWEEP: Duration = Duration::from_secs(1);
+/// A version lacking pieces and connected to nobody is wanted again this often.
+const WANT_AGAIN: Duration = Duration::from_secs(3);
+
+/// The background fetch queue.
+#[derive(Default)]
+pub(super) struct FetchQueue {
+    order: VecDeque<InfoHash>,
+    queued: HashSet<InfoHash>,
+}
+
+impl FetchQueue {
+    pub fn push(&mut self, ih: InfoHash) -> bool {
+        if self.queued.insert(ih) {
+            self.order.push_back(ih);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn pop(&mut self) -> Option<InfoHash> {
+        let ih = self.order.pop_front()?;
+        self.queued.remove(&ih);
+        Some(ih)
+    }
+
+    pub fn remove(&mut self, ih: InfoHash) {
+        if self.queued.remove(&ih) {
+            self.order.retain(|h| *h != ih);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Inner {
+    /// The version live in librqbit, woken if it was dormant, with the caller
+    /// counted as a user. `peers` are dialled if it wakes now. A version
+    /// woken while it lacks pieces is wanted from the other members.
+    pub(super) async fn wake(&self, v: &Arc<Version>, peers: Vec<SocketAddr>) -> Result<LiveGuard, SwarmError> {
+        if let Some(g) = v.try_guard() {
+            return Ok(g);
+        }
+        let _t = v.transition.lock().await;
+        if let Some(g) = v.try_guard() {
+            return Ok(g);
+        }
+        self.check_running()?;
+        if v.forgotten.load(Ordering::Acquire) {
+            return Err(SwarmError::NotFound);
+        }
+        let haves = v.dormant_haves().unwrap_or_default();
+        let complete = v.is_complete();
+        {
+            // librqbit's fastresume data: it spot-checks a few pieces of it
+            // instead of hashing the whole file again.
+            let bitv = self.bitv_path(v.ih);
+            let any = haves.iter().any(|b| *b != 0);
+            let haves = if complete { full_bitfield(v.n_pieces) } else { haves };
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                if any || complete {
+                    super::version::write_atomic(&bitv, &haves)
+                } else {
+                    match std::fs::remove_file(&bitv) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+            })
+            .await
+            .map_err(super::join_error)??;
+        }
+        let fetch_all = complete || v.background.load(Ordering::Acquire);
+        let only_files = if fetch_all { None } else { Some(Vec::new()) };
+        let handle = self.add(v.ih, v.torrent.to_vec(), only_files, peers).await?;
+        {
+            let mut seen = v.seen.lock();
+            let now = Instant::now();
+            seen.last_active = now;
+            seen.last_progress = now;
+            seen.counters = (0, 0);
+        }
+        *v.engine.lock() = Engine::Live(handle);
+        debug!(ih = %v.ih, complete, background = fetch_all, "woke");
+        if !complete {
+            self.want(v);
+        }
+        v.try_guard().ok_or(SwarmError::NotFound)
+    }
+
+    /// Puts a live version to sleep if nobody uses it: saves its haves and
+    /// removes it from librqbit (its files stay). Returns whether it slept.
+    pub(super) async fn sleep(&self, v: &Arc<Version>) -> bool {
+        let Ok(_t) = v.transition.try_lock() else {
+            return false;
+        };
+        let (handle, haves) = {
+            let mut e = v.engine.lock();
+            let Engine::Live(h) = &*e else { return false };
+            if v.users() > 0 {
+                return false;
+            }
+            let haves = if v.is_complete() {
+                full_bitfield(v.n_pieces)
+            } else {
+                match self.haves_of(h) {
+                    Some(b) => b,
+                    // Still checking its files: not now.
+                    None => return false,
+                }
+            };
+            let h = h.clone();
+            *e = Engine::Dormant { haves: haves.clone() };
+            (h, haves)
+        };
+        if let Err(e) = self.meta.save_haves(v.ih, &haves) {
+            // Without them the next wake re-checks the file: slower, not wrong.
+            warn!(ih = %v.ih, "cannot save the pieces of a sleeping version: {e}");
+        }
+        *v.file.lock() = None;
+        if let Err(e) = self.session.delete(TorrentIdOrHash::Hash(handle.info_hash()), false).await {
+            warn!(ih = %v.ih, "librqbit could not drop a sleeping version: {e:#}");
+        }
+        debug!(ih = %v.ih, "asleep");
+        true
+    }
+
+    /// Asks the other members to wake the version (rate limited).
+    pub(super) fn want(&self, v: &Version) {
+        {
+            let mut seen = v.seen.lock();
+            if seen.last_want.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+                return;
+            }
+            seen.last_want = Some(Instant::now());
+        }
+        if let Some(hook) = self.want_hook.get() {
+            hook(v.ih);
+        }
+    }
+
+    /// Another member (at `peer`) wants a version: if it is here, even in
+    /// part, wake it and dial them.
+    pub(super) async fn on_wanted(&self, ih: InfoHash, peer: SocketAddr) {
+        self.feed.add(&[peer]);
+        let Ok(v) = self.lookup(ih) else { return };
+        if v.live_handle().is_some() {
+            // Live: they reach us through their own dialling.
+            v.seen.lock().last_active = Instant::now();
+            return;
+        }
+        let has_some = v.is_complete() || v.dormant_haves().is_some_and(|h| h.iter().any(|b| *b != 0));
+        if !has_some {
+            return;
+        }
+        match self.wake(&v, vec![peer]).await {
+            Ok(g) => drop(g),
+            Err(e) => debug!(%ih, "cannot wake a wanted version: {e}"),
+        }
+    }
+
+    /// Queues a version for the background fetch.
+    pub(super) fn queue_fetch(&self, v: &Arc<Version>) {
+        v.background.store(true, Ordering::Release);
+        if self.fetch_queue.lock().push(v.ih) {
+            self.fetch_kick.notify_one();
+        }
+    }
+
+    /// Runs the fetch queue and the sweeper until the session stops.
+    pub(super) fn spawn_upkeep(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        spawn_task("fetch_queue", &self.cancel, async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.start_fetches().await;
+                let kick = inner.fetch_kick.clone();
+                drop(inner);
+                let _ = tokio::time::timeout(SWEEP, kick.notified()).await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        spawn_task("sweeper", &self.cancel, async move {
+            let mut tick = tokio::time::interval(SWEEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.sweep().await;
+            }
+        });
+    }
+
+    fn fetching(&self) -> usize {
+        self.versions
+            .read()
+            .values()
+            .filter(|v| v.background.load(Ordering::Acquire) && !v.is_complete() && v.live_handle().is_some())
+            .count()
+    }
+
+    /// Takes queued versions live while fewer than `MAX_FETCHING` fetch.
+    async fn start_fetches(self: &Arc<Self>) {
+        let mut running = self.fetching();
+        while running < MAX_FETCHING {
+            let Some(ih) = self.fetch_queue.lock().pop() else { return };
+            let Ok(v) = self.lookup(ih) else { continue };
+            if v.is_complete() || !v.background.load(Ordering::Acquire) {
+                continue;
+            }
+            match self.wake(&v, Vec::new()).await {
+                Ok(g) => {
+                    if g.handle.only_files().is_some_and(|f| f.is_empty()) {
+                        // Woken for reads before: select the file now.
+                        if let Err(e) = g.handle.wait_until_initialized().await {
+                            warn!(%ih, "cannot fetch: {e:#}");
+                            continue;
+                        }
+                        if let Err(e) = self.session.update_only_files(&g.handle, &HashSet::from([0])).await {
+                            warn!(%ih, "cannot fetch all of it: {e:#}");
+                            continue;
+                        }
+                    }
+                    self.watch_completion(&v, g.handle.clone());
+                    running += 1;
+                }
+                Err(e) => warn!(%ih, "cannot start fetching: {e}"),
+            }
+        }
+    }
+
+    /// Marks a fetching version complete when librqbit says so (and the
+    /// haves agree), and frees its fetch slot.
+    fn watch_completion(self: &Arc<Self>, v: &Arc<Version>, handle: Arc<librqbit::ManagedTorrent>) {
+        let (weak, v) = (Arc::downgrade(self), v.clone());
+        spawn_task("fetch_done", &self.cancel, async move {
+            if handle.wait_until_completed().await.is_err() {
+                return;
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            // librqbit may say finished a moment before its haves show it.
+            for _ in 0..50 {
+                if inner.range_local(&v, 0, v.size) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            inner.fetch_kick.notify_one();
+        });
+    }
+
+    /// One look at the live versions: note activity, re-want what is stuck,
+    /// rotate stalled fetches, put idle versions to sleep.
+    async fn sweep(self: &Arc<Self>) {
+        let live: Vec<Arc<Version>> = self
+            .versions
+            .read()
+            .values()
+            .filter(|v| v.live_handle().is_some())
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        let mut candidates = Vec::new();
+        let queue_waiting = !self.fetch_queue.lock().is_empty();
+        for v in &live {
+            let Some(h) = v.live_handle() else { continue };
+            if h.with_state(|s| matches!(s, ManagedTorrentState::Error(_))) {
+                continue;
+            }
+            let (counters, connected) = match h.live() {
+                Some(l) => {
+                    let s = l.stats_snapshot();
+                    ((s.uploaded_bytes, s.fetched_bytes), s.peer_stats.live > 0)
+                }
+                None => ((0, 0), false),
+            };
+            if !v.is_complete() && self.range_local(v, 0, v.size) {
+                self.fetch_kick.notify_one();
+            }
+            let (idle_for, stalled) = {
+                let mut seen = v.seen.lock();
+                if counters != seen.counters {
+                    if counters.1 != seen.counters.1 {
+                        seen.last_progress = now;
+                    }
+                    seen.counters = counters;
+                    seen.last_active = now;
+                }
+                if v.users() > 0 {
+                    seen.last_active = now;
+                }
+                (now - seen.last_active, now - seen.last_progress)
+            };
+            let background = v.background.load(Ordering::Acquire);
+            let complete = v.is_complete();
+            if !complete && (background || v.users() > 0) {
+                if !connected && v.seen.lock().last_want.is_none_or(|t| t.elapsed() >= WANT_AGAIN) {
+                    self.want(v);
+                }
+                if background && queue_waiting && stalled >= FETCH_STALL && v.users() == 0 {
+                    info!(ih = %v.ih, "background fetch stalled; trying the next queued version");
+                    if self.sleep(v).await {
+                        self.fetch_queue.lock().push(v.ih);
+                        self.fetch_kick.notify_one();
+                    }
+                }
+                continue;
+            }
+            if v.users() == 0 {
+                candidates.push((idle_for, v.clone()));
+            }
+        }
+        candidates.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
+        let mut n_live = live.len();
+        let mut slept = 0;
+        for (idle, v) in candidates {
+            let limit = if n_live > MAX_LIVE { IDLE_CROWDED } else { IDLE };
+            if idle < limit {
+                continue;
+            }
+            if self.sleep(&v).await {
+                n_live -= 1;
+                slept += 1;
+            }
+        }
+        if slept > 0 {
+            debug!(slept, live = n_live, "idle versions asleep");
+            release_freed_memory();
+        }
+    }
+
+    /// Versions live in librqbit now.
+    pub(super) fn live_count(&self) -> usize {
+        self.versions.read().values().filter(|v| v.live_handle().is_some()).count()
+    }
+
+    /// Registers the torrents librqbit restored from its own persistence
+    /// (those live when the last run stopped) as live versions.
+    pub(super) fn adopt_restored(self: &Arc<Self>) -> Result<(), SwarmError> {
+        let handles: Vec<_> = self.session.with_torrents(|it| it.map(|(_, h)| h.clone()).collect());
+        for handle in handles {
+            let ih = InfoHash(handle.info_hash().0);
+            let minimal = handle
+                .with_metadata(|m| {
+                    let mut t = b"d4:info".to_vec();
+                    t.extend_from_slice(&m.info_bytes);
+                    t.push(b'e');
+                    t
+                })
+                .map_err(engine)?;
+            let checked = match super::metainfo::check(ih, &minimal) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%ih, "librqbit restored a torrent that is not a version: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = self.meta.save_torrent(ih, &checked.minimal) {
+                warn!(%ih, "cannot save the metadata of a restored version: {e}");
+            }
+            let v = Arc::new(Version::new(ih, &checked, &self.objects, Vec::new()));
+            v.background.store(handle.only_files().is_none(), Ordering::Release);
+            *v.engine.lock() = Engine::Live(handle.clone());
+            self.versions.write().insert(ih, v.clone());
+            if !self.range_local(&v, 0, v.size) && v.background.load(Ordering::Acquire) {
+                self.watch_completion(&v, handle);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives memory freed by dropped torrents back to the system (glibc keeps
+/// freed blocks in its arenas otherwise, and the daemon's RSS never falls).
+fn release_freed_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
