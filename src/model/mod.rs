@@ -28,7 +28,7 @@ pub use status::XATTR_PREFIX;
 mod tests;
 
 pub use error::{ContentError, CoordError, ModelError, Result};
-pub use ports::{Content, Coordinator, KernelCache, PublishedContent};
+pub use ports::{Content, Coordinator, Fetch, KernelCache, PublishedContent, Stripe};
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -400,6 +400,24 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     pub fn members(&self) -> Vec<MemberInfo> {
         self.inner.lock().members.values().cloned().collect()
+    }
+
+    /// This member's stripe of a version `author` published: its rank among
+    /// the online members other than the author, by member id. Those are the
+    /// members that fetch it at the same time when replication is on.
+    fn stripe(&self, inner: &Inner, author: Option<MemberId>) -> Stripe {
+        let mut fetchers: Vec<MemberId> = inner
+            .members
+            .values()
+            .filter(|m| (m.online || m.id == self.me) && Some(m.id) != author)
+            .map(|m| m.id)
+            .collect();
+        if !fetchers.contains(&self.me) {
+            fetchers.push(self.me);
+        }
+        fetchers.sort_unstable();
+        let index = fetchers.iter().position(|m| *m == self.me).unwrap_or(0);
+        Stripe { index: index as u32, count: fetchers.len() as u32 }
     }
 
     fn peers(&self) -> Vec<SocketAddr> {
@@ -1021,11 +1039,16 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             },
         };
         let peers = self.peers();
-        let background = self.background.load(Ordering::Relaxed) || {
+        let fetch = {
             let inner = self.inner.lock();
-            self.is_pinned(&inner, file)
+            if self.background.load(Ordering::Relaxed) || self.is_pinned(&inner, file) {
+                let author = inner.tree.get(file).map(|e| e.author);
+                Fetch::Background(self.stripe(&inner, author))
+            } else {
+                Fetch::OnDemand
+            }
         };
-        match self.content.ensure(ih, &torrent, peers, background).await {
+        match self.content.ensure(ih, &torrent, peers, fetch).await {
             Ok(()) => {
                 self.inner.lock().ensured.insert(ih);
                 self.report_when_complete(file, version, ih);

@@ -17,18 +17,52 @@ pub struct PublishedContent {
     pub size: u64,
 }
 
+/// How much of a version to fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Only the pieces reads ask for.
+    OnDemand,
+    /// All of it, in the background, starting with this member's stripe.
+    Background(Stripe),
+}
+
+/// Which part of a version this member fetches first when several members
+/// fetch it at once: part `index` of `count` equal parts (then the rest, in
+/// order from there). Members that start apart fetch different pieces from
+/// the seeder and then trade them, instead of all asking the seeder for the
+/// same ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stripe {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Stripe {
+    pub const WHOLE: Stripe = Stripe { index: 0, count: 1 };
+
+    /// Where this stripe starts in a file of `size` bytes, at a multiple of
+    /// `align`.
+    pub fn start(&self, size: u64, align: u64) -> u64 {
+        if self.count <= 1 || size == 0 {
+            return 0;
+        }
+        let at = (u128::from(size) * u128::from(self.index % self.count) / u128::from(self.count)) as u64;
+        at / align * align
+    }
+}
+
 /// Where file contents come from and go to.
 pub trait Content: Send + Sync + 'static {
     /// Hashes a finished staging file, moves it into the store and seeds it.
     fn publish(&self, staging: &Path, name: &str) -> impl Future<Output = Result<PublishedContent, ContentError>> + Send;
-    /// Makes a version known (validating `torrent` against `info_hash`);
-    /// with `background`, fetches all of it, else only what reads ask for.
+    /// Makes a version known (validating `torrent` against `info_hash`) and
+    /// fetches all of it or only what reads ask for, as `fetch` says.
     fn ensure(
         &self,
         info_hash: InfoHash,
         torrent: &[u8],
         peers: Vec<SocketAddr>,
-        background: bool,
+        fetch: Fetch,
     ) -> impl Future<Output = Result<(), ContentError>> + Send;
     /// Reads a range, returning once the pieces covering it are verified.
     fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> impl Future<Output = Result<Bytes, ContentError>> + Send;
@@ -53,4 +87,20 @@ pub trait Coordinator: Send + Sync + 'static {
 pub trait KernelCache: Send + Sync + 'static {
     fn inval_entry(&self, parent: FileId, name: &str);
     fn inval_inode(&self, file: FileId);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stripe;
+
+    #[test]
+    fn stripes_split_a_file_at_piece_boundaries() {
+        let size = 10 * 1024 * 1024 + 7;
+        let starts: Vec<u64> = (0..4).map(|i| Stripe { index: i, count: 4 }.start(size, 262144)).collect();
+        assert_eq!(starts, vec![0, 2 * 1024 * 1024 + 524288, 5 * 1024 * 1024, 7 * 1024 * 1024 + 524288]);
+        assert!(starts.iter().all(|s| s % 262144 == 0));
+        assert_eq!(Stripe::WHOLE.start(size, 262144), 0);
+        assert_eq!(Stripe { index: 5, count: 4 }.start(size, 262144), starts[1]);
+        assert_eq!(Stripe { index: 1, count: 4 }.start(0, 262144), 0);
+    }
 }

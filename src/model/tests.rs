@@ -28,7 +28,7 @@ impl Content for Arc<FakeContent> {
         self.local.lock().insert(ih);
         Ok(PublishedContent { info_hash: ih, torrent: vec![b'd', *n, b'e'], size })
     }
-    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>, _bg: bool) -> Result<(), ContentError> {
+    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>, _fetch: Fetch) -> Result<(), ContentError> {
         if torrent.get(1) != Some(&info_hash.0[0]) {
             return Err(ContentError::HashMismatch);
         }

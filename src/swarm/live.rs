@@ -25,7 +25,8 @@ use titorrent_tracker::proto::InfoHash;
 use tracing::{debug, info, warn};
 
 use super::error::engine;
-use super::version::{full_bitfield, Engine, LiveGuard, Version};
+use super::version::{bit, full_bitfield, Engine, LiveGuard, Version};
+use super::Stripe;
 use super::{spawn_task, Inner, SwarmError};
 use librqbit::api::TorrentIdOrHash;
 
@@ -40,6 +41,8 @@ const MAX_FETCHING: usize = 8;
 /// A background fetch without progress for this long yields its slot to the
 /// next queued version (and goes to the back of the queue).
 const FETCH_STALL: Duration = Duration::from_secs(30);
+/// How often a steered background fetch moves its stream on.
+const STEER_EVERY: Duration = Duration::from_millis(200);
 /// How often the sweeper looks at the live versions.
 const SWEEP: Duration = Duration::from_secs(1);
 /// A version lacking pieces and connected to nobody is wanted again this often.
@@ -268,9 +271,57 @@ impl Inner {
                         }
                     }
                     self.watch_completion(&v, g.handle.clone());
+                    let stripe = *v.stripe.lock();
+                    if stripe.count > 1 {
+                        let (inner, v, handle) = (self.clone(), v.clone(), g.handle.clone());
+                        spawn_task("fetch_stripe", &self.cancel, async move {
+                            inner.drive_fetch(v, handle, stripe).await;
+                        });
+                    }
                     running += 1;
                 }
                 Err(e) => warn!(%ih, "cannot start fetching: {e}"),
+            }
+        }
+    }
+
+    /// Steers a background fetch through the file from its stripe on: an
+    /// open `FileStream` makes librqbit ask for the 32 MiB after its position
+    /// first, and the position moves to the next missing piece as pieces
+    /// arrive (wrapping at the end). Without it, librqbit asks for pieces in
+    /// file order, so members fetching at once all ask the seeder for the
+    /// same ones and have little to give each other.
+    async fn drive_fetch(self: Arc<Self>, v: Arc<Version>, handle: Arc<librqbit::ManagedTorrent>, stripe: Stripe) {
+        use tokio::io::AsyncSeekExt;
+        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
+            return;
+        };
+        let mut stream = match handle.clone().stream(0).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(ih = %v.ih, "no stream to steer the fetch: {e:#}");
+                return;
+            }
+        };
+        let mut piece = stripe.start(v.size, v.piece_length) / v.piece_length;
+        let mut at = None;
+        loop {
+            if at != Some(piece) {
+                if let Err(e) = stream.seek(std::io::SeekFrom::Start(piece * v.piece_length)).await {
+                    debug!(ih = %v.ih, "cannot steer the fetch: {e}");
+                    return;
+                }
+                at = Some(piece);
+            }
+            tokio::time::sleep(STEER_EVERY).await;
+            let same = v.live_handle().is_some_and(|h| Arc::ptr_eq(&h, &handle));
+            if !same || v.is_complete() || v.forgotten.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(haves) = self.haves_of(&handle) else { continue };
+            match (0..v.n_pieces).map(|k| (piece + k) % v.n_pieces).find(|&i| !bit(&haves, i)) {
+                Some(next) => piece = next,
+                None => return,
             }
         }
     }

@@ -69,6 +69,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+pub use crate::model::{Fetch, Stripe};
 use error::{engine, engine_ref};
 use live::FetchQueue;
 use peer_feed::PeerFeed;
@@ -373,16 +374,16 @@ impl Swarm {
     /// `info_hash` (else `HashMismatch`, nothing added) and records it, stored
     /// under the object store, with `peers` to dial. Idempotent.
     ///
-    /// `background = true` queues every piece for fetching; `false` fetches
-    /// only the pieces reads ask for (nothing goes live until a read). A
-    /// version ensured both ways is fetched in the background. A version
-    /// that failed (see the module doc) is restarted.
+    /// `Fetch::Background` queues every piece for fetching, its stripe
+    /// first; `OnDemand` fetches only the pieces reads ask for (nothing goes
+    /// live until a read). A version ensured both ways is fetched in the
+    /// background. A version that failed (see the module doc) is restarted.
     pub async fn ensure(
         &self,
         info_hash: InfoHash,
         torrent: &[u8],
         peers: Vec<SocketAddr>,
-        background: bool,
+        fetch: Fetch,
     ) -> Result<(), SwarmError> {
         self.inner.check_running()?;
         let checked = metainfo::check(info_hash, torrent)?;
@@ -414,7 +415,8 @@ impl Swarm {
                 self.inner.session.unpause(&h).await.map_err(engine)?;
             }
         }
-        if background {
+        if let Fetch::Background(stripe) = fetch {
+            *v.stripe.lock() = stripe;
             self.inner.queue_fetch(&v);
         }
         Ok(())

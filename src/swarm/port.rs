@@ -2,7 +2,7 @@
 //! `SwarmError` into the model's `ContentError`.
 
 use super::{Swarm, SwarmError};
-use crate::model::{Content, ContentError, PublishedContent};
+use crate::model::{Content, ContentError, Fetch, PublishedContent};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,9 +35,9 @@ impl Content for Swarm {
         info_hash: InfoHash,
         torrent: &[u8],
         peers: Vec<SocketAddr>,
-        background: bool,
+        fetch: Fetch,
     ) -> Result<(), ContentError> {
-        Ok(Swarm::ensure(self, info_hash, torrent, peers, background).await?)
+        Ok(Swarm::ensure(self, info_hash, torrent, peers, fetch).await?)
     }
 
     async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, ContentError> {

@@ -41,6 +41,7 @@ use titorrent_tracker::proto::InfoHash;
 use tokio::sync::{watch, Semaphore};
 
 use super::metainfo;
+use crate::model::Stripe;
 use super::stream_read::{Kick, Lingering};
 use super::SwarmError;
 
@@ -81,6 +82,8 @@ pub(super) struct Version {
     /// Held while waking or putting to sleep.
     pub transition: tokio::sync::Mutex<()>,
     pub background: AtomicBool,
+    /// Where its background fetch starts (see `Stripe`).
+    pub stripe: Mutex<Stripe>,
     users: AtomicUsize,
     pub seen: Mutex<Seen>,
     /// Read-only descriptor of the object file for `pread`s; dropped when
@@ -117,6 +120,7 @@ impl Version {
             engine: Mutex::new(Engine::Dormant { haves }),
             transition: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
+            stripe: Mutex::new(Stripe::WHOLE),
             users: AtomicUsize::new(0),
             seen: Mutex::new(Seen {
                 last_active: now,

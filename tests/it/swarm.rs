@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tempfile::TempDir;
-use titorrent::swarm::{Published, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH};
+use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH};
 use titorrent_tracker::proto::InfoHash;
 use tracing::Instrument;
 
@@ -158,12 +158,12 @@ async fn publish_then_fetch_32_mib() {
         assert_eq!(a.swarm.progress(p.info_hash), Some((p.size, p.size)));
 
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         // Idempotent.
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         let got = read_all(&b.swarm, p.info_hash, data.len(), 1024 * 1024).await;
@@ -197,7 +197,7 @@ async fn read_returns_before_the_file_is_complete() {
         let data = random_bytes(64 * MIB);
         let p = a.publish("big.bin", &data).await;
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand)
             .await
             .unwrap();
 
@@ -217,7 +217,7 @@ async fn read_returns_before_the_file_is_complete() {
 
         // Asking for the background fetch later completes it.
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![], true)
+            .ensure(p.info_hash, &p.torrent, vec![], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         a.swarm.set_rate_limits(None, None);
@@ -241,7 +241,7 @@ async fn ensure_rejects_a_torrent_that_does_not_match_its_hash() {
         let wrong = InfoHash([0xab; 20]);
         let r = b
             .swarm
-            .ensure(wrong, &p.torrent, vec![a.addr()], true)
+            .ensure(wrong, &p.torrent, vec![a.addr()], Fetch::Background(Stripe::WHOLE))
             .await;
         assert!(matches!(r, Err(SwarmError::HashMismatch { .. })), "{r:?}");
         assert!(b.swarm.progress(wrong).is_none());
@@ -252,7 +252,7 @@ async fn ensure_rejects_a_torrent_that_does_not_match_its_hash() {
         ));
         let r = b
             .swarm
-            .ensure(p.info_hash, b"d4:infoi3ee", vec![], true)
+            .ensure(p.info_hash, b"d4:infoi3ee", vec![], Fetch::Background(Stripe::WHOLE))
             .await;
         assert!(matches!(r, Err(SwarmError::InvalidTorrent(_))), "{r:?}");
 
@@ -282,7 +282,7 @@ async fn many_concurrent_reads_of_a_file_not_yet_here() {
         let data = Arc::new(random_bytes(64 * MIB));
         let p = a.publish("many.bin", &data).await;
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand)
             .await
             .unwrap();
 
@@ -324,7 +324,7 @@ async fn peers_added_later_are_used() {
         let data = random_bytes(2 * MIB + 3);
         let p = a.publish("later.bin", &data).await;
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![], true)
+            .ensure(p.info_hash, &p.torrent, vec![], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         assert_eq!(b.swarm.progress(p.info_hash).unwrap().0, 0);
@@ -356,7 +356,7 @@ async fn scattered_reads_one_after_another() {
         let data = random_bytes(48 * MIB + 777);
         let p = a.publish("seek.bin", &data).await;
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand)
             .await
             .unwrap();
         let mut worst = Duration::ZERO;
@@ -449,7 +449,7 @@ async fn publish_does_not_hash_twice() {
         // The counter sees full checks: adding a torrent to fetch does one
         // (of an empty file, which is quick).
         let b = start("b").await.unwrap();
-        b.ensure(p.info_hash, &p.torrent, vec![], true)
+        b.ensure(p.info_hash, &p.torrent, vec![], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -523,7 +523,7 @@ async fn whole_file_in_the_background_and_read_through_on_demand() {
         let b = Peer::start("B", None).await;
         let started = Instant::now();
         b.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], true)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::Background(Stripe::WHOLE))
             .await
             .unwrap();
         b.swarm.wait_complete(p.info_hash).await.unwrap();
@@ -533,7 +533,7 @@ async fn whole_file_in_the_background_and_read_through_on_demand() {
 
         let c = Peer::start("C", None).await;
         c.swarm
-            .ensure(p.info_hash, &p.torrent, vec![a.addr()], false)
+            .ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand)
             .await
             .unwrap();
         let started = Instant::now();
@@ -598,7 +598,7 @@ async fn dormant_versions_are_read_locally_and_woken_by_a_want() {
         assert_eq!(a.swarm.live_count(), 0);
 
         // B needs it: its want wakes A's copy, and B reads every byte.
-        b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], false).await.unwrap();
+        b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
         assert_eq!(b.swarm.live_count(), 0, "on demand: nothing live before a read");
         let got = read_all(&b.swarm, p.info_hash, data.len(), 256 * 1024).await;
         assert!(got == data, "B read different bytes");
@@ -630,7 +630,7 @@ async fn a_partial_version_keeps_its_pieces_asleep_and_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
         let b = Swarm::start(cfg.clone()).await.unwrap();
-        b.ensure(p.info_hash, &p.torrent, vec![a.addr()], false).await.unwrap();
+        b.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
         let first = b.read(p.info_hash, 0, MIB as u32).await.unwrap();
         assert_eq!(&first[..], &data[..MIB]);
         sleep_all(&b).await;
@@ -676,6 +676,38 @@ async fn many_versions_do_not_stay_live() {
         }
         assert!(a.swarm.live_count() <= 48);
         a.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// Members fetching one version at once, each starting at its own stripe,
+/// all end up with every byte (the seeder's upload is the benchmark P7's
+/// business; this checks that steering the fetch loses nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn striped_background_fetches_complete_with_the_right_bytes() {
+    init_tracing();
+    within(300, async {
+        let seed = Peer::start("S", None).await;
+        let data = random_bytes(24 * MIB + 12345);
+        let p = seed.publish("s.bin", &data).await;
+        let mut members = Vec::new();
+        for i in 0..3u32 {
+            members.push(Peer::start(&format!("M{i}"), None).await);
+        }
+        let addrs: Vec<_> = std::iter::once(seed.addr()).chain(members.iter().map(|m| m.addr())).collect();
+        for (i, m) in members.iter().enumerate() {
+            route_wants(m, &seed);
+            let stripe = Stripe { index: i as u32, count: 3 };
+            m.swarm.ensure(p.info_hash, &p.torrent, addrs.clone(), Fetch::Background(stripe)).await.unwrap();
+        }
+        for m in &members {
+            m.swarm.wait_complete(p.info_hash).await.unwrap();
+            let local = m.swarm.local_path(p.info_hash).unwrap();
+            assert!(std::fs::read(local).unwrap() == data, "a member's copy differs");
+        }
+        for m in members.iter().chain([&seed]) {
+            m.swarm.shutdown().await;
+        }
     })
     .await
 }
