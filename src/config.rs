@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "pin",
     "cache.dir",
     "cache.max_size",
+    "cache.idle",
     "lease.renew_interval",
     "lease.lock_ttl",
     "share",
@@ -91,6 +92,9 @@ pub struct Settings {
 pub struct CacheSettings {
     pub dir: Option<PathBuf>,
     pub max_size: Option<ByteSize>,
+    /// How long a version nobody reads, fetches or wants stays live in the
+    /// BitTorrent engine before it goes dormant.
+    pub idle: Option<Secs>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -244,6 +248,8 @@ pub struct MountPolicy {
     pub tracker: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub cache_max_size: Option<u64>,
+    /// `cache.idle`: see `CacheSettings::idle`.
+    pub cache_idle: Option<Duration>,
     pub replication: Replication,
     /// Relative to the folder's root.
     pub pins: Vec<PathBuf>,
@@ -337,6 +343,7 @@ impl Config {
                 tracker: pick!(|s| s.tracker.as_ref().map(|t| t.0.clone())),
                 cache_dir: pick!(|s| s.cache.as_ref().and_then(|c| c.dir.as_deref()).map(expand_home)),
                 cache_max_size: pick!(|s| s.cache.as_ref().and_then(|c| c.max_size)).map(|b| b.0),
+                cache_idle: pick!(|s| s.cache.as_ref().and_then(|c| c.idle)).map(|d| d.0),
                 replication: pick!(|s| s.replication).unwrap_or_default(),
                 pins: pick!(|s| s.pin.clone()).unwrap_or_default().into_iter().map(|p| p.0).collect(),
                 lease_renew_interval: pick!(|s| s.lease.as_ref().and_then(|l| l.renew_interval)).map(|d| d.0),
@@ -508,8 +515,8 @@ pin = ["only/this"]
         // A new field in Settings must be added to KEYS (and so to the man page).
         let s = Settings::default();
         let Settings { state: _, tracker: _, listen: _, upload_limit: _, download_limit: _, read_only: _, replication: _, pin: _, cache: _, lease: _, share: _ } = s;
-        let CacheSettings { dir: _, max_size: _ } = CacheSettings::default();
+        let CacheSettings { dir: _, max_size: _, idle: _ } = CacheSettings::default();
         let LeaseSettings { renew_interval: _, lock_ttl: _ } = LeaseSettings::default();
-        assert_eq!(KEYS.len(), 13);
+        assert_eq!(KEYS.len(), 14);
     }
 }

@@ -62,6 +62,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         listen: cfg.peer_listen,
         upload_limit_bps: cfg.upload_limit,
         download_limit_bps: cfg.download_limit,
+        idle: cfg.policy.cache_idle.unwrap_or(crate::swarm::DEFAULT_IDLE),
     })
     .await
     .context("starting the BitTorrent session")?;

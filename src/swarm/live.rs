@@ -6,7 +6,7 @@
 //! so a group of many files must not mean many live torrents. A version is
 //! woken when a read needs pieces it lacks, when the fetch queue takes it,
 //! when it is published, or when another member wants it; the sweeper puts
-//! it back to sleep once it has been idle for `IDLE` (`IDLE_CROWDED` while
+//! it back to sleep once it has been idle for `SwarmConfig::idle` (`IDLE_CROWDED` while
 //! more than `MAX_LIVE` are live).
 //!
 //! librqbit refuses incoming connections for torrents it does not have, so a
@@ -30,8 +30,9 @@ use super::Stripe;
 use super::{spawn_task, Inner, SwarmError};
 use librqbit::api::TorrentIdOrHash;
 
-/// A live version nobody used or moved bytes of for this long goes to sleep.
-const IDLE: Duration = Duration::from_secs(30);
+/// A live version nobody used or moved bytes of for this long goes to sleep
+/// (unless the configuration says otherwise: `SwarmConfig::idle`).
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 /// The same while more than `MAX_LIVE` versions are live.
 const IDLE_CROWDED: Duration = Duration::from_secs(2);
 /// Live versions above which idle ones are put to sleep sooner.
@@ -411,7 +412,7 @@ impl Inner {
         let mut n_live = live.len();
         let mut slept = 0;
         for (idle, v) in candidates {
-            let limit = if n_live > MAX_LIVE { IDLE_CROWDED } else { IDLE };
+            let limit = if n_live > MAX_LIVE { IDLE_CROWDED.min(self.idle) } else { self.idle };
             if idle < limit {
                 continue;
             }

@@ -43,6 +43,7 @@ mod stream_read;
 mod version;
 
 pub use error::SwarmError;
+pub use live::DEFAULT_IDLE;
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
 use std::collections::HashMap;
@@ -100,6 +101,8 @@ pub struct SwarmConfig {
     /// Bytes per second, all torrents together; at least 64 KiB/s if set.
     pub upload_limit_bps: Option<u32>,
     pub download_limit_bps: Option<u32>,
+    /// How long a version nobody uses stays live before it goes dormant.
+    pub idle: Duration,
 }
 
 impl SwarmConfig {
@@ -109,6 +112,7 @@ impl SwarmConfig {
             listen,
             upload_limit_bps: None,
             download_limit_bps: None,
+            idle: live::DEFAULT_IDLE,
         }
     }
 }
@@ -151,6 +155,7 @@ struct Inner {
     fetch_queue: Mutex<FetchQueue>,
     fetch_kick: Arc<Notify>,
     want_hook: OnceLock<WantHook>,
+    idle: Duration,
     listen: SocketAddr,
     /// The session's: background tasks end with it.
     cancel: CancellationToken,
@@ -238,6 +243,7 @@ impl Swarm {
             fetch_queue: Mutex::default(),
             fetch_kick: Arc::new(Notify::new()),
             want_hook: OnceLock::new(),
+            idle: cfg.idle,
             listen,
             cancel,
             shut: AtomicBool::new(false),
