@@ -168,6 +168,7 @@ impl Inner {
             warn!(ih = %v.ih, "cannot save the pieces of a sleeping version: {e}");
         }
         *v.file.lock() = None;
+        log_traffic(&handle, "traffic of a version going to sleep");
         if let Err(e) = self.session.delete(TorrentIdOrHash::Hash(handle.info_hash()), false).await {
             warn!(ih = %v.ih, "librqbit could not drop a sleeping version: {e:#}");
         }
@@ -286,12 +287,17 @@ impl Inner {
         }
     }
 
-    /// Steers a background fetch through the file from its stripe on: an
-    /// open `FileStream` makes librqbit ask for the 32 MiB after its position
-    /// first, and the position moves to the next missing piece as pieces
-    /// arrive (wrapping at the end). Without it, librqbit asks for pieces in
-    /// file order, so members fetching at once all ask the seeder for the
-    /// same ones and have little to give each other.
+    /// Steers a background fetch to its stripe first: an open `FileStream`
+    /// makes librqbit ask for the 32 MiB after its position first, from any
+    /// peer that has them. The position stays at the stripe's start until
+    /// the stripe is here (moving it along would spill the window into the
+    /// next stripe, which its own member is fetching from the seeder at the
+    /// same time), then goes to the next missing piece after it, wrapping at
+    /// the end. The pieces of the other stripes come meanwhile from the
+    /// members that fetch them (librqbit asks each peer for what it has).
+    /// Without this, librqbit asks for pieces in file order, so members
+    /// fetching at once all ask the seeder for the same ones and have little
+    /// to give each other.
     async fn drive_fetch(self: Arc<Self>, v: Arc<Version>, handle: Arc<librqbit::ManagedTorrent>, stripe: Stripe) {
         use tokio::io::AsyncSeekExt;
         let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
@@ -304,7 +310,14 @@ impl Inner {
                 return;
             }
         };
-        let mut piece = stripe.start(v.size, v.piece_length) / v.piece_length;
+        let first = stripe.start(v.size, v.piece_length) / v.piece_length;
+        let next_stripe = Stripe { index: stripe.index + 1, count: stripe.count };
+        let last = match next_stripe.start(v.size, v.piece_length) / v.piece_length {
+            0 => v.n_pieces,
+            n => n,
+        };
+        debug!(ih = %v.ih, index = stripe.index, count = stripe.count, first, last, "steering a background fetch");
+        let mut piece = first;
         let mut at = None;
         loop {
             if at != Some(piece) {
@@ -320,7 +333,10 @@ impl Inner {
                 return;
             }
             let Some(haves) = self.haves_of(&handle) else { continue };
-            match (0..v.n_pieces).map(|k| (piece + k) % v.n_pieces).find(|&i| !bit(&haves, i)) {
+            if (first..last).any(|i| !bit(&haves, i)) {
+                continue;
+            }
+            match (0..v.n_pieces).map(|k| (last + k) % v.n_pieces).find(|&i| !bit(&haves, i)) {
                 Some(next) => piece = next,
                 None => return,
             }
@@ -336,6 +352,7 @@ impl Inner {
                 return;
             }
             let Some(inner) = weak.upgrade() else { return };
+            log_traffic(&handle, "fetched in the background");
             // librqbit may say finished a moment before its haves show it.
             for _ in 0..50 {
                 if inner.range_local(&v, 0, v.size) {
@@ -407,6 +424,7 @@ impl Inner {
             if v.users() == 0 {
                 candidates.push((idle_for, v.clone()));
             }
+
         }
         candidates.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
         let mut n_live = live.len();
@@ -466,6 +484,31 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Logs (at debug) what a live torrent sent to and got from each peer.
+pub(super) fn log_traffic(handle: &librqbit::ManagedTorrent, what: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Some(live) = handle.live() else { return };
+    let peers = live.per_peer_stats_snapshot(Default::default());
+    let mut each: Vec<String> = peers
+        .peers
+        .iter()
+        .filter(|(_, p)| p.counters.uploaded_bytes + p.counters.fetched_bytes > 0)
+        .map(|(a, p)| {
+            format!(
+                "{a}: up {} KiB, down {} KiB, stole {}, stolen {}",
+                p.counters.uploaded_bytes / 1024,
+                p.counters.fetched_bytes / 1024,
+                p.counters.times_i_stole,
+                p.counters.times_stolen_from_me
+            )
+        })
+        .collect();
+    each.sort();
+    debug!(ih = ?handle.info_hash(), peers = %each.join("; "), "{what}");
 }
 
 /// Gives memory freed by dropped torrents back to the system (glibc keeps

@@ -85,6 +85,14 @@ const DISK_PERMITS: usize = 48;
 const MAX_OPEN_STREAMS: usize = 32;
 /// `pread`s on object files at once (each on a blocking thread).
 const MAX_DISK_READS: usize = 32;
+/// Chunk requests (16 KiB each) outstanding per peer connection: 512 KiB,
+/// a bandwidth-delay product of 10 MiB/s at a 50 ms round trip. librqbit's
+/// default (128, 2 MiB) queues so much at a member with a narrow uplink
+/// that the TCP flows through its bottleneck starve each other (in the P7
+/// benchmark one member got 3 MiB from the seeder in a minute while seven
+/// got 60), and a stream's newly needed piece waits behind the whole
+/// window.
+const PEER_REQUEST_WINDOW: usize = 32;
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
@@ -569,6 +577,11 @@ impl Swarm {
             return;
         }
         self.inner.streams.close();
+        for v in self.inner.versions.read().values() {
+            if let Some(h) = v.live_handle() {
+                live::log_traffic(&h, "traffic of a live version at shutdown");
+            }
+        }
         self.inner.session.stop().await;
     }
 }
@@ -610,6 +623,10 @@ impl Inner {
             ),
             initial_peers: (!peers.is_empty()).then_some(peers),
             preferred_id: Some(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            peer_opts: Some(librqbit::PeerConnectionOptions {
+                max_request_window: Some(PEER_REQUEST_WINDOW),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let handle = self

@@ -121,6 +121,13 @@ impl Drop for Member {
                 eprintln!("{}'s daemon did not stop on SIGTERM; killed it", self.name);
             }
         }
+        // TITORRENT_BENCH_LOGS=DIR keeps each member's daemon log as DIR/NAME.log.
+        if let Some(keep) = std::env::var_os("TITORRENT_BENCH_LOGS") {
+            let to = Path::new(&keep).join(format!("{}.log", self.name));
+            if let Err(e) = std::fs::create_dir_all(&keep).and_then(|()| std::fs::copy(self.dir.path().join("mount.stderr"), &to)) {
+                eprintln!("could not keep {}'s log as {}: {e}", self.name, to.display());
+            }
+        }
         if mounts::find(&self.mnt).is_some() {
             mounts::force_unmount(&self.mnt);
         }

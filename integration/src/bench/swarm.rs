@@ -130,6 +130,15 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         n as f64 * fb / (us + n as f64 * ui),
         bound_s
     ));
+    // Where each member's bytes came from, as its daemon logged at completion.
+    std::thread::sleep(Duration::from_millis(500));
+    for p in &peers {
+        let log = p.log_tail(400);
+        if let Some(line) = log.lines().rev().find(|l| l.contains("fetched in the background")) {
+            let from = line.split("peers=").nth(1).unwrap_or(line);
+            s.note(format!("{} fetched from: {}", p.name, from.trim()));
+        }
+    }
     let ratio = all.as_secs_f64() / bound_s;
     s.row(bound_row(format!("{} (last member done)", measure::secs(all)), format!("{ratio:.2}×"), Met::from_bool(ratio <= 1.5)));
     drop(peers);
