@@ -347,7 +347,7 @@ impl Conn {
                 (Response::Snapshot { seq, files }, seq)
             }
         };
-        let wait = Some(Ticket::Seq(group.durable.subscribe(), start));
+        let wait = self.tracker.committer.durable_at(&group, start);
         self.send(Out::Reply { id, resp, wait }).await?;
         let pump = Pump {
             store: self.tracker.store.clone(),

@@ -15,6 +15,13 @@
 //!   as free (a `Lock` takes it over, emitting `Unlocked` by `MemberId(0)`
 //!   first) and as unknown to `Renew` and `Publish`.
 //!
+//! Ordinary leases (`Lock`, `Renew`, `Unlock`) change memory at once and
+//! mark the file in `dirty_locks`; the committer writes the current lock
+//! record of every marked file just before its next flush
+//! ([`Group::write_dirty_locks`]). Explicit locks, and lock changes that
+//! come with other changes (create locked, publish, delete, leave, expiry),
+//! are written in the batch of the request itself.
+//!
 //! A lease lasts the tracker's lease ttl from its grant or last renewal, or,
 //! for an explicit lock (`LockExplicit`), the ttl the caller asked for (at
 //! most a week); renewing never shortens a lease. Deleting a file, or its
@@ -23,13 +30,13 @@
 //! Kept versions of a file (`versions`): the newest `keep_versions` of them,
 //! the current one always among them; the entry's version is the newest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{GroupRec, LockRec, MemberRec, StoreError, WriteSet};
+use super::store::{GroupRec, LockRec, MemberRec, Store, StoreError, WriteSet};
 use crate::proto::{
     Event, EventKind, FileEntry, FileId, GroupId, LeaseId, LockHolder, MemberId, MemberInfo, Seq, UnixMillis,
     Version, VersionInfo,
@@ -53,6 +60,26 @@ impl Group {
         let durable = watch::Sender::new(state.current_seq());
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Group { id, state: Mutex::new(state), events, durable }
+    }
+
+    /// Writes the lock record (or its absence) of every file whose
+    /// ordinary lease changed since the last call, as memory has it now.
+    /// Under the group mutex, so no request's own batch interleaves.
+    pub fn write_dirty_locks(&self, store: &Store) -> Result<(), StoreError> {
+        let mut st = self.state.lock();
+        if st.dirty_locks.is_empty() {
+            return Ok(());
+        }
+        let mut w = WriteSet::new();
+        for f in &st.dirty_locks {
+            match st.locks.get(f) {
+                Some(rec) => w.put_lock(self.id, *f, rec)?,
+                None => w.del_lock(self.id, *f),
+            }
+        }
+        store.apply(w)?;
+        st.dirty_locks.clear();
+        Ok(())
     }
 }
 
@@ -86,6 +113,8 @@ pub(crate) struct GroupState {
     pub versions: HashMap<FileId, BTreeMap<Version, VersionInfo>>,
     pub locks: HashMap<FileId, LockRec>,
     pub leases: HashMap<LeaseId, FileId>,
+    /// Files whose ordinary lease changed in memory and not yet in sled.
+    pub dirty_locks: HashSet<FileId>,
     /// The lease whose publish made each file's current version (memory
     /// only): lets a retried publish whose reply was lost succeed again.
     pub published_by: HashMap<FileId, LeaseId>,
@@ -105,6 +134,7 @@ impl GroupState {
             versions: HashMap::new(),
             locks: HashMap::new(),
             leases: HashMap::new(),
+            dirty_locks: HashSet::new(),
             published_by: HashMap::new(),
             members: BTreeMap::new(),
         }

@@ -7,7 +7,6 @@
 //! `log_start` gets a snapshot instead (see `conn.rs`). A log read that
 //! starts before `log_start` starts at it: the caller sees the jump in seq.
 
-use super::commit::Ticket;
 use super::group::Group;
 use super::ops::{Auth, Outcome};
 use super::store::{StoreError, WriteSet};
@@ -52,8 +51,8 @@ impl Tracker {
         }
         let last = events.last().map_or(from.saturating_sub(1), |e: &Event| e.seq.0);
         let more = last < current;
-        let ticket = Ticket::Seq(group.durable.subscribe(), Seq(last.min(current)));
-        Ok((Response::Log { events, more }, Some(ticket)))
+        let ticket = self.committer.durable_at(group, Seq(last.min(current)));
+        Ok((Response::Log { events, more }, ticket))
     }
 
     /// Drops events older than `cutoff` (always keeping the latest one, so

@@ -19,6 +19,10 @@
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
 //! event is never on disk without the file-table or lock change it records.
+//! The one exception is an ordinary lease: its `Locked` / `Unlocked` event
+//! is written by the request and its `L` record by the committer before
+//! the next flush (see `commit.rs`); `Tracker::open` reconciles the two
+//! after a crash that came in between.
 //! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
 //! `next_file`); the last key of its log, which pruning always keeps, is
 //! authoritative.
@@ -140,21 +144,22 @@ fn invite_key(code_hash: &[u8; 32]) -> Vec<u8> {
 
 /// The writes of one request, applied atomically by [`Store::apply`].
 pub(crate) struct WriteSet {
-    batch: sled::Batch,
-    empty: bool,
+    /// In order; `None` deletes. The last write of a key wins.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl WriteSet {
     pub fn new() -> Self {
-        WriteSet { batch: sled::Batch::default(), empty: true }
+        WriteSet { ops: Vec::new() }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.batch.insert(k, v);
-        self.empty = false;
+        self.ops.push((k, Some(v)));
     }
     fn del(&mut self, k: Vec<u8>) {
-        self.batch.remove(k);
-        self.empty = false;
+        self.ops.push((k, None));
     }
     pub fn put_group(&mut self, g: GroupId, rec: &GroupRec) -> Result<(), StoreError> {
         self.put(key(GROUP, &[g.0]), enc(rec)?);
@@ -253,11 +258,41 @@ impl Store {
         Ok(Store { db, tree })
     }
 
+    /// Applies `w` atomically (in memory; durable with the next flush).
+    /// A single write goes in as it is: sled's `apply_batch` writes out and
+    /// syncs its current log buffer for every batch (it rolls the buffer to
+    /// pin the batch's recovery point), which a one-key write does not need
+    /// and which cost a disk write and a sync per lock grant.
     pub fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
-        if !w.empty {
-            self.tree.apply_batch(w.batch)?;
+        let mut ops = w.ops;
+        match ops.len() {
+            0 => {}
+            1 => match ops.pop() {
+                Some((k, Some(v))) => {
+                    self.tree.insert(k, v)?;
+                }
+                Some((k, None)) => {
+                    self.tree.remove(k)?;
+                }
+                None => {}
+            },
+            _ => {
+                let mut batch = sled::Batch::default();
+                for (k, v) in ops {
+                    match v {
+                        Some(v) => batch.insert(k, v),
+                        None => batch.remove(k),
+                    }
+                }
+                self.tree.apply_batch(batch)?;
+            }
         }
         Ok(())
+    }
+
+    /// Makes every write applied so far durable, blocking (for `open`).
+    pub fn flush_now(&self) -> Result<(), sled::Error> {
+        self.db.flush().map(|_| ())
     }
 
     /// Makes every write applied so far durable.
