@@ -372,14 +372,27 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes `msg` as one frame: 4-byte big-endian length, then bincode.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(msg, &mut out, config())?;
-    let len = out.len() - 4;
+    let mut out = Vec::new();
+    encode_frame_into(&mut out, msg)?;
+    Ok(out)
+}
+
+/// Appends `msg` to `out` as one frame (so that several frames go out in
+/// one write). On error `out` is left as it was.
+pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = bincode::serde::encode_into_std_write(msg, out, config()) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let len = out.len() - start - 4;
     if len > MAX_FRAME {
+        out.truncate(start);
         return Err(FrameError::TooLarge(len));
     }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes one frame body (without its length prefix). Trailing bytes are
