@@ -13,13 +13,11 @@
 //! such a batch (only the first commit after a flush and urgent ones do),
 //! so a request costs no task hand-off.
 //!
-//! Ordinary leases are written to sled here, not by the request that
-//! changed them: just before each flush, the current lock record (or its
-//! absence) of every file whose lease changed since the last flush is
-//! written (see `Group::write_dirty_locks`). A lock granted and released
-//! between two flushes is never written at all; and since a flush makes
-//! them durable together with every event before it, a reply that waited
-//! for durability never leaves an earlier lease change behind.
+//! Ordinary leases reach sled no later than here: just before each flush,
+//! what they left waiting in each group of the batch is written (see
+//! `group.rs`). A flush thus makes them durable together with every event
+//! before it, and a reply that waited for durability never leaves an
+//! earlier lease change behind.
 //!
 //! Invariants:
 //! - A subscriber never sees an event that a crash could still take back,
@@ -99,6 +97,14 @@ pub(crate) struct CommitQueue {
     q: Arc<Queue>,
 }
 
+impl QueueState {
+    /// The queued commits; the queue keeps room for as many.
+    fn take(&mut self) -> Vec<Commit> {
+        let room = self.commits.len();
+        std::mem::replace(&mut self.commits, Vec::with_capacity(room))
+    }
+}
+
 impl Drop for Committer {
     fn drop(&mut self) {
         self.q.state.lock().closed = true;
@@ -156,7 +162,7 @@ impl CommitQueue {
     fn take_now(&self) -> Vec<Commit> {
         let mut st = self.q.state.lock();
         st.urgent = false;
-        std::mem::take(&mut st.commits)
+        st.take()
     }
 
     /// The next batch: waits for a first commit, then (unless one is
@@ -172,7 +178,7 @@ impl CommitQueue {
                     }
                 } else if st.urgent || st.closed {
                     st.urgent = false;
-                    return Some(std::mem::take(&mut st.commits));
+                    return Some(st.take());
                 } else {
                     break;
                 }
@@ -188,7 +194,7 @@ impl CommitQueue {
             let mut st = self.q.state.lock();
             if timed_out || st.urgent || st.closed {
                 st.urgent = false;
-                return Some(std::mem::take(&mut st.commits));
+                return Some(st.take());
             }
         }
     }
@@ -237,13 +243,13 @@ pub(crate) async fn run(store: Store, queue: CommitQueue) {
     }
 }
 
-/// Writes the lease changes of the batch's groups, then flushes.
+/// Writes what the batch's groups left waiting, then flushes.
 async fn persist(store: &Store, batch: &[Commit]) -> Result<(), String> {
     let mut groups: Vec<&Arc<Group>> = batch.iter().filter_map(|c| c.group.as_ref()).collect();
     groups.sort_by_key(|g| g.id);
     groups.dedup_by_key(|g| g.id);
     for g in groups {
-        g.write_dirty_locks(store).map_err(|e| format!("cannot write lease changes: {e}"))?;
+        g.write_unwritten(store).map_err(|e| format!("cannot write lease changes: {e}"))?;
     }
     store.flush().await.map_err(|e| e.to_string())
 }

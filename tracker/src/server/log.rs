@@ -36,7 +36,8 @@ impl Tracker {
         let group = &auth.group;
         let limit = if limit == 0 { MAX_LOG_EVENTS } else { limit.min(MAX_LOG_EVENTS) } as usize;
         let (start, current) = {
-            let st = auth.state()?;
+            let mut st = auth.state()?;
+            st.write_unwritten(group.id, &self.store)?;
             (st.log_start, st.current_seq().0)
         };
         let from = after.map_or(start, |a| a.0.saturating_add(1).max(start));
@@ -99,7 +100,9 @@ impl Tracker {
     /// more.
     fn prune_chunk(&self, group: &Group, cutoff: UnixMillis) -> Result<bool, StoreError> {
         let (start, current) = {
-            let st = group.state.lock();
+            let mut st = group.state.lock();
+            // The log's last event must be in sled before any is pruned.
+            st.write_unwritten(group.id, &self.store)?;
             (st.log_start, st.current_seq().0)
         };
         if current == 0 || start >= current {

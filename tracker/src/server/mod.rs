@@ -25,8 +25,7 @@
 //! becomes a conflict copy and no content is lost; a lost renewal or
 //! release makes a lease last shorter or longer, and every lock found at
 //! open gets one full lease ttl of grace so that holders that reconnect
-//! and renew in time keep it. A lease's event may reach the log without
-//! its record in such a crash; `open` reconciles the two.
+//! and renew in time keep it.
 
 mod cli;
 mod commit;
@@ -56,10 +55,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proto::{
-    Event, EventKind, FileId, FileKind, GroupId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
-    DEFAULT_LEASE_TTL_MS,
-};
+use crate::proto::{FileId, FileKind, GroupId, ProtoError, UnixMillis, Version, VersionInfo, DEFAULT_LEASE_TTL_MS};
 use commit::{CommitQueue, Committer, Ticket};
 use group::{Group, GroupState, MemberState, Txn};
 use store::{Store, WriteSet};
@@ -171,7 +167,6 @@ impl Tracker {
                     st.insert_lock(f, rec);
                 }
             }
-            reconcile_leases(&store, g, &mut st, &mut fixups, now)?;
             for (m, rec) in lg.members {
                 max_member = max_member.max(m.0);
                 st.members.insert(m, MemberState::new(rec));
@@ -181,15 +176,10 @@ impl Tracker {
             }
             groups.insert(g, Arc::new(Group::new(g, st)));
         }
-        let has_fixups = !fixups.is_empty();
         store.apply(fixups).map_err(|e| match e {
             store::StoreError::Sled(e) => TrackerError::Db(e),
             other => TrackerError::Corrupt(other.to_string()),
         })?;
-        if has_fixups {
-            // Events appended here count as durable from the start.
-            store.flush_now()?;
-        }
         tracing::info!(dir = %cfg.data_dir.display(), groups = groups.len(), "tracker state opened");
         let (committer, commit_rx) = Committer::new();
         Ok(Arc::new(Tracker {
@@ -269,7 +259,14 @@ impl Tracker {
     ) -> Result<Option<Ticket>, ProtoError> {
         let f = txn.finish(st)?;
         let has_events = !f.events.is_empty();
-        self.store.apply(f.w)?;
+        if f.lazy {
+            st.unwritten.append(f.w);
+        } else {
+            // What ordinary leases left waiting goes first, in the same batch.
+            let locks = st.pending_writes(group.id)?;
+            self.store.apply_all(&[&st.unwritten, &locks, &f.w])?;
+            st.written();
+        }
         st.next_seq = f.next_seq;
         st.next_file = f.next_file;
         if has_events || want_ticket {
@@ -290,59 +287,6 @@ impl Tracker {
 
 fn keep_versions(cfg: &TrackerConfig) -> u64 {
     u64::try_from(cfg.keep_versions).unwrap_or(u64::MAX).max(1)
-}
-
-/// Most events at the end of a group's log that [`reconcile_leases`] reads.
-const RECONCILE_TAIL: u64 = 10_000;
-
-/// Makes the lock table and the log agree again after a crash. Ordinary
-/// leases are written by the committer just before a flush, after the
-/// `Locked` / `Unlocked` event that recorded them (see `commit.rs`); a
-/// crash in between leaves the event without its lease record. So, per
-/// file, the last lock event at the end of the log decides: `Locked`
-/// without a lock record gets an `Unlocked` by the tracker (the grant was
-/// lost: its holder's publish is refused with `NoLease` and becomes a
-/// conflict copy), and a lock record older than an `Unlocked` is dropped
-/// (its holder had released it).
-fn reconcile_leases(
-    store: &Store,
-    g: GroupId,
-    st: &mut GroupState,
-    w: &mut WriteSet,
-    now: UnixMillis,
-) -> Result<(), TrackerError> {
-    let corrupt = |err: store::StoreError| TrackerError::Corrupt(err.to_string());
-    let last = st.current_seq().0;
-    let from = last.saturating_sub(RECONCILE_TAIL - 1).max(st.log_start);
-    let mut locked: std::collections::BTreeMap<FileId, bool> = std::collections::BTreeMap::new();
-    for ev in store.events(g, from, last, RECONCILE_TAIL as usize).map_err(corrupt)? {
-        match ev.kind {
-            EventKind::Locked { file, .. } => {
-                locked.insert(file, true);
-            }
-            EventKind::Unlocked { file } => {
-                locked.insert(file, false);
-            }
-            EventKind::FileDeleted { file, .. } => {
-                locked.remove(&file);
-            }
-            _ => {}
-        }
-    }
-    for (file, was_locked) in locked {
-        let has_lock = st.locks.contains_key(&file);
-        if was_locked && !has_lock && st.files.contains_key(&file) {
-            tracing::warn!(group = %g, %file, "a lock grant was lost in a crash: logging its release");
-            let ev = Event { seq: Seq(st.next_seq), at: now, by: MemberId(0), kind: EventKind::Unlocked { file } };
-            w.put_event(g, &ev).map_err(corrupt)?;
-            st.next_seq += 1;
-        } else if !was_locked && has_lock {
-            tracing::warn!(group = %g, %file, "a lock release was lost in a crash: releasing again");
-            w.del_lock(g, file);
-            st.remove_lock(file);
-        }
-    }
-    Ok(())
 }
 
 /// A file's kept versions at open: the current one always (made up from the
@@ -391,54 +335,3 @@ pub(crate) fn now_ms() -> UnixMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::{FileEntry, Response};
-
-    fn file(t: &Arc<Tracker>, auth: &ops::Auth, name: &str) -> FileEntry {
-        match t.create_file(auth, FileId::ROOT, name.into(), FileKind::File, 0o644, false) {
-            Ok((Response::File { entry, .. }, _)) => entry,
-            other => panic!("{:?}", other.map(|r| r.0)),
-        }
-    }
-
-    /// A crash after a lease's event reached the log but before the
-    /// committer wrote its record (here: the committer never ran, and sled
-    /// writes what it has when the tracker is dropped) is set right at
-    /// open: a lost grant is logged as released, a lost release is done.
-    #[test]
-    fn lease_events_without_their_records_are_reconciled_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() };
-        let remote = "127.0.0.1:1".parse().unwrap();
-        let (g, granted, released) = {
-            let t = Tracker::open(cfg.clone()).unwrap();
-            let (_, _, auth) = t.create_group("g".into(), "ana".into(), None, remote).unwrap();
-            let (a, b) = (file(&t, &auth, "a"), file(&t, &auth, "b"));
-            // b's lock record is written (as before a flush), then b is
-            // released in memory and in the log only.
-            let Ok((Response::Locked(lb), _)) = t.lock(&auth, b.id) else { panic!() };
-            auth.group.write_dirty_locks(&t.store).unwrap();
-            t.unlock(&auth, lb.id).unwrap();
-            // a is granted in memory and in the log only.
-            assert!(matches!(t.lock(&auth, a.id), Ok((Response::Locked(_), _))));
-            (auth.group.id, a.id, b.id)
-        };
-        let reopened = |cfg: &TrackerConfig| {
-            let t = Tracker::open(cfg.clone()).unwrap();
-            let group = t.group(g).unwrap();
-            let st = group.state.lock();
-            let tail = t.store.events(g, st.log_start, st.current_seq().0, usize::MAX).unwrap();
-            (st.locks.keys().copied().collect::<Vec<_>>(), tail)
-        };
-        let (locks, tail) = reopened(&cfg);
-        assert!(locks.is_empty(), "{locks:?}");
-        let last = tail.last().unwrap();
-        assert_eq!((last.by, &last.kind), (MemberId(0), &EventKind::Unlocked { file: granted }));
-        assert!(!tail.iter().any(|e| e.by == MemberId(0) && e.kind == EventKind::Unlocked { file: released }));
-        // Nothing more to fix the second time.
-        let (_, again) = reopened(&cfg);
-        assert_eq!(again.len(), tail.len());
-    }
-}

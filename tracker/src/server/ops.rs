@@ -431,8 +431,8 @@ impl Tracker {
         Ok((Response::File { entry, lease }, ticket))
     }
 
-    /// A lease-length lock, answered from memory: the grant's record is
-    /// written by the committer before its next flush (see `commit.rs`). A
+    /// A lease-length lock, answered from memory: the grant's event and
+    /// record wait in the group for its next write (see `group.rs`). A
     /// grant lost in a crash only makes the holder's publish fail with
     /// `NoLease`, and that edit becomes a conflict copy, so no content is
     /// at risk and opening for write does not wait for the disk. (Its
@@ -460,7 +460,7 @@ impl Tracker {
             Some(e) => e.version,
         };
         let now = now_ms();
-        let mut txn = Txn::new(group.id, &st, now);
+        let mut txn = if explicit { Txn::new(group.id, &st, now) } else { Txn::lazy(group.id, &st, now) };
         if let Some(cur) = st.locks.get(&file) {
             if cur.expires > now && cur.explicit && cur.holder == m && !explicit {
                 // The holder of an explicit lock writes under it.
@@ -519,7 +519,7 @@ impl Tracker {
             Some(rec) if rec.holder == m && rec.lease == lease => {}
             _ => return Err(ProtoError::NoLease),
         }
-        let mut txn = Txn::new(group.id, &st, now_ms());
+        let mut txn = Txn::lazy(group.id, &st, now_ms());
         txn.event(m, EventKind::Unlocked { file })?;
         self.commit(group, &mut st, txn, false)?;
         st.remove_lock(file);

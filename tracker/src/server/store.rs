@@ -19,10 +19,10 @@
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
 //! event is never on disk without the file-table or lock change it records.
-//! The one exception is an ordinary lease: its `Locked` / `Unlocked` event
-//! is written by the request and its `L` record by the committer before
-//! the next flush (see `commit.rs`); `Tracker::open` reconciles the two
-//! after a crash that came in between.
+//! Ordinary leases are the one kind of change whose writes wait: their
+//! events and `L` records are kept in memory and go, in seq order, in front
+//! of the group's next batch or in the committer's before its next flush
+//! (see `group.rs`), still in one batch.
 //! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
 //! `next_file`); the last key of its log, which pruning always keeps, is
 //! authoritative.
@@ -155,6 +155,13 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+    /// Appends `other`'s writes after this one's.
+    pub fn append(&mut self, other: WriteSet) {
+        self.ops.extend(other.ops);
+    }
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.ops.push((k, Some(v)));
     }
@@ -259,40 +266,37 @@ impl Store {
     }
 
     /// Applies `w` atomically (in memory; durable with the next flush).
-    /// A single write goes in as it is: sled's `apply_batch` writes out and
-    /// syncs its current log buffer for every batch (it rolls the buffer to
-    /// pin the batch's recovery point), which a one-key write does not need
-    /// and which cost a disk write and a sync per lock grant.
     pub fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
-        let mut ops = w.ops;
-        match ops.len() {
-            0 => {}
-            1 => match ops.pop() {
-                Some((k, Some(v))) => {
-                    self.tree.insert(k, v)?;
-                }
-                Some((k, None)) => {
-                    self.tree.remove(k)?;
-                }
-                None => {}
-            },
-            _ => {
+        self.apply_all(&[&w])
+    }
+
+    /// Applies the writes of all `parts`, in order, atomically. A single
+    /// write goes in as it is: sled's `apply_batch` writes out and syncs its
+    /// current log buffer for every batch (it rolls the buffer to pin the
+    /// batch's recovery point), which a one-key write does not need.
+    pub fn apply_all(&self, parts: &[&WriteSet]) -> Result<(), StoreError> {
+        let mut ops = parts.iter().flat_map(|w| w.ops.iter());
+        let n: usize = parts.iter().map(|w| w.ops.len()).sum();
+        match (n, ops.next()) {
+            (0, _) | (_, None) => {}
+            (1, Some((k, Some(v)))) => {
+                self.tree.insert(k.as_slice(), v.as_slice())?;
+            }
+            (1, Some((k, None))) => {
+                self.tree.remove(k.as_slice())?;
+            }
+            (_, Some(first)) => {
                 let mut batch = sled::Batch::default();
-                for (k, v) in ops {
+                for (k, v) in std::iter::once(first).chain(ops) {
                     match v {
-                        Some(v) => batch.insert(k, v),
-                        None => batch.remove(k),
+                        Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                        None => batch.remove(k.as_slice()),
                     }
                 }
                 self.tree.apply_batch(batch)?;
             }
         }
         Ok(())
-    }
-
-    /// Makes every write applied so far durable, blocking (for `open`).
-    pub fn flush_now(&self) -> Result<(), sled::Error> {
-        self.db.flush().map(|_| ())
     }
 
     /// Makes every write applied so far durable.
