@@ -1,7 +1,9 @@
 //! The tracker server over real TCP: membership, authentication, framing
-//! robustness, locks and leases, publish CAS, event streaming, persistence.
+//! robustness, locks and leases, publish CAS, event streaming, persistence;
+//! `Want` notices in `peers`.
 
 mod common;
+mod peers;
 mod requests;
 
 use std::time::Duration;

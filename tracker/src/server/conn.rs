@@ -33,8 +33,8 @@ use super::ops::Auth;
 use super::subscribe::Pump;
 use super::Tracker;
 use crate::proto::{
-    decode_body, encode_frame_into, ClientFrame, FrameError, ProtoError, Request, Response, Seq, ServerFrame,
-    MAX_FRAME, PROTOCOL_VERSION,
+    decode_body, encode_frame_into, ClientFrame, FrameError, MemberId, ProtoError, Request, Response, Seq,
+    ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
 };
 
 /// Frames queued behind an answer that waits, and frames the pump may hand
@@ -363,6 +363,7 @@ impl Conn {
             }
             Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
             Request::Have { file, version } => t.have(self.authed()?, file, version),
+            Request::Want { info_hash } => t.want(self.authed()?, info_hash),
             Request::Leave => {
                 let r = t.leave(self.authed()?)?;
                 // Its subscription was for a group it is no longer in.
@@ -420,10 +421,13 @@ impl Conn {
         };
         let wait = self.tracker.committer.durable_at(&group, start);
         self.enqueue(Out::Reply { id, resp, wait });
+        let me = self.auth.as_ref().map_or(MemberId(0), |a| a.member);
         let pump = Pump {
             store: self.tracker.store.clone(),
             group: group.clone(),
             rx,
+            notices: group.notices.subscribe(),
+            me,
             last: start.0,
             out: self.push.clone(),
             conn: self.cancel.clone(),

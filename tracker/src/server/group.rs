@@ -42,14 +42,30 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{GroupRec, LockRec, MemberRec, Store, StoreError, WriteSet};
+use std::net::SocketAddr;
+
 use crate::proto::{
-    Event, EventKind, FileEntry, FileId, GroupId, LeaseId, LockHolder, MemberId, MemberInfo, Seq, UnixMillis,
-    Version, VersionInfo,
+    Event, EventKind, FileEntry, FileId, GroupId, InfoHash, LeaseId, LockHolder, MemberId, MemberInfo, Seq,
+    UnixMillis, Version, VersionInfo,
 };
 
 /// Events buffered per group for live subscribers; a subscriber further
 /// behind re-reads the log from sled.
 const BROADCAST_CAPACITY: usize = 1024;
+/// `Wanted` notices buffered per group; a subscriber further behind misses
+/// some (they are hints, and the asker asks again).
+const NOTICE_CAPACITY: usize = 256;
+
+/// Someone needs pieces of `info_hash` and listens at `peer`: a `Wanted`
+/// for every subscribed connection of the group, except those of `from`.
+#[derive(Clone, Debug)]
+pub(crate) struct Notice {
+    pub info_hash: InfoHash,
+    pub peer: SocketAddr,
+    /// The member who asked (its own connections are not told); `None`
+    /// for an announce over HTTP.
+    pub from: Option<MemberId>,
+}
 
 pub(crate) struct Group {
     pub id: GroupId,
@@ -58,13 +74,16 @@ pub(crate) struct Group {
     pub events: broadcast::Sender<Event>,
     /// Highest seq known durable.
     pub durable: watch::Sender<Seq>,
+    /// `Wanted` notices (not events: not logged, not replayed).
+    pub notices: broadcast::Sender<Notice>,
 }
 
 impl Group {
     pub fn new(id: GroupId, state: GroupState) -> Group {
         let durable = watch::Sender::new(state.current_seq());
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Group { id, state: Mutex::new(state), events, durable }
+        let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
+        Group { id, state: Mutex::new(state), events, durable, notices }
     }
 
     /// Writes what ordinary leases left waiting (see the module docs).

@@ -7,6 +7,8 @@
 //! - [`ops`]: what each request does to a group: membership and locks.
 //! - [`tree`]: delete, rename and shared attributes.
 //! - [`versions`]: kept versions of each file, listing and restoring them.
+//! - [`peers`]: who needs which torrent: `Want` requests become `Wanted`
+//!   notices to the group's other members.
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
@@ -33,6 +35,7 @@ mod conn;
 mod group;
 mod log;
 mod ops;
+mod peers;
 mod store;
 mod subscribe;
 mod sweep;

@@ -49,6 +49,9 @@ pub(crate) struct Auth {
     /// Cancelled when the member leaves the group (the same token for all
     /// its connections): the identity is no longer good for anything.
     pub revoked: CancellationToken,
+    /// The BitTorrent address this connection authenticated with (an
+    /// unspecified IP replaced by the connection's), if it gave one.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Auth {
@@ -246,7 +249,8 @@ impl Tracker {
     ) -> Result<(Option<Ticket>, Auth), ProtoError> {
         let mut st = group.state.lock();
         let ms = st.members.get(&m).ok_or(ProtoError::NotAuthenticated)?;
-        let peer = fix_peer(peer_addr, remote).or(ms.rec.peer_addr);
+        let given = fix_peer(peer_addr, remote);
+        let peer = given.or(ms.rec.peer_addr);
         let changed = peer != ms.rec.peer_addr;
         let coming_online = ms.conns == 0;
         let mut txn = Txn::new(group.id, &st, now_ms());
@@ -264,7 +268,7 @@ impl Tracker {
         ms.rec = rec;
         ms.conns += 1;
         let revoked = ms.revoked.clone();
-        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked }))
+        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked, peer: given }))
     }
 
     /// Counts one connection of `m` less; emits `MemberOffline` at zero.
