@@ -331,5 +331,7 @@ fn apply(folder: &Arc<LiveFolder>, ev: LinkEvent) {
         LinkEvent::Offline => folder.set_online(false),
         LinkEvent::Snapshot { seq, files } => folder.apply_snapshot(seq, files),
         LinkEvent::Event(e) => folder.apply_event(e),
+        // Not wired to the swarm yet: a member keeps every version live.
+        LinkEvent::Wanted { info_hash, peer } => tracing::debug!(%info_hash, %peer, "wanted by another member"),
     }
 }

@@ -52,7 +52,8 @@ impl RawConn {
         }
     }
 
-    /// Sends request `id` and returns its response, skipping pushed events.
+    /// Sends request `id` and returns its response, skipping pushed events
+    /// and notices.
     pub fn request(&mut self, id: u64, req: Request) -> Response {
         assert!(self.send(&ClientFrame::Request { id, req: req.clone() }), "tracker closed before {req:?}");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -60,7 +61,7 @@ impl RawConn {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv(left) {
                 Ok(ServerFrame::Response { id: got, resp }) if got == id => return resp,
-                Ok(ServerFrame::Event(_)) => {}
+                Ok(ServerFrame::Event(_) | ServerFrame::Wanted { .. }) => {}
                 other => panic!("expected the response to {req:?} (id {id}), got {other:?}"),
             }
         }

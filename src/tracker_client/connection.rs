@@ -18,7 +18,7 @@ fn timed_out(what: &str) -> ClientError {
     ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out")))
 }
 
-/// One request at a time; events the tracker pushes are skipped.
+/// One request at a time; events and notices the tracker pushes are skipped.
 pub struct Connection {
     rd: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
@@ -56,7 +56,7 @@ impl Connection {
                     Some(ServerFrame::Response { id: got, .. }) => {
                         return Err(ClientError::Protocol(format!("answer to request {got}, expected {id}")))
                     }
-                    Some(ServerFrame::Event(_)) => continue,
+                    Some(ServerFrame::Event(_) | ServerFrame::Wanted { .. }) => continue,
                     Some(ServerFrame::Goodbye { reason }) => {
                         return Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
                     }

@@ -32,7 +32,8 @@ use super::connection::{check_hello, CONNECT_TIMEOUT};
 use super::frame::{closed, read_frame};
 use super::ClientError;
 use titorrent_tracker::proto::{
-    encode_frame, ClientFrame, Credential, Event, FileEntry, Request, Response, Seq, ServerFrame, PROTOCOL_VERSION,
+    encode_frame, ClientFrame, Credential, Event, FileEntry, InfoHash, Request, Response, Seq, ServerFrame,
+    PROTOCOL_VERSION,
 };
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,6 +61,12 @@ pub enum LinkEvent {
     /// follow.
     Snapshot { seq: Seq, files: Vec<FileEntry> },
     Event(Event),
+    /// Another member (or a BitTorrent client announcing to the tracker)
+    /// needs pieces of `info_hash` and listens at `peer`: if this member
+    /// holds that version, it should make its torrent live and may connect
+    /// to `peer`. A hint, not an event: not in seq order with events, not
+    /// replayed after a reconnect.
+    Wanted { info_hash: InfoHash, peer: SocketAddr },
 }
 
 /// A cheap, cloneable handle on the link. Dropping the last handle stops it.
@@ -152,6 +159,30 @@ impl TrackerLink {
         match rx.await.map_err(|_| ClientError::Offline)? {
             Response::Error(e) => Err(ClientError::Refused(e)),
             resp => Ok(resp),
+        }
+    }
+
+    /// Asks the tracker to have the other members wake `info_hash` for
+    /// this member (a `Want`; they get [`LinkEvent::Wanted`] with this
+    /// member's BitTorrent address). Fire and forget: never waits, and when
+    /// offline (or the connection's queue is full) the request is dropped
+    /// with a debug log; the caller asks again if it still needs pieces.
+    pub fn want(&self, info_hash: InfoHash) {
+        let Some(live) = self.inner.live.lock().clone() else {
+            tracing::debug!(%info_hash, "not connected to the tracker: Want dropped");
+            return;
+        };
+        let id = live.next_id.fetch_add(1, Ordering::Relaxed);
+        // Its answer (Ok) matches no waiting request and is skipped.
+        let bytes = match encode_frame(&ClientFrame::Request { id, req: Request::Want { info_hash } }) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(%info_hash, error = %e, "cannot encode Want");
+                return;
+            }
+        };
+        if let Err(e) = live.out.try_send(bytes) {
+            tracing::debug!(%info_hash, error = %e, "Want dropped");
         }
     }
 
@@ -320,6 +351,9 @@ async fn session(
                 }
                 *last_seq = Some(ev.seq);
                 let _ = events.send(LinkEvent::Event(ev));
+            }
+            Ok(Some(ServerFrame::Wanted { info_hash, peer })) => {
+                let _ = events.send(LinkEvent::Wanted { info_hash, peer });
             }
             Ok(Some(ServerFrame::Goodbye { reason })) => {
                 break End::Lost(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))

@@ -289,3 +289,51 @@ async fn a_refused_credential_is_retried_slowly() {
     assert!(rx.try_recv().is_err(), "never online, so no Online/Offline events");
     link.shutdown();
 }
+
+/// The next `Wanted` on a link, skipping events.
+async fn next_wanted(rx: &mut UnboundedReceiver<LinkEvent>) -> (InfoHash, SocketAddr) {
+    loop {
+        match next(rx).await {
+            LinkEvent::Wanted { info_hash, peer } => return (info_hash, peer),
+            LinkEvent::Event(_) | LinkEvent::Snapshot { .. } | LinkEvent::Online => {}
+            LinkEvent::Offline => panic!("link went offline"),
+        }
+    }
+}
+
+/// `want` on one member's link reaches another member's link as
+/// `LinkEvent::Wanted` with the first member's BitTorrent address, and not
+/// the first member itself; offline, it returns at once.
+#[tokio::test]
+async fn want_reaches_another_link_as_wanted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = Connection::connect(&srv.addr.to_string()).await.unwrap();
+    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { credential: ana, .. } = c.request(req).await.unwrap() else { panic!() };
+    let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
+        panic!()
+    };
+    let join = Request::Join { group: ana.group, invite: code, member_name: "ben".into(), peer_addr: None };
+    let Response::Joined { credential: ben } = c.request(join).await.unwrap() else { panic!() };
+    drop(c);
+
+    let (ana_link, mut ana_rx) = TrackerLink::start(srv.addr.to_string(), ana, 6881, None);
+    let (ben_link, mut ben_rx) = TrackerLink::start(srv.addr.to_string(), ben, 6882, None);
+    for rx in [&mut ana_rx, &mut ben_rx] {
+        assert_eq!(next(rx).await, LinkEvent::Online);
+        assert!(matches!(next(rx).await, LinkEvent::Snapshot { .. }));
+    }
+    ana_link.want(InfoHash([5; 20]));
+    assert_eq!(next_wanted(&mut ben_rx).await, (InfoHash([5; 20]), "127.0.0.1:6881".parse().unwrap()));
+    // Notices of a group arrive in order: ana's own would come first.
+    ben_link.want(InfoHash([6; 20]));
+    assert_eq!(next_wanted(&mut ana_rx).await, (InfoHash([6; 20]), "127.0.0.1:6882".parse().unwrap()));
+
+    ben_link.shutdown();
+    let t = Instant::now();
+    ben_link.want(InfoHash([7; 20]));
+    assert!(t.elapsed() < Duration::from_secs(1), "want must not wait");
+    ana_link.shutdown();
+    srv.stop().await;
+}

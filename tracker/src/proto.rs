@@ -9,14 +9,15 @@
 //!
 //! Requests carry a client-chosen `id`; the matching response carries the
 //! same `id`. Events are pushed unsolicited, in sequence order, after a
-//! `Subscribe` has been answered.
+//! `Subscribe` has been answered; so are `Wanted` notices, which are not
+//! events (no seq, never replayed).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -237,6 +238,13 @@ pub enum Request {
     /// can serve it; a report for a version that is no longer current is
     /// accepted and ignored.
     Have { file: FileId, version: Version },
+    /// The caller needs pieces of the torrent `info_hash` (a version it
+    /// does not hold complete): the tracker asks every other online,
+    /// subscribed member of the group to wake that torrent, with a
+    /// [`ServerFrame::Wanted`] naming the caller's BitTorrent address (the
+    /// `peer_addr` this connection authenticated with; none given, nothing
+    /// is sent). Answered `Ok` at once; nothing is stored.
+    Want { info_hash: InfoHash },
 }
 
 /// One kept version of a file.
@@ -354,6 +362,13 @@ pub enum ServerFrame {
     Event(Event),
     /// Sent just before the server closes a connection it refuses.
     Goodbye { reason: String },
+    /// Another member (`Request::Want`), or a BitTorrent client announcing
+    /// to the tracker's HTTP endpoint, needs pieces of `info_hash` and
+    /// listens at `peer`: a member holding that version should make it live
+    /// (accept connections for it) and may connect to `peer`. Sent only to
+    /// subscribed connections; not an event: no seq, not logged, not
+    /// replayed after a reconnect.
+    Wanted { info_hash: InfoHash, peer: SocketAddr },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -372,14 +387,27 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes `msg` as one frame: 4-byte big-endian length, then bincode.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(msg, &mut out, config())?;
-    let len = out.len() - 4;
+    let mut out = Vec::new();
+    encode_frame_into(&mut out, msg)?;
+    Ok(out)
+}
+
+/// Appends `msg` to `out` as one frame (so that several frames go out in
+/// one write). On error `out` is left as it was.
+pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = bincode::serde::encode_into_std_write(msg, out, config()) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let len = out.len() - start - 4;
     if len > MAX_FRAME {
+        out.truncate(start);
         return Err(FrameError::TooLarge(len));
     }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes one frame body (without its length prefix). Trailing bytes are

@@ -1,7 +1,9 @@
 //! The tracker server over real TCP: membership, authentication, framing
-//! robustness, locks and leases, publish CAS, event streaming, persistence.
+//! robustness, locks and leases, publish CAS, event streaming, persistence;
+//! `Want` notices in `peers`.
 
 mod common;
+mod peers;
 mod requests;
 
 use std::time::Duration;
@@ -738,6 +740,11 @@ async fn acknowledged_state_survives_kill_9() {
         keep_lock: false,
     };
     let Response::Published(v1) = alice.req(publish).await else { panic!() };
+    // A lease taken and given back: neither reply waits for the disk, but
+    // the next reply that does covers both.
+    let (h, _) = alice.create_file(FileId::ROOT, "h", FileKind::File, false).await;
+    let gone = alice.lock(h.id).await.unwrap();
+    assert_eq!(alice.req(Request::Unlock { lease: gone.id }).await, Response::Ok);
     let held = bob.lock(f.id).await.unwrap();
     let (g, _) = bob.create_file(FileId::ROOT, "g", FileKind::File, false).await;
     child.start_kill().unwrap();
@@ -751,6 +758,7 @@ async fn acknowledged_state_survives_kill_9() {
     assert_eq!(alice.req(Request::GetTorrent { file: f.id, version: Version(1) }).await, Response::Torrent(torrent));
     assert!(matches!(alice.lock(f.id).await, Err(ProtoError::Locked(h)) if h.member == b_cred.member));
     let mut bob = Client::authed(addr, &b_cred).await;
+    assert!(bob.lock(h.id).await.is_ok(), "a released lease came back");
     assert_eq!(bob.req(Request::Unlock { lease: held.id }).await, Response::Ok);
     assert!(alice.lock(f.id).await.is_ok());
 }

@@ -1,138 +1,91 @@
-//! One client connection: handshake, a reader loop that handles requests in
-//! order, and a writer task fed by a bounded queue.
+//! One client connection: one task that reads requests, answers them in
+//! order and writes the answers, plus a pump task once subscribed.
 //!
-//! Requests are applied in arrival order by the reader; a reply that waits
-//! for durability waits in the writer, in order, so a client may pipeline
-//! requests and several replies share one flush. A malformed, oversized or
-//! out-of-protocol frame closes this connection only.
+//! Requests are applied in arrival order. Answers leave in the same order:
+//! one that waits for durability (a [`Ticket`]) holds back those behind
+//! it, so a client may pipeline requests and several replies share one
+//! flush. Everything that is ready when the task runs out of input (the
+//! answers to every complete frame read, events the pump handed over) goes
+//! out in one write: a request answered from memory costs one read and one
+//! write on this task, and no hand-off to another task or thread.
 //!
-//! When a member leaves, its other connections are refused from then on
-//! (`NotAuthenticated`) and closed with a `Goodbye`; the connection that
+//! A malformed, oversized or out-of-protocol frame closes this connection
+//! only. When a member leaves, its other connections are refused from then
+//! on (`NotAuthenticated`) and closed with a `Goodbye`; the connection that
 //! sent `Leave` stays open, unauthenticated.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::commit::Ticket;
 use super::ops::Auth;
 use super::subscribe::Pump;
 use super::Tracker;
 use crate::proto::{
-    decode_body, encode_frame, ClientFrame, ProtoError, Request, Response, Seq, ServerFrame,
-    PROTOCOL_VERSION,
+    decode_body, encode_frame_into, ClientFrame, FrameError, MemberId, ProtoError, Request, Response, Seq,
+    ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
 };
 
-/// Frames queued for the writer; a slow client stalls its own pump and
-/// reader, nobody else.
+/// Frames queued behind an answer that waits, and frames the pump may hand
+/// over before it blocks: a slow client stalls its own pump and reads,
+/// nobody else.
 const OUT_QUEUE: usize = 256;
 /// How long a new connection may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer room kept free before each read.
+const READ_ROOM: usize = 16 * 1024;
+/// A write buffer grown past this (a large snapshot) is given back.
+const OUT_KEEP: usize = 256 * 1024;
 
-/// What the writer sends.
+/// What is written to the client, in order.
 pub(crate) enum Out {
     Frame(ServerFrame),
     /// A reply, written once `wait` (if any) resolves.
     Reply { id: u64, resp: Response, wait: Option<Ticket> },
 }
 
-use crate::frame_io::{read_body as read_frame, ReadError};
+type Waiting = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-
-pub(crate) async fn run(tracker: Arc<Tracker>, stream: TcpStream, remote: SocketAddr) {
+pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let (rd, wr) = stream.into_split();
     let cancel = tracker.cancel.child_token();
-    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
-    let writer = super::spawn(tracing::Span::current(), write_loop(wr, out_rx, cancel.clone()));
-    let mut conn = Conn { tracker, remote, auth: None, out, pump: None, cancel: cancel.clone() };
-    let reason = conn.read_loop(BufReader::new(rd)).await;
+    let (push, push_rx) = mpsc::channel(OUT_QUEUE);
+    let mut conn = Conn {
+        tracker,
+        remote,
+        auth: None,
+        revoked: None,
+        push,
+        pump: None,
+        cancel: cancel.clone(),
+        hello: false,
+        queue: VecDeque::new(),
+        head: None,
+        out: Vec::with_capacity(4096),
+        closing: None,
+    };
+    let reason = conn.serve(&mut stream, push_rx).await;
     tracing::debug!(%remote, "connection closing: {reason}");
     if let Some(p) = conn.pump.take() {
         p.abort();
     }
-    // Dropping `auth` may take the member offline; dropping `out` lets the
-    // writer drain what is queued (a Goodbye) and end.
+    // Dropping `auth` may take the member offline.
     drop(conn);
-    let _ = writer.await;
-    cancel.cancel();
-}
-
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, cancel: CancellationToken) {
-    let mut w = BufWriter::new(wr);
-    loop {
-        let item = tokio::select! {
-            _ = cancel.cancelled() => break,
-            item = rx.recv() => match item { Some(i) => i, None => break },
-        };
-        let (frame, last) = match item {
-            Out::Frame(f) => {
-                let last = matches!(f, ServerFrame::Goodbye { .. });
-                (f, last)
-            }
-            Out::Reply { id, resp, wait } => {
-                let resp = match wait {
-                    None => resp,
-                    Some(t) => match tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        r = t.wait() => r,
-                    } {
-                        Ok(()) => resp,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reply not durable");
-                            Response::Error(ProtoError::Internal(e))
-                        }
-                    },
-                };
-                (ServerFrame::Response { id, resp }, false)
-            }
-        };
-        let bytes = match encode_frame(&frame) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot encode a frame");
-                let ServerFrame::Response { id, .. } = frame else { break };
-                let err = ServerFrame::Response {
-                    id,
-                    resp: Response::Error(ProtoError::Internal(format!("reply cannot be sent: {e}"))),
-                };
-                match encode_frame(&err) {
-                    Ok(b) => b,
-                    Err(_) => break,
-                }
-            }
-        };
-        let write = async {
-            w.write_all(&bytes).await?;
-            if last || rx.is_empty() {
-                w.flush().await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let res = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = write => r,
-        };
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "write failed");
-            break;
-        }
-        if last {
-            break;
-        }
-    }
     // Bounded: a peer that stopped reading must not hold the task.
-    let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
-    // The reader stops too: nothing more can be answered.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     cancel.cancel();
 }
 
@@ -140,18 +93,29 @@ struct Conn {
     tracker: Arc<Tracker>,
     remote: SocketAddr,
     auth: Option<Auth>,
-    out: mpsc::Sender<Out>,
+    /// Resolves when the authenticated member leaves the group.
+    revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Handed to the pump: the frames it pushes.
+    push: mpsc::Sender<Out>,
     pump: Option<JoinHandle<()>>,
     cancel: CancellationToken,
+    hello: bool,
+    /// Frames behind `head`, in order.
+    queue: VecDeque<Out>,
+    /// The oldest answer not written yet, waiting for durability.
+    head: Option<(u64, Response, Waiting)>,
+    /// Encoded frames ready to be written.
+    out: Vec<u8>,
+    /// Set once the connection is to end: it ends when everything queued
+    /// before (a `Goodbye`, say) has been written.
+    closing: Option<Stop>,
 }
 
-/// Why the reader stopped.
+/// Why the connection ended.
 enum Stop {
     Eof,
     Cancelled,
-    WriterGone,
-    /// The member this connection was authenticated as left the group.
-    Revoked,
+    WriteFailed(std::io::Error),
     Bad(String),
 }
 
@@ -160,84 +124,189 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Eof => f.write_str("peer closed"),
             Stop::Cancelled => f.write_str("cancelled"),
-            Stop::WriterGone => f.write_str("writer ended"),
-            Stop::Revoked => f.write_str("member left the group"),
+            Stop::WriteFailed(e) => write!(f, "write failed: {e}"),
             Stop::Bad(why) => f.write_str(why),
         }
     }
 }
 
+/// Waits for `f`, or forever when there is none.
+async fn wait_opt<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the oldest unwritten answer's durability, or forever.
+async fn wait_head(head: &mut Option<(u64, Response, Waiting)>) -> Result<(), String> {
+    match head {
+        Some((_, _, w)) => w.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Conn {
-    async fn send(&self, o: Out) -> Result<(), Stop> {
-        self.out.send(o).await.map_err(|_| Stop::WriterGone)
-    }
-
-    async fn goodbye(&self, reason: String) -> Stop {
-        tracing::info!(remote = %self.remote, "refusing connection: {reason}");
-        let _ = self.send(Out::Frame(ServerFrame::Goodbye { reason: reason.clone() })).await;
-        Stop::Bad(reason)
-    }
-
-    async fn next_frame<R: AsyncRead + Unpin>(&self, rd: &mut R) -> Result<ClientFrame, Stop> {
-        let revoked = self.auth.as_ref().map(|a| a.revoked.clone());
-        let revoked = async {
-            match revoked {
-                Some(t) => t.cancelled_owned().await,
-                None => std::future::pending().await,
-            }
-        };
-        let body = tokio::select! {
-            _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
-            _ = revoked => return Err(Stop::Revoked),
-            r = read_frame(rd) => r,
-        };
-        let body = match body {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(Stop::Eof),
-            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Stop::Eof),
-            Err(e) => {
-                tracing::info!(remote = %self.remote, error = %e, "closing connection: bad frame");
-                return Err(Stop::Bad(e.to_string()));
-            }
-        };
-        decode_body::<ClientFrame>(&body).map_err(|e| {
-            tracing::info!(remote = %self.remote, error = %e, "closing connection: undecodable frame");
-            Stop::Bad(e.to_string())
-        })
-    }
-
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> Stop {
-        if self.send(Out::Frame(ServerFrame::Hello { version: PROTOCOL_VERSION })).await.is_err() {
-            return Stop::WriterGone;
-        }
-        let first = match tokio::time::timeout(HELLO_TIMEOUT, self.next_frame(&mut rd)).await {
-            Err(_) => return self.goodbye("no Hello received in time".into()).await,
-            Ok(Err(stop)) => return stop,
-            Ok(Ok(f)) => f,
-        };
-        match first {
-            ClientFrame::Hello { version } if version == PROTOCOL_VERSION => {}
-            ClientFrame::Hello { version } => {
-                return self
-                    .goodbye(format!(
-                        "protocol version {version} is not supported; this tracker speaks {PROTOCOL_VERSION}"
-                    ))
-                    .await
-            }
-            ClientFrame::Request { .. } => return self.goodbye("the first frame must be Hello".into()).await,
-        }
+    async fn serve(&mut self, stream: &mut TcpStream, mut push_rx: mpsc::Receiver<Out>) -> Stop {
+        let mut inbuf = BytesMut::with_capacity(READ_ROOM);
+        let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        self.enqueue(Out::Frame(ServerFrame::Hello { version: PROTOCOL_VERSION }));
         loop {
-            let frame = match self.next_frame(&mut rd).await {
-                Ok(f) => f,
-                Err(Stop::Revoked) => return self.goodbye("the member left the group".into()).await,
-                Err(stop) => return stop,
+            if !self.out.is_empty() {
+                let res = tokio::select! {
+                    _ = &mut cancelled => return Stop::Cancelled,
+                    r = stream.write_all(&self.out) => r,
+                };
+                if let Err(e) = res {
+                    return Stop::WriteFailed(e);
+                }
+                self.out.clear();
+                if self.out.capacity() > OUT_KEEP {
+                    self.out.shrink_to(OUT_KEEP / 4);
+                }
+            }
+            if self.closing.is_some() && self.head.is_none() && self.queue.is_empty() {
+                return self.closing.take().unwrap_or(Stop::Eof);
+            }
+            let open = self.closing.is_none() && self.queue.len() < OUT_QUEUE;
+            if inbuf.capacity() - inbuf.len() < READ_ROOM / 4 {
+                inbuf.reserve(READ_ROOM);
+            }
+            tokio::select! {
+                _ = &mut cancelled => return Stop::Cancelled,
+                _ = wait_opt(&mut self.revoked), if open => {
+                    self.revoked = None;
+                    self.goodbye("the member left the group".into());
+                }
+                _ = tokio::time::sleep_until(hello_deadline), if open && !self.hello => {
+                    self.goodbye("no Hello received in time".into());
+                }
+                r = stream.read_buf(&mut inbuf), if open => match r {
+                    // (Possibly in the middle of a frame: the rest is dropped.)
+                    Ok(0) => return Stop::Eof,
+                    Ok(_) => self.on_input(&mut inbuf),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Stop::Eof,
+                    Err(e) => return Stop::Bad(e.to_string()),
+                },
+                item = push_rx.recv(), if open => {
+                    if let Some(item) = item {
+                        self.enqueue(item);
+                        while self.queue.len() < OUT_QUEUE {
+                            match push_rx.try_recv() {
+                                Ok(item) => self.enqueue(item),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                r = wait_head(&mut self.head) => self.head_done(r),
+            }
+        }
+    }
+
+    /// Handles every complete frame in `inbuf`.
+    fn on_input(&mut self, inbuf: &mut BytesMut) {
+        while self.closing.is_none() && inbuf.len() >= 4 {
+            let len = u32::from_be_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
+            if len > MAX_FRAME {
+                tracing::info!(remote = %self.remote, "closing connection: frame of {len} bytes");
+                self.close(Stop::Bad(FrameError::TooLarge(len).to_string()));
+                return;
+            }
+            if inbuf.len() < 4 + len {
+                inbuf.reserve(4 + len - inbuf.len());
+                return;
+            }
+            let frame = decode_body::<ClientFrame>(&inbuf[4..4 + len]);
+            inbuf.advance(4 + len);
+            match frame {
+                Ok(f) => self.on_frame(f),
+                Err(e) => {
+                    tracing::info!(remote = %self.remote, error = %e, "closing connection: undecodable frame");
+                    self.close(Stop::Bad(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame) {
+        match (self.hello, frame) {
+            (false, ClientFrame::Hello { version }) if version == PROTOCOL_VERSION => self.hello = true,
+            (false, ClientFrame::Hello { version }) => self.goodbye(format!(
+                "protocol version {version} is not supported; this tracker speaks {PROTOCOL_VERSION}"
+            )),
+            (false, ClientFrame::Request { .. }) => self.goodbye("the first frame must be Hello".into()),
+            (true, ClientFrame::Hello { .. }) => self.goodbye("Hello sent twice".into()),
+            (true, ClientFrame::Request { id, req }) => self.handle(id, req),
+        }
+    }
+
+    /// Ends the connection once what is queued so far is written.
+    fn close(&mut self, why: Stop) {
+        if self.closing.is_none() {
+            self.closing = Some(why);
+        }
+    }
+
+    fn goodbye(&mut self, reason: String) {
+        tracing::info!(remote = %self.remote, "refusing connection: {reason}");
+        self.enqueue(Out::Frame(ServerFrame::Goodbye { reason: reason.clone() }));
+        self.close(Stop::Bad(reason));
+    }
+
+    /// Writes `o` now if nothing waits before it, else queues it.
+    fn enqueue(&mut self, o: Out) {
+        if self.head.is_none() && self.queue.is_empty() {
+            self.emit(o);
+        } else {
+            self.queue.push_back(o);
+        }
+    }
+
+    fn emit(&mut self, o: Out) {
+        match o {
+            Out::Frame(f) => self.encode(f),
+            Out::Reply { id, resp, wait: None } => self.encode(ServerFrame::Response { id, resp }),
+            Out::Reply { id, resp, wait: Some(t) } => self.head = Some((id, resp, Box::pin(t.wait()))),
+        }
+    }
+
+    /// The waiting answer may go: it and what queued behind it (up to the
+    /// next one that waits).
+    fn head_done(&mut self, r: Result<(), String>) {
+        let Some((id, resp, _)) = self.head.take() else { return };
+        let resp = match r {
+            Ok(()) => resp,
+            Err(e) => {
+                tracing::warn!(error = %e, "reply not durable");
+                Response::Error(ProtoError::Internal(e))
+            }
+        };
+        self.encode(ServerFrame::Response { id, resp });
+        while self.head.is_none() {
+            match self.queue.pop_front() {
+                Some(o) => self.emit(o),
+                None => break,
+            }
+        }
+    }
+
+    fn encode(&mut self, frame: ServerFrame) {
+        if let Err(e) = encode_frame_into(&mut self.out, &frame) {
+            tracing::warn!(error = %e, "cannot encode a frame");
+            let ServerFrame::Response { id, .. } = frame else {
+                self.close(Stop::Bad(format!("cannot encode a frame: {e}")));
+                return;
             };
-            let res = match frame {
-                ClientFrame::Hello { .. } => return self.goodbye("Hello sent twice".into()).await,
-                ClientFrame::Request { id, req } => self.handle(id, req).await,
+            let err = ServerFrame::Response {
+                id,
+                resp: Response::Error(ProtoError::Internal(format!("reply cannot be sent: {e}"))),
             };
-            if let Err(stop) = res {
-                return stop;
+            if encode_frame_into(&mut self.out, &err).is_err() {
+                self.close(Stop::Bad(format!("cannot encode a frame: {e}")));
             }
         }
     }
@@ -246,19 +315,19 @@ impl Conn {
         self.auth.as_ref().filter(|a| !a.revoked.is_cancelled()).ok_or(ProtoError::NotAuthenticated)
     }
 
-    async fn handle(&mut self, id: u64, req: Request) -> Result<(), Stop> {
+    fn handle(&mut self, id: u64, req: Request) {
         if let Request::Subscribe { from } = req {
-            return self.subscribe(id, from).await;
+            return self.subscribe(id, from);
         }
         let (resp, wait) = match self.dispatch(req) {
             Ok(r) => r,
             Err(e) => (Response::Error(e), None),
         };
-        self.send(Out::Reply { id, resp, wait }).await
+        self.enqueue(Out::Reply { id, resp, wait });
     }
 
     fn dispatch(&mut self, req: Request) -> Result<(Response, Option<Ticket>), ProtoError> {
-        let t = self.tracker.clone();
+        let t = &self.tracker;
         match req {
             Request::CreateGroup { group_name, member_name, peer_addr } => {
                 let (resp, wait, auth) = t.create_group(group_name, member_name, peer_addr, self.remote)?;
@@ -294,6 +363,7 @@ impl Conn {
             }
             Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
             Request::Have { file, version } => t.have(self.authed()?, file, version),
+            Request::Want { info_hash } => t.want(self.authed()?, info_hash),
             Request::Leave => {
                 let r = t.leave(self.authed()?)?;
                 // Its subscription was for a group it is no longer in.
@@ -301,6 +371,7 @@ impl Conn {
                     p.abort();
                 }
                 self.auth = None;
+                self.revoked = None;
                 Ok(r)
             }
             Request::ListVersions { file } => t.list_versions(self.authed()?, file),
@@ -323,12 +394,13 @@ impl Conn {
                 p.abort();
             }
         }
+        self.revoked = Some(Box::pin(auth.revoked.clone().cancelled_owned()));
         self.auth = Some(auth);
     }
 
-    async fn subscribe(&mut self, id: u64, from: Option<Seq>) -> Result<(), Stop> {
+    fn subscribe(&mut self, id: u64, from: Option<Seq>) {
         let Ok(group) = self.authed().map(|a| a.group.clone()) else {
-            return self.send(Out::Reply { id, resp: Response::Error(ProtoError::NotAuthenticated), wait: None }).await;
+            return self.enqueue(Out::Reply { id, resp: Response::Error(ProtoError::NotAuthenticated), wait: None });
         };
         if let Some(p) = self.pump.take() {
             p.abort();
@@ -347,17 +419,19 @@ impl Conn {
                 (Response::Snapshot { seq, files }, seq)
             }
         };
-        let wait = Some(Ticket::Seq(group.durable.subscribe(), start));
-        self.send(Out::Reply { id, resp, wait }).await?;
+        let wait = self.tracker.committer.durable_at(&group, start);
+        self.enqueue(Out::Reply { id, resp, wait });
+        let me = self.auth.as_ref().map_or(MemberId(0), |a| a.member);
         let pump = Pump {
             store: self.tracker.store.clone(),
             group: group.clone(),
             rx,
+            notices: group.notices.subscribe(),
+            me,
             last: start.0,
-            out: self.out.clone(),
+            out: self.push.clone(),
             conn: self.cancel.clone(),
         };
         self.pump = Some(super::spawn(tracing::Span::current(), pump.run()));
-        Ok(())
     }
 }

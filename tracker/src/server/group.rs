@@ -15,6 +15,18 @@
 //!   as free (a `Lock` takes it over, emitting `Unlocked` by `MemberId(0)`
 //!   first) and as unknown to `Renew` and `Publish`.
 //!
+//! Ordinary leases (`Lock`, `Renew`, `Unlock`) touch no disk: they change
+//! memory, keep their encoded events in `unwritten` and mark the file in
+//! `dirty_locks`. What waits is written in one batch, in front of the
+//! group's next batch of its own ([`GroupState::pending_writes`]), or by
+//! the committer just before its next flush, or before the log is read
+//! ([`GroupState::write_unwritten`]): so sled's log never has a hole, an
+//! event is never on disk without its lock record, and a lease taken and
+//! released between two flushes costs no lock record at all. Explicit
+//! locks, and lock changes that come with other changes (create locked,
+//! publish, delete, leave, expiry), are written in the batch of the
+//! request itself.
+//!
 //! A lease lasts the tracker's lease ttl from its grant or last renewal, or,
 //! for an explicit lock (`LockExplicit`), the ttl the caller asked for (at
 //! most a week); renewing never shortens a lease. Deleting a file, or its
@@ -23,21 +35,37 @@
 //! Kept versions of a file (`versions`): the newest `keep_versions` of them,
 //! the current one always among them; the entry's version is the newest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{GroupRec, LockRec, MemberRec, StoreError, WriteSet};
+use super::store::{GroupRec, LockRec, MemberRec, Store, StoreError, WriteSet};
+use std::net::SocketAddr;
+
 use crate::proto::{
-    Event, EventKind, FileEntry, FileId, GroupId, LeaseId, LockHolder, MemberId, MemberInfo, Seq, UnixMillis,
-    Version, VersionInfo,
+    Event, EventKind, FileEntry, FileId, GroupId, InfoHash, LeaseId, LockHolder, MemberId, MemberInfo, Seq,
+    UnixMillis, Version, VersionInfo,
 };
 
 /// Events buffered per group for live subscribers; a subscriber further
 /// behind re-reads the log from sled.
 const BROADCAST_CAPACITY: usize = 1024;
+/// `Wanted` notices buffered per group; a subscriber further behind misses
+/// some (they are hints, and the asker asks again).
+const NOTICE_CAPACITY: usize = 256;
+
+/// Someone needs pieces of `info_hash` and listens at `peer`: a `Wanted`
+/// for every subscribed connection of the group, except those of `from`.
+#[derive(Clone, Debug)]
+pub(crate) struct Notice {
+    pub info_hash: InfoHash,
+    pub peer: SocketAddr,
+    /// The member who asked (its own connections are not told); `None`
+    /// for an announce over HTTP.
+    pub from: Option<MemberId>,
+}
 
 pub(crate) struct Group {
     pub id: GroupId,
@@ -46,13 +74,21 @@ pub(crate) struct Group {
     pub events: broadcast::Sender<Event>,
     /// Highest seq known durable.
     pub durable: watch::Sender<Seq>,
+    /// `Wanted` notices (not events: not logged, not replayed).
+    pub notices: broadcast::Sender<Notice>,
 }
 
 impl Group {
     pub fn new(id: GroupId, state: GroupState) -> Group {
         let durable = watch::Sender::new(state.current_seq());
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Group { id, state: Mutex::new(state), events, durable }
+        let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
+        Group { id, state: Mutex::new(state), events, durable, notices }
+    }
+
+    /// Writes what ordinary leases left waiting (see the module docs).
+    pub fn write_unwritten(&self, store: &Store) -> Result<(), StoreError> {
+        self.state.lock().write_unwritten(self.id, store)
     }
 }
 
@@ -86,6 +122,10 @@ pub(crate) struct GroupState {
     pub versions: HashMap<FileId, BTreeMap<Version, VersionInfo>>,
     pub locks: HashMap<FileId, LockRec>,
     pub leases: HashMap<LeaseId, FileId>,
+    /// Files whose ordinary lease changed in memory and not yet in sled.
+    pub dirty_locks: HashSet<FileId>,
+    /// Encoded events of ordinary leases not yet in sled, in seq order.
+    pub unwritten: WriteSet,
     /// The lease whose publish made each file's current version (memory
     /// only): lets a retried publish whose reply was lost succeed again.
     pub published_by: HashMap<FileId, LeaseId>,
@@ -105,6 +145,8 @@ impl GroupState {
             versions: HashMap::new(),
             locks: HashMap::new(),
             leases: HashMap::new(),
+            dirty_locks: HashSet::new(),
+            unwritten: WriteSet::new(),
             published_by: HashMap::new(),
             members: BTreeMap::new(),
         }
@@ -204,6 +246,38 @@ impl GroupState {
         self.versions.get(&f).map(|vs| vs.range(..keep_from).map(|(v, _)| *v).collect()).unwrap_or_default()
     }
 
+    /// The lock records (or their absence) of the files in `dirty_locks`,
+    /// as memory has them now: with `unwritten`, what has to go in front of
+    /// the group's next write.
+    pub fn pending_writes(&self, g: GroupId) -> Result<WriteSet, StoreError> {
+        let mut w = WriteSet::new();
+        for f in &self.dirty_locks {
+            match self.locks.get(f) {
+                Some(rec) => w.put_lock(g, *f, rec)?,
+                None => w.del_lock(g, *f),
+            }
+        }
+        Ok(w)
+    }
+
+    /// Forgets what [`GroupState::pending_writes`] and `unwritten` held,
+    /// once written.
+    pub fn written(&mut self) {
+        self.dirty_locks.clear();
+        self.unwritten.clear();
+    }
+
+    /// Writes what ordinary leases left waiting, in one batch.
+    pub fn write_unwritten(&mut self, g: GroupId, store: &Store) -> Result<(), StoreError> {
+        if self.dirty_locks.is_empty() && self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let locks = self.pending_writes(g)?;
+        store.apply_all(&[&self.unwritten, &locks])?;
+        self.written();
+        Ok(())
+    }
+
     pub fn insert_lock(&mut self, f: FileId, rec: LockRec) {
         let lease = rec.lease;
         if let Some(old) = self.locks.insert(f, rec) {
@@ -246,6 +320,7 @@ pub(crate) struct Txn {
     pub next_seq: u64,
     pub next_file: u64,
     counters_changed: bool,
+    lazy: bool,
 }
 
 impl Txn {
@@ -258,7 +333,15 @@ impl Txn {
             next_seq: st.next_seq,
             next_file: st.next_file,
             counters_changed: false,
+            lazy: false,
         }
+    }
+
+    /// A change of ordinary leases only: its writes wait in the group
+    /// (`unwritten`) for the next batch or flush instead of going to sled
+    /// now. Only events may be added to it.
+    pub fn lazy(group: GroupId, st: &GroupState, now: UnixMillis) -> Txn {
+        Txn { lazy: true, ..Txn::new(group, st, now) }
     }
 
     pub fn event(&mut self, by: MemberId, kind: EventKind) -> Result<(), StoreError> {
@@ -290,7 +373,13 @@ impl Txn {
             let rec = GroupRec { name: st.name.clone(), next_file: self.next_file, next_seq: self.next_seq };
             self.w.put_group(self.group, &rec)?;
         }
-        Ok(FinishedTxn { w: self.w, events: self.events, next_seq: self.next_seq, next_file: self.next_file })
+        Ok(FinishedTxn {
+            w: self.w,
+            events: self.events,
+            next_seq: self.next_seq,
+            next_file: self.next_file,
+            lazy: self.lazy,
+        })
     }
 }
 
@@ -299,4 +388,5 @@ pub(crate) struct FinishedTxn {
     pub events: Vec<Event>,
     pub next_seq: u64,
     pub next_file: u64,
+    pub lazy: bool,
 }

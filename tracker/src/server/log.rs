@@ -7,7 +7,6 @@
 //! `log_start` gets a snapshot instead (see `conn.rs`). A log read that
 //! starts before `log_start` starts at it: the caller sees the jump in seq.
 
-use super::commit::Ticket;
 use super::group::Group;
 use super::ops::{Auth, Outcome};
 use super::store::{StoreError, WriteSet};
@@ -37,7 +36,8 @@ impl Tracker {
         let group = &auth.group;
         let limit = if limit == 0 { MAX_LOG_EVENTS } else { limit.min(MAX_LOG_EVENTS) } as usize;
         let (start, current) = {
-            let st = auth.state()?;
+            let mut st = auth.state()?;
+            st.write_unwritten(group.id, &self.store)?;
             (st.log_start, st.current_seq().0)
         };
         let from = after.map_or(start, |a| a.0.saturating_add(1).max(start));
@@ -52,8 +52,8 @@ impl Tracker {
         }
         let last = events.last().map_or(from.saturating_sub(1), |e: &Event| e.seq.0);
         let more = last < current;
-        let ticket = Ticket::Seq(group.durable.subscribe(), Seq(last.min(current)));
-        Ok((Response::Log { events, more }, Some(ticket)))
+        let ticket = self.committer.durable_at(group, Seq(last.min(current)));
+        Ok((Response::Log { events, more }, ticket))
     }
 
     /// Drops events older than `cutoff` (always keeping the latest one, so
@@ -100,7 +100,9 @@ impl Tracker {
     /// more.
     fn prune_chunk(&self, group: &Group, cutoff: UnixMillis) -> Result<bool, StoreError> {
         let (start, current) = {
-            let st = group.state.lock();
+            let mut st = group.state.lock();
+            // The log's last event must be in sled before any is pruned.
+            st.write_unwritten(group.id, &self.store)?;
             (st.log_start, st.current_seq().0)
         };
         if current == 0 || start >= current {

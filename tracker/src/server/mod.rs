@@ -7,6 +7,8 @@
 //! - [`ops`]: what each request does to a group: membership and locks.
 //! - [`tree`]: delete, rename and shared attributes.
 //! - [`versions`]: kept versions of each file, listing and restoring them.
+//! - [`peers`]: who needs which torrent: `Want` requests become `Wanted`
+//!   notices to the group's other members.
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
@@ -14,12 +16,18 @@
 //! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
 //!
 //! Durability: a reply that promises durability (group created, joined,
-//! file created, lock granted, published, invite created, deleted,
-//! renamed, attributes set, left, restored) and every event
-//! a subscriber sees wait for a sled flush; several requests share one
-//! flush. Renew, unlock and presence changes are applied at once and
-//! become durable with the next flush (sled also flushes every 500 ms):
-//! losing one in a crash only makes a lease last longer or shorter.
+//! file created, explicit lock granted, published, invite created,
+//! deleted, renamed, attributes set, left, restored) and every event a
+//! subscriber sees wait for a sled flush; several requests share one
+//! flush. Ordinary leases (`Lock`, `Renew`, `Unlock`) and presence changes
+//! are answered at once from memory and become durable with the next
+//! flush, at most `commit::LAZY_FLUSH` (10 ms) later, or with the first
+//! reply after them that waits for one. Losing one in a crash is safe: a
+//! lost grant makes its holder's publish fail with `NoLease`, so the edit
+//! becomes a conflict copy and no content is lost; a lost renewal or
+//! release makes a lease last shorter or longer, and every lock found at
+//! open gets one full lease ttl of grace so that holders that reconnect
+//! and renew in time keep it.
 
 mod cli;
 mod commit;
@@ -27,6 +35,7 @@ mod conn;
 mod group;
 mod log;
 mod ops;
+mod peers;
 mod store;
 mod subscribe;
 mod sweep;
@@ -45,13 +54,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::proto::{FileId, FileKind, GroupId, ProtoError, UnixMillis, Version, VersionInfo, DEFAULT_LEASE_TTL_MS};
-use commit::{Commit, Committer, Ticket};
+use commit::{CommitQueue, Committer, Ticket};
 use group::{Group, GroupState, MemberState, Txn};
 use store::{Store, WriteSet};
 
@@ -112,7 +120,7 @@ pub struct Tracker {
     next_member: AtomicU64,
     committer: Committer,
     /// Taken by the first `serve`, which starts the background tasks.
-    commit_rx: Mutex<Option<mpsc::UnboundedReceiver<Commit>>>,
+    commit_rx: Mutex<Option<CommitQueue>>,
     cancel: CancellationToken,
 }
 
@@ -254,7 +262,14 @@ impl Tracker {
     ) -> Result<Option<Ticket>, ProtoError> {
         let f = txn.finish(st)?;
         let has_events = !f.events.is_empty();
-        self.store.apply(f.w)?;
+        if f.lazy {
+            st.unwritten.append(f.w);
+        } else {
+            // What ordinary leases left waiting goes first, in the same batch.
+            let locks = st.pending_writes(group.id)?;
+            self.store.apply_all(&[&st.unwritten, &locks, &f.w])?;
+            st.written();
+        }
         st.next_seq = f.next_seq;
         st.next_file = f.next_file;
         if has_events || want_ticket {
@@ -322,3 +337,4 @@ fn duration_ms(d: Duration) -> u64 {
 pub(crate) fn now_ms() -> UnixMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }
+

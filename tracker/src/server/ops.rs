@@ -49,6 +49,9 @@ pub(crate) struct Auth {
     /// Cancelled when the member leaves the group (the same token for all
     /// its connections): the identity is no longer good for anything.
     pub revoked: CancellationToken,
+    /// The BitTorrent address this connection authenticated with (an
+    /// unspecified IP replaced by the connection's), if it gave one.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Auth {
@@ -246,7 +249,8 @@ impl Tracker {
     ) -> Result<(Option<Ticket>, Auth), ProtoError> {
         let mut st = group.state.lock();
         let ms = st.members.get(&m).ok_or(ProtoError::NotAuthenticated)?;
-        let peer = fix_peer(peer_addr, remote).or(ms.rec.peer_addr);
+        let given = fix_peer(peer_addr, remote);
+        let peer = given.or(ms.rec.peer_addr);
         let changed = peer != ms.rec.peer_addr;
         let coming_online = ms.conns == 0;
         let mut txn = Txn::new(group.id, &st, now_ms());
@@ -264,7 +268,7 @@ impl Tracker {
         ms.rec = rec;
         ms.conns += 1;
         let revoked = ms.revoked.clone();
-        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked }))
+        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked, peer: given }))
     }
 
     /// Counts one connection of `m` less; emits `MemberOffline` at zero.
@@ -343,17 +347,17 @@ impl Tracker {
 
     /// The whole file table and the seq it is current at; the reply waits
     /// until that seq is durable.
-    pub(crate) fn file_table(&self, group: &Group) -> (Seq, Vec<crate::proto::FileEntry>, Ticket) {
+    pub(crate) fn file_table(&self, group: &Group) -> (Seq, Vec<crate::proto::FileEntry>, Option<Ticket>) {
         let (seq, files) = {
             let st = group.state.lock();
             (st.current_seq(), st.files.values().cloned().collect())
         };
-        (seq, files, Ticket::Seq(group.durable.subscribe(), seq))
+        (seq, files, self.committer.durable_at(group, seq))
     }
 
     pub(crate) fn list_files(&self, auth: &Auth) -> Outcome {
         let (seq, files, ticket) = self.file_table(&auth.group);
-        Ok((Response::Files { seq, files }, Some(ticket)))
+        Ok((Response::Files { seq, files }, ticket))
     }
 
     pub(crate) fn create_file(
@@ -431,11 +435,12 @@ impl Tracker {
         Ok((Response::File { entry, lease }, ticket))
     }
 
-    /// A lease-length lock. Answered before the grant is flushed: a grant
-    /// lost in a crash only makes the holder's publish fail with `NoLease`,
-    /// and that edit becomes a conflict copy, so no content is at risk and
-    /// opening for write does not wait for the disk. (Its `Locked` event
-    /// still reaches other members only once flushed.)
+    /// A lease-length lock, answered from memory: the grant's event and
+    /// record wait in the group for its next write (see `group.rs`). A
+    /// grant lost in a crash only makes the holder's publish fail with
+    /// `NoLease`, and that edit becomes a conflict copy, so no content is
+    /// at risk and opening for write does not wait for the disk. (Its
+    /// `Locked` event still reaches other members only once flushed.)
     pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome {
         self.lock_for(auth, file, self.lease_ttl_ms(), false)
     }
@@ -459,7 +464,7 @@ impl Tracker {
             Some(e) => e.version,
         };
         let now = now_ms();
-        let mut txn = Txn::new(group.id, &st, now);
+        let mut txn = if explicit { Txn::new(group.id, &st, now) } else { Txn::lazy(group.id, &st, now) };
         if let Some(cur) = st.locks.get(&file) {
             if cur.expires > now && cur.explicit && cur.holder == m && !explicit {
                 // The holder of an explicit lock writes under it.
@@ -473,34 +478,41 @@ impl Tracker {
         }
         let rec =
             LockRec { holder: m, lease: st.new_lease_id(), since: now, expires: now.saturating_add(ttl_ms), explicit };
-        txn.w.put_lock(group.id, file, &rec)?;
+        if explicit {
+            txn.w.put_lock(group.id, file, &rec)?;
+        }
         txn.event(m, EventKind::Locked { file, holder: st.holder(&rec) })?;
         let ticket = self.commit(group, &mut st, txn, explicit)?;
         let lease = lease_of(file, &rec, version);
         st.insert_lock(file, rec);
+        if !explicit {
+            st.dirty_locks.insert(file);
+        }
         Ok((Response::Locked(lease), ticket))
     }
 
     /// Extends a live lease of the caller (never shortens one: an explicit
-    /// lock may run longer than the ttl). Not flushed: a renewal lost in a
-    /// crash is covered by the grace period at open.
+    /// lock may run longer than the ttl). Answered from memory, written
+    /// before the next flush: a renewal lost in a crash is covered by the
+    /// grace period at open.
     pub(crate) fn renew(&self, auth: &Auth, lease: LeaseId) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let now = now_ms();
         let (file, cur) = st.live_lease(lease, m, now).ok_or(ProtoError::NoLease)?;
         let rec = LockRec { expires: now.saturating_add(self.lease_ttl_ms()).max(cur.expires), ..cur.clone() };
-        let mut w = WriteSet::new();
-        w.put_lock(group.id, file, &rec)?;
-        self.store.apply(w)?;
         let version = st.files.get(&file).map(|e| e.version).unwrap_or(Version(0));
         let reply = lease_of(file, &rec, version);
         st.insert_lock(file, rec);
+        st.dirty_locks.insert(file);
+        // Tells the committer that this group has a lease to write.
+        self.committer.submit(Some(group.clone()), Vec::new(), false);
         Ok((Response::Locked(reply), None))
     }
 
     /// Releases a lease of the caller (also one that just expired and was
-    /// not swept yet: the caller wanted it released either way).
+    /// not swept yet: the caller wanted it released either way). Answered
+    /// from memory; the record goes before the next flush.
     pub(crate) fn unlock(&self, auth: &Auth, lease: LeaseId) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
@@ -511,16 +523,17 @@ impl Tracker {
             Some(rec) if rec.holder == m && rec.lease == lease => {}
             _ => return Err(ProtoError::NoLease),
         }
-        let mut txn = Txn::new(group.id, &st, now_ms());
-        txn.w.del_lock(group.id, file);
+        let mut txn = Txn::lazy(group.id, &st, now_ms());
         txn.event(m, EventKind::Unlocked { file })?;
         self.commit(group, &mut st, txn, false)?;
         st.remove_lock(file);
+        st.dirty_locks.insert(file);
         Ok((Response::Ok, None))
     }
 
     /// Releases the caller's lock on `file` whatever its lease (also one
-    /// that just expired and was not swept yet). Not flushed, like `unlock`.
+    /// that just expired and was not swept yet). Not flushed, like
+    /// `unlock`, but written with its event (it may end an explicit lock).
     pub(crate) fn unlock_file(&self, auth: &Auth, file: FileId) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
@@ -576,8 +589,8 @@ impl Tracker {
             && cur.author == m
             && (st.published_by.get(&file) == Some(&lease) || (cur.info_hash == info_hash && cur.size == size))
         {
-            let ticket = Ticket::Seq(group.durable.subscribe(), st.current_seq());
-            return Ok((Response::Published(cur), Some(ticket)));
+            let ticket = self.committer.durable_at(group, st.current_seq());
+            return Ok((Response::Published(cur), ticket));
         }
         if base != cur.version {
             return Err(ProtoError::StaleVersion { base, current: cur.version });

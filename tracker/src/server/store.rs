@@ -19,6 +19,10 @@
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
 //! event is never on disk without the file-table or lock change it records.
+//! Ordinary leases are the one kind of change whose writes wait: their
+//! events and `L` records are kept in memory and go, in seq order, in front
+//! of the group's next batch or in the committer's before its next flush
+//! (see `group.rs`), still in one batch.
 //! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
 //! `next_file`); the last key of its log, which pruning always keeps, is
 //! authoritative.
@@ -140,21 +144,29 @@ fn invite_key(code_hash: &[u8; 32]) -> Vec<u8> {
 
 /// The writes of one request, applied atomically by [`Store::apply`].
 pub(crate) struct WriteSet {
-    batch: sled::Batch,
-    empty: bool,
+    /// In order; `None` deletes. The last write of a key wins.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl WriteSet {
     pub fn new() -> Self {
-        WriteSet { batch: sled::Batch::default(), empty: true }
+        WriteSet { ops: Vec::new() }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+    /// Appends `other`'s writes after this one's.
+    pub fn append(&mut self, other: WriteSet) {
+        self.ops.extend(other.ops);
     }
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.batch.insert(k, v);
-        self.empty = false;
+        self.ops.push((k, Some(v)));
     }
     fn del(&mut self, k: Vec<u8>) {
-        self.batch.remove(k);
-        self.empty = false;
+        self.ops.push((k, None));
     }
     pub fn put_group(&mut self, g: GroupId, rec: &GroupRec) -> Result<(), StoreError> {
         self.put(key(GROUP, &[g.0]), enc(rec)?);
@@ -253,9 +265,36 @@ impl Store {
         Ok(Store { db, tree })
     }
 
+    /// Applies `w` atomically (in memory; durable with the next flush).
     pub fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
-        if !w.empty {
-            self.tree.apply_batch(w.batch)?;
+        self.apply_all(&[&w])
+    }
+
+    /// Applies the writes of all `parts`, in order, atomically. A single
+    /// write goes in as it is: sled's `apply_batch` writes out and syncs its
+    /// current log buffer for every batch (it rolls the buffer to pin the
+    /// batch's recovery point), which a one-key write does not need.
+    pub fn apply_all(&self, parts: &[&WriteSet]) -> Result<(), StoreError> {
+        let mut ops = parts.iter().flat_map(|w| w.ops.iter());
+        let n: usize = parts.iter().map(|w| w.ops.len()).sum();
+        match (n, ops.next()) {
+            (0, _) | (_, None) => {}
+            (1, Some((k, Some(v)))) => {
+                self.tree.insert(k.as_slice(), v.as_slice())?;
+            }
+            (1, Some((k, None))) => {
+                self.tree.remove(k.as_slice())?;
+            }
+            (_, Some(first)) => {
+                let mut batch = sled::Batch::default();
+                for (k, v) in std::iter::once(first).chain(ops) {
+                    match v {
+                        Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                        None => batch.remove(k.as_slice()),
+                    }
+                }
+                self.tree.apply_batch(batch)?;
+            }
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Streams a group's events to one subscribed connection: the backlog from
-//! sled, then live broadcasts, with no gaps or duplicates.
+//! sled, then live broadcasts, with no gaps or duplicates; and the group's
+//! `Wanted` notices meant for it, as they come (best effort: a notice
+//! missed while the connection lags is not sent later).
 //!
 //! Race-freedom: the pump's broadcast receiver is created before the
 //! subscription's starting point is read, and the committer raises a
@@ -15,9 +17,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Out;
-use super::group::Group;
+use super::group::{Group, Notice};
 use super::store::Store;
-use crate::proto::{Event, ServerFrame};
+use crate::proto::{Event, MemberId, ServerFrame};
 
 /// Events read from sled per step (the writer queue bounds memory further).
 const CHUNK: usize = 256;
@@ -26,6 +28,9 @@ pub(crate) struct Pump {
     pub store: Store,
     pub group: Arc<Group>,
     pub rx: broadcast::Receiver<Event>,
+    pub notices: broadcast::Receiver<Notice>,
+    /// The connection's member: notices it caused are not sent back.
+    pub me: MemberId,
     /// Last seq the client has (from the Subscribe reply).
     pub last: u64,
     pub out: mpsc::Sender<Out>,
@@ -50,13 +55,23 @@ impl Pump {
     async fn pump(&mut self) -> Result<(), PumpEnd> {
         loop {
             self.catch_up().await?;
-            match self.rx.recv().await {
-                Ok(ev) if ev.seq.0 <= self.last => {}
-                Ok(ev) if ev.seq.0 == self.last + 1 => self.send(ev).await?,
-                // A gap on the receiver (cannot happen without lag) or a lag:
-                // the next catch_up reads the missing range from sled.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Err(PumpEnd::Closed),
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(ev) if ev.seq.0 <= self.last => {}
+                    Ok(ev) if ev.seq.0 == self.last + 1 => self.send(ev).await?,
+                    // A gap on the receiver (cannot happen without lag) or a
+                    // lag: the next catch_up reads the missing range from sled.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(PumpEnd::Closed),
+                },
+                r = self.notices.recv() => match r {
+                    Ok(n) if n.from != Some(self.me) => {
+                        let f = ServerFrame::Wanted { info_hash: n.info_hash, peer: n.peer };
+                        self.out.send(Out::Frame(f)).await.map_err(|_| PumpEnd::Closed)?;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(PumpEnd::Closed),
+                },
             }
         }
     }
@@ -113,7 +128,16 @@ mod tests {
         let group = Arc::new(Group::new(GroupId(1), GroupState::new("g".into())));
         let (out, mut out_rx) = mpsc::channel(4);
         let conn = CancellationToken::new();
-        let pump = Pump { store: store.clone(), group: group.clone(), rx: group.events.subscribe(), last: 0, out, conn: conn.clone() };
+        let pump = Pump {
+            store: store.clone(),
+            group: group.clone(),
+            rx: group.events.subscribe(),
+            notices: group.notices.subscribe(),
+            me: MemberId(1),
+            last: 0,
+            out,
+            conn: conn.clone(),
+        };
         let task = tokio::spawn(pump.run());
         let n = 3000u64;
         for s in 1..=n {

@@ -7,7 +7,6 @@
 //! lock on it with an `Unlocked` event just before `FileDeleted`, so a
 //! subscriber's lock table never keeps an entry for a file that is gone.
 
-use super::commit::Ticket;
 use super::group::{GroupState, Txn};
 use super::ops::{Auth, Outcome};
 use super::{now_ms, Tracker};
@@ -85,7 +84,7 @@ impl Tracker {
         }
         let target = st.names.get(&(new_parent, new_name.clone())).copied();
         if target == Some(file) {
-            return Ok((Response::Ok, Some(Ticket::Seq(group.durable.subscribe(), st.current_seq()))));
+            return Ok((Response::Ok, self.committer.durable_at(group, st.current_seq())));
         }
         refuse_if_held_by_other(&st, file, m, now)?;
         if e.kind == FileKind::Dir && st.is_within(new_parent, file) {
@@ -134,8 +133,8 @@ impl Tracker {
             ..cur.clone()
         };
         if new == cur {
-            let ticket = Ticket::Seq(group.durable.subscribe(), st.current_seq());
-            return Ok((Response::File { entry: new, lease: None }, Some(ticket)));
+            let ticket = self.committer.durable_at(group, st.current_seq());
+            return Ok((Response::File { entry: new, lease: None }, ticket));
         }
         let mut txn = Txn::new(group.id, &st, now);
         txn.w.put_file(group.id, &new)?;

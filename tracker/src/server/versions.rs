@@ -7,7 +7,6 @@
 //! so every kept version owns its torrent and pruning one never affects
 //! another; peers fetch nothing new (same info hash).
 
-use super::commit::Ticket;
 use super::group::{GroupState, Txn};
 use super::ops::{Auth, Outcome};
 use super::{now_ms, Tracker};
@@ -64,8 +63,8 @@ impl Tracker {
         }
         let list = st.versions.get(&file).map(|vs| vs.values().rev().cloned().collect()).unwrap_or_default();
         // What it lists may come from a publish not flushed yet.
-        let ticket = Ticket::Seq(group.durable.subscribe(), st.current_seq());
-        Ok((Response::Versions(list), Some(ticket)))
+        let ticket = self.committer.durable_at(group, st.current_seq());
+        Ok((Response::Versions(list), ticket))
     }
 
     /// Makes kept `version` current again as version current+1: its size,

@@ -96,12 +96,14 @@ impl Server {
     }
 }
 
-/// A raw-frame client: sequential requests, events buffered.
+/// A raw-frame client: sequential requests, events and `Wanted` notices
+/// buffered.
 pub struct Client {
     rd: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
     next_id: u64,
     pub events: VecDeque<Event>,
+    pub wanted: VecDeque<(InfoHash, SocketAddr)>,
 }
 
 pub async fn read_server_frame(rd: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<ServerFrame>> {
@@ -121,7 +123,7 @@ impl Client {
         let s = TcpStream::connect(addr).await.expect("connect");
         s.set_nodelay(true).unwrap();
         let (rd, wr) = s.into_split();
-        let mut c = Client { rd: BufReader::new(rd), wr, next_id: 1, events: VecDeque::new() };
+        let mut c = Client { rd: BufReader::new(rd), wr, next_id: 1, events: VecDeque::new(), wanted: VecDeque::new() };
         c.write(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await;
         match c.frame().await {
             Some(ServerFrame::Hello { version }) => assert_eq!(version, PROTOCOL_VERSION),
@@ -131,8 +133,13 @@ impl Client {
     }
 
     pub async fn authed(addr: SocketAddr, cred: &Credential) -> Client {
+        Client::authed_at(addr, cred, None).await
+    }
+
+    /// Authenticates reporting `peer` as its BitTorrent address.
+    pub async fn authed_at(addr: SocketAddr, cred: &Credential, peer: Option<SocketAddr>) -> Client {
         let mut c = Client::connect(addr).await;
-        match c.req(Request::Authenticate { credential: cred.clone(), peer_addr: None }).await {
+        match c.req(Request::Authenticate { credential: cred.clone(), peer_addr: peer }).await {
             Response::Authenticated { .. } => c,
             other => panic!("authenticate: {other:?}"),
         }
@@ -169,6 +176,7 @@ impl Client {
                     return resp;
                 }
                 Some(ServerFrame::Event(e)) => self.events.push_back(e),
+                Some(ServerFrame::Wanted { info_hash, peer }) => self.wanted.push_back((info_hash, peer)),
                 other => panic!("expected response {id}, got {other:?}"),
             }
         }
@@ -183,9 +191,26 @@ impl Client {
         if let Some(e) = self.events.pop_front() {
             return e;
         }
-        match self.frame().await {
-            Some(ServerFrame::Event(e)) => e,
-            other => panic!("expected an event, got {other:?}"),
+        loop {
+            match self.frame().await {
+                Some(ServerFrame::Event(e)) => return e,
+                Some(ServerFrame::Wanted { info_hash, peer }) => self.wanted.push_back((info_hash, peer)),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next `Wanted` notice (events that come first are buffered).
+    pub async fn next_wanted(&mut self) -> (InfoHash, SocketAddr) {
+        if let Some(w) = self.wanted.pop_front() {
+            return w;
+        }
+        loop {
+            match self.frame().await {
+                Some(ServerFrame::Wanted { info_hash, peer }) => return (info_hash, peer),
+                Some(ServerFrame::Event(e)) => self.events.push_back(e),
+                other => panic!("expected a Wanted notice, got {other:?}"),
+            }
         }
     }
 
