@@ -71,6 +71,11 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     let saved = crate::model::load_table(&cfg.state.table());
     let (link, mut events) =
         TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
+    {
+        // Versions the others hold asleep wake when this member wants them.
+        let link = link.clone();
+        swarm.set_want_hook(Box::new(move |ih| link.want(ih)));
+    }
     let rt = tokio::runtime::Handle::current();
     let dirs = FolderDirs {
         state_root: cfg.state.root().to_path_buf(),
@@ -331,7 +336,10 @@ fn apply(folder: &Arc<LiveFolder>, ev: LinkEvent) {
         LinkEvent::Offline => folder.set_online(false),
         LinkEvent::Snapshot { seq, files } => folder.apply_snapshot(seq, files),
         LinkEvent::Event(e) => folder.apply_event(e),
-        // Not wired to the swarm yet: a member keeps every version live.
-        LinkEvent::Wanted { info_hash, peer } => tracing::debug!(%info_hash, %peer, "wanted by another member"),
+        // Another member needs a version this one may hold asleep.
+        LinkEvent::Wanted { info_hash, peer } => {
+            tracing::debug!(%info_hash, %peer, "wanted by another member");
+            folder.content().wanted(info_hash, peer);
+        }
     }
 }

@@ -273,6 +273,12 @@ impl Peer {
         crate::bytes_on_disk(&self.state.join("cache"))
     }
 
+    /// Replaces this peer's titorrent.conf(5) (read when it next mounts).
+    pub fn set_config(&self, toml: &str) {
+        let config = self.dir.path().join("config.toml");
+        std::fs::write(&config, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+    }
+
     /// `titorrent`, isolated from the machine's own configuration: an empty
     /// config file of this peer's (root would read /etc/titorrent), and no
     /// `TITORRENT_STATE` from the caller's environment.

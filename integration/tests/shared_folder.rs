@@ -733,3 +733,48 @@ fn the_action_log_says_who_did_what_to_which_path() {
         }
     });
 }
+
+/// A version nobody uses leaves the BitTorrent engine (the mount's status
+/// counts live torrents), is still read locally, and is woken at its only
+/// holder when another member reads it: the reader's want reaches it
+/// through the tracker manager.
+#[test]
+fn versions_nobody_uses_go_dormant_and_wake_when_another_member_reads_them() {
+    scenario(Duration::from_secs(180), || {
+        titorrent_integration::require_fuse();
+        let tracker = TrackerProc::start_with_lease_ttl(None);
+        let mut alice = Peer::create_group(&tracker, "alice");
+        let mut bob = Peer::join(&tracker, &alice, "bob");
+        alice.set_config("[cache]\nidle = \"1s\"\n");
+        bob.set_config("replication = \"on-demand\"\n[cache]\nidle = \"1s\"\n");
+        alice.mount();
+        bob.mount();
+        let status = |p: &Peer| getfattr(p.mountpoint(), "user.titorrent.status").unwrap_or_default();
+        let files: Vec<(String, Pattern)> = (0..3).map(|i| (format!("d{i}.bin"), Pattern::random(&format!("dormant{i}")))).collect();
+        for (name, pattern) in &files {
+            pattern.write_file(&alice.path(name), 2 * MIB + 17).unwrap();
+        }
+        for (name, _) in &files {
+            wait_until(SEE, &format!("bob sees {name} published"), || {
+                getfattr(&bob.path(name), "user.titorrent.version").as_deref() == Ok("1")
+            });
+        }
+        wait_until(Duration::from_secs(30), "alice's versions to go dormant", || status(&alice).contains("live torrents: 0"));
+        // Alice reads her dormant copy without waking it.
+        assert_same_bytes("alice's dormant d0.bin", &fs::read(alice.path("d0.bin")).unwrap(), &files[0].1.bytes_at(0, (2 * MIB + 17) as usize));
+        for (name, _) in &files {
+            assert_eq!(getfattr(&bob.path(name), "user.titorrent.bytes_local").as_deref(), Ok("0"), "bob fetched {name} before reading it");
+        }
+        for (name, pattern) in &files {
+            let got = fs::read(bob.path(name)).unwrap();
+            assert_same_bytes(&format!("bob's {name}"), &got, &pattern.bytes_at(0, (2 * MIB + 17) as usize));
+        }
+        // Bob's copies go dormant too, and read back without alice.
+        wait_until(Duration::from_secs(30), "bob's versions to go dormant", || status(&bob).contains("live torrents: 0"));
+        alice.unmount();
+        for (name, pattern) in &files {
+            let got = fs::read(bob.path(name)).unwrap();
+            assert_same_bytes(&format!("bob's dormant {name}"), &got, &pattern.bytes_at(0, (2 * MIB + 17) as usize));
+        }
+    });
+}

@@ -73,6 +73,9 @@ pub trait Content: Send + Sync + 'static {
     fn add_peers(&self, peers: &[SocketAddr]);
     /// Resolves once a version is complete locally.
     fn wait_complete(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
+    /// Versions live in the BitTorrent engine now (the others are dormant:
+    /// on disk, costing no connection or task until used).
+    fn live_count(&self) -> usize;
     /// Drops a version: stops sharing it and deletes its local bytes.
     fn forget(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
 }

@@ -211,6 +211,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         ));
         let publishing = self.inner.lock().writes.values().filter(|w| w.publishing).count();
         out.push_str(&format!("publishing: {publishing}\n"));
+        out.push_str(&format!("live torrents: {}\n", self.content.live_count()));
         out
     }
 }

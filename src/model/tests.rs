@@ -41,6 +41,10 @@ impl Content for Arc<FakeContent> {
         let end = (start + len as usize).min(d.len());
         Ok(Bytes::copy_from_slice(&d[start..end]))
     }
+    fn live_count(&self) -> usize {
+        0
+    }
+
     fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
         if !self.local.lock().contains(&info_hash) {
             return None;

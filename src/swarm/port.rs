@@ -48,6 +48,10 @@ impl Content for Swarm {
         Swarm::local_path(self, info_hash)
     }
 
+    fn live_count(&self) -> usize {
+        Swarm::live_count(self)
+    }
+
     fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)> {
         Swarm::progress(self, info_hash)
     }
