@@ -85,8 +85,10 @@ impl FetchQueue {
 
 impl Inner {
     /// The version live in librqbit, woken if it was dormant, with the caller
-    /// counted as a user. `peers` are dialled if it wakes now. A version
-    /// woken while it lacks pieces is wanted from the other members.
+    /// counted as a user. If it wakes now it dials `peers`, or when none are
+    /// given and it lacks pieces, every member the peer feed knows (at once,
+    /// rather than after its first announce); such a version is also wanted
+    /// from the other members.
     pub(super) async fn wake(&self, v: &Arc<Version>, peers: Vec<SocketAddr>) -> Result<LiveGuard, SwarmError> {
         if let Some(g) = v.try_guard() {
             return Ok(g);
@@ -122,6 +124,8 @@ impl Inner {
         }
         let fetch_all = complete || v.background.load(Ordering::Acquire);
         let only_files = if fetch_all { None } else { Some(Vec::new()) };
+        // A complete version only serves: those who need it dial it.
+        let peers = if peers.is_empty() && !complete { self.feed.peers() } else { peers };
         let handle = self.add(v.ih, v.torrent.to_vec(), only_files, peers).await?;
         {
             let mut seen = v.seen.lock();

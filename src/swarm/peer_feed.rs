@@ -90,6 +90,12 @@ impl PeerFeed {
         g.extend(peers.iter().copied().filter(|p| p.port() != 0));
     }
 
+    /// The member addresses it answers with (never this session's own).
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        let own = self.own.get();
+        self.peers.read().iter().filter(|p| Some(*p) != own).copied().collect()
+    }
+
     pub fn replace(&self, peers: &[SocketAddr]) {
         *self.peers.write() = peers.iter().copied().filter(|p| p.port() != 0).collect();
     }
