@@ -770,6 +770,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         drop(inner);
         match local {
             Some(f) => Ok(ReadPlan::Data(pread(&f, offset, size)?)),
+            // Pieces fetched already (a sequential reader behind the
+            // read-ahead, say) need no task and no thread hop either.
+            None if self.inner.lock().ensured.contains(&ih) => match self.content.read_local(ih, offset, size) {
+                Some(d) => Ok(ReadPlan::Data(d)),
+                None => Ok(ReadPlan::Fetch { file, version, info_hash: ih }),
+            },
             None => Ok(ReadPlan::Fetch { file, version, info_hash: ih }),
         }
     }

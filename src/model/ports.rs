@@ -66,6 +66,10 @@ pub trait Content: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ContentError>> + Send;
     /// Reads a range, returning once the pieces covering it are verified.
     fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> impl Future<Output = Result<Bytes, ContentError>> + Send;
+    /// The range's bytes if every piece under it is here already (read from
+    /// the local copy on the calling thread: no network, no task); `None`
+    /// when some must be fetched (`read` does that).
+    fn read_local(&self, info_hash: InfoHash, offset: u64, len: u32) -> Option<Vec<u8>>;
     /// The complete local copy of a version, if there is one.
     fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf>;
     /// (bytes local, total) of a version this member knows.

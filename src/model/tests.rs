@@ -45,6 +45,10 @@ impl Content for Arc<FakeContent> {
         0
     }
 
+    fn read_local(&self, _info_hash: InfoHash, _offset: u64, _len: u32) -> Option<Vec<u8>> {
+        None
+    }
+
     fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
         if !self.local.lock().contains(&info_hash) {
             return None;

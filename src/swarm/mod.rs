@@ -489,6 +489,24 @@ impl Swarm {
         self.inner.read_streamed(&v, offset, end).await
     }
 
+    /// `len` bytes at `offset` if every piece under them is here (fewer only
+    /// at the end of the file), read on the calling thread; `None` if some
+    /// piece is missing or the version is unknown.
+    pub fn read_local(&self, info_hash: InfoHash, offset: u64, len: u32) -> Option<Vec<u8>> {
+        let v = self.inner.lookup(info_hash).ok()?;
+        if offset >= v.size || len == 0 {
+            return Some(Vec::new());
+        }
+        let end = (offset + u64::from(len)).min(v.size);
+        if !self.inner.range_local(&v, offset, end) {
+            return None;
+        }
+        let file = v.reader().ok()?;
+        let mut buf = vec![0u8; (end - offset) as usize];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    }
+
     /// The object file of a version, once every piece of it is here.
     pub fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
         let v = self.inner.lookup(info_hash).ok()?;

@@ -48,6 +48,10 @@ impl Content for Swarm {
         Swarm::local_path(self, info_hash)
     }
 
+    fn read_local(&self, info_hash: InfoHash, offset: u64, len: u32) -> Option<Vec<u8>> {
+        Swarm::read_local(self, info_hash, offset, len)
+    }
+
     fn live_count(&self) -> usize {
         Swarm::live_count(self)
     }
