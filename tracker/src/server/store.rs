@@ -15,6 +15,7 @@
 //! | `I` | SHA-256 of the invite code            | [`InviteRec`]    |
 //! | `E` | group, seq                            | `Event`          |
 //! | `N` | (nothing)                             | next member id, a floor |
+//! | `S` | (nothing)                             | the tracker's 32-byte secret (announce keys) |
 //!
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
@@ -56,6 +57,7 @@ const INVITE: u8 = b'I';
 const EVENT: u8 = b'E';
 const VERSION: u8 = b'V';
 const NEXT_MEMBER: u8 = b'N';
+const SECRET: u8 = b'S';
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupRec {
@@ -302,6 +304,19 @@ impl Store {
     /// Makes every write applied so far durable.
     pub async fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush_async().await.map(|_| ())
+    }
+
+    /// The tracker's secret, made (random) and made durable on first use.
+    pub fn tracker_secret(&self) -> Result<[u8; 32], TrackerError> {
+        if let Some(v) = self.tree.get([SECRET])? {
+            return <[u8; 32]>::try_from(v.as_ref())
+                .map_err(|_| TrackerError::Corrupt("the tracker secret is not 32 bytes".into()));
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        self.tree.insert([SECRET], &secret[..])?;
+        self.db.flush()?;
+        Ok(secret)
     }
 
     pub fn invite(&self, code_hash: &[u8; 32]) -> Result<Option<InviteRec>, StoreError> {
