@@ -272,11 +272,11 @@ impl Tracker {
         let f = txn.finish(st)?;
         let has_events = !f.events.is_empty();
         if f.lazy {
-            st.unwritten.append(f.w);
+            st.add_unwritten(&f.events)?;
         } else {
             // What ordinary leases left waiting goes first, in the same batch.
-            let locks = st.pending_writes(group.id)?;
-            self.store.apply_all(&[&st.unwritten, &locks, &f.w])?;
+            let pending = st.pending_writes(group.id)?;
+            self.store.apply_all(&[&pending, &f.w])?;
             st.written();
         }
         st.next_seq = f.next_seq;
