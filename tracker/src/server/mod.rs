@@ -1,4 +1,5 @@
-//! The tracker server: sled-backed state, the connection handler and lease expiry.
+//! The tracker server: sled-backed state, the connection handler, the HTTP
+//! announce endpoint and lease expiry.
 //!
 //! Layout:
 //! - [`store`]: sled key layout and records; one atomic batch per request.
@@ -30,7 +31,8 @@
 //! becomes a conflict copy and no content is lost; a lost renewal or
 //! release makes a lease last shorter or longer, and every lock found at
 //! open gets one full lease ttl of grace so that holders that reconnect
-//! and renew in time keep it.
+//! and renew in time keep it. Announce swarms and `Wanted` notices live in
+//! memory only (clients re-announce; members ask again).
 
 mod cli;
 mod commit;
