@@ -40,8 +40,8 @@ use crate::proto::{GroupId, InfoHash, MemberId, Response};
 pub(crate) const INTERVAL: Duration = Duration::from_secs(300);
 /// How soon they may.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(60);
-/// An announcer not heard from for this long is dropped.
-const PEER_TTL: Duration = Duration::from_secs(2 * 300);
+/// An announcer not heard from for this long (two intervals) is dropped.
+const PEER_TTL: Duration = Duration::from_secs(2 * INTERVAL.as_secs());
 /// At most one `Wanted` per (info hash, announcer address) this often.
 pub(crate) const WANTED_EVERY: Duration = Duration::from_secs(30);
 /// Peers returned when the announce does not say (`numwant`).
