@@ -206,11 +206,11 @@ fn garbage_and_unauthenticated_connections_are_refused_while_members_keep_workin
         let (tracker, alice, bob) = alice_and_bob();
         let addr = tracker.addr();
 
-        // Not a frame at all: an HTTP request's first bytes read as a
-        // 1.2 GB length prefix.
-        let mut http = RawConn::connect(addr);
-        http.send_bytes(b"GET / HTTP/1.1\r\nHost: tracker\r\n\r\n");
-        http.expect_closed(Duration::from_secs(10), "after an HTTP request");
+        // Not a frame at all: a TLS ClientHello's first bytes read as a
+        // 369 MB length prefix. (HTTP is the tracker's announce endpoint.)
+        let mut tls = RawConn::connect(addr);
+        tls.send_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+        tls.expect_closed(Duration::from_secs(10), "after a TLS ClientHello");
 
         // A well-sized frame whose body is not bincode of a ClientFrame.
         let mut junk = RawConn::connect(addr);

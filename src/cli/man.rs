@@ -195,6 +195,9 @@ const TRACKER_DESCRIPTION: &str = "The tracker manager of titorrent groups. It k
 file table (names, sizes, versions and the torrent of each version), per-file locks and event log in a sled \
 database under --data, answers members from memory, and never carries file contents: members exchange those \
 over BitTorrent. Once bound it prints one line, titorrent-tracker listening on HOST:PORT, on standard output. \
+The same port answers HTTP announces of standard BitTorrent clients (GET /announce/KEY, with a member's announce \
+key) from memory: each reply lists the group's online members and the other clients of that torrent, and a client \
+that still needs pieces is signalled to the members so that they serve it. \
 `titorrent up` runs the same tracker embedded; `titorrent tracker` takes the same options.";
 
 const TITORRENT_EXTRA: &str = r#".SH MOUNTING WITH MOUNT(8)

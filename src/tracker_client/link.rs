@@ -77,6 +77,8 @@ pub struct TrackerLink {
 }
 
 struct Inner {
+    /// The tracker's address as configured (host:port).
+    addr: String,
     live: Mutex<Option<Arc<Live>>>,
     online: AtomicBool,
     cancel: CancellationToken,
@@ -126,7 +128,12 @@ impl TrackerLink {
         last_seq: Option<Seq>,
     ) -> (TrackerLink, mpsc::UnboundedReceiver<LinkEvent>) {
         let cancel = CancellationToken::new();
-        let inner = Arc::new(Inner { live: Mutex::new(None), online: AtomicBool::new(false), cancel: cancel.clone() });
+        let inner = Arc::new(Inner {
+            addr: tracker_addr.clone(),
+            live: Mutex::new(None),
+            online: AtomicBool::new(false),
+            cancel: cancel.clone(),
+        });
         let (events, rx) = mpsc::unbounded_channel();
         let cfg = Config { addr: tracker_addr, credential, peer_port };
         let span = tracing::info_span!("tracker_link", tracker = %cfg.addr, member = %cfg.credential.member);
@@ -183,6 +190,16 @@ impl TrackerLink {
         };
         if let Err(e) = live.out.try_send(bytes) {
             tracing::debug!(%info_hash, error = %e, "Want dropped");
+        }
+    }
+
+    /// This member's HTTP announce URL, `http://TRACKER/announce/KEY`
+    /// (TRACKER as this link reaches it), for the .torrent of a version
+    /// that a standard BitTorrent client should fetch from the members.
+    pub async fn announce_url(&self) -> Result<String, ClientError> {
+        match self.request(Request::AnnounceKey).await? {
+            Response::AnnounceKey { key } => Ok(format!("http://{}/announce/{key}", self.inner.addr)),
+            other => Err(ClientError::Protocol(format!("AnnounceKey answered {other:?}"))),
         }
     }
 

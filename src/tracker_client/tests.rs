@@ -324,6 +324,9 @@ async fn want_reaches_another_link_as_wanted() {
         assert_eq!(next(rx).await, LinkEvent::Online);
         assert!(matches!(next(rx).await, LinkEvent::Snapshot { .. }));
     }
+    let url = ana_link.announce_url().await.unwrap();
+    let key = url.strip_prefix(&format!("http://{}/announce/", srv.addr)).unwrap_or_else(|| panic!("{url}"));
+    assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{url}");
     ana_link.want(InfoHash([5; 20]));
     assert_eq!(next_wanted(&mut ben_rx).await, (InfoHash([5; 20]), "127.0.0.1:6881".parse().unwrap()));
     // Notices of a group arrive in order: ana's own would come first.

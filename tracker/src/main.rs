@@ -20,6 +20,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // Tokio's multi-thread runtime (a worker per core): a current-thread
+    // runtime did no better on lock+unlock pairs on 2 cores (a request
+    // costs no task hand-off either way, see server/conn.rs), and HTTP
+    // announces use every core.
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(server::run(cli.serve))?;
     Ok(())

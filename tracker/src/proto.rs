@@ -4,8 +4,11 @@
 //! Wire format: every frame is a 4-byte big-endian length followed by that
 //! many bytes of bincode (standard config) encoding one [`ClientFrame`] or
 //! [`ServerFrame`]. The first frame each side sends is a `Hello` carrying
-//! [`PROTOCOL_VERSION`]; a peer speaking another version is refused.
-//! A frame longer than [`MAX_FRAME`] is malformed and closes the connection.
+//! [`PROTOCOL_VERSION`]; a peer speaking another version is refused. The
+//! client speaks first: the tracker's port also serves HTTP announces, and
+//! the tracker tells the two apart by the first byte a client sends (a
+//! frame's is 0: its length is below [`MAX_FRAME`], under 2^24). A frame
+//! longer than [`MAX_FRAME`] is malformed and closes the connection.
 //!
 //! Requests carry a client-chosen `id`; the matching response carries the
 //! same `id`. Events are pushed unsolicited, in sequence order, after a
@@ -245,6 +248,10 @@ pub enum Request {
     /// `peer_addr` this connection authenticated with; none given, nothing
     /// is sent). Answered `Ok` at once; nothing is stored.
     Want { info_hash: InfoHash },
+    /// The caller's announce key, for its HTTP announce URL
+    /// `http://TRACKER/announce/KEY` (TRACKER: the address it connects
+    /// to; the same port serves HTTP). Answered `AnnounceKey`.
+    AnnounceKey,
 }
 
 /// One kept version of a file.
@@ -279,6 +286,9 @@ pub enum Response {
     Versions(Vec<VersionInfo>),
     /// Events of the action log, oldest first; `more` if `limit` cut it.
     Log { events: Vec<Event>, more: bool },
+    /// The caller's announce key (32 hex digits): valid for as long as it
+    /// is a member, the same after a tracker restart.
+    AnnounceKey { key: String },
     Error(ProtoError),
 }
 

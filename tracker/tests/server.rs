@@ -203,10 +203,18 @@ async fn bad_frames_close_only_that_connection() {
     s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     closed_by_server(&mut s).await;
 
-    // Pure garbage instead of a Hello.
+    // Pure garbage instead of a Hello (a TLS ClientHello's first bytes:
+    // a 369 MB length prefix).
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).await.unwrap();
     closed_by_server(&mut s).await;
+
+    // HTTP that is not an announce: a 404, then closed.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut reply)).await.expect("HTTP connection not closed").unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&reply));
 
     // Wrong protocol version: Goodbye with a reason, then closed.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
@@ -236,10 +244,10 @@ async fn bad_frames_close_only_that_connection() {
     assert_eq!(f.name, "still-here");
     let (mut again, _) = new_group(srv.addr, "zed").await;
     assert!(matches!(again.req(Request::ListFiles).await, Response::Files { .. }));
-    let mut buf = [0u8; 1];
-    // The tracker is still accepting: a raw connect gets its Hello.
+    // The tracker is still accepting: a raw Hello gets its Hello.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.read_exact(&mut buf).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    assert!(matches!(read_server_frame(&mut s).await.unwrap(), Some(ServerFrame::Hello { .. })));
     srv.stop().await;
 }
 

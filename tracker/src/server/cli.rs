@@ -12,7 +12,10 @@ use super::{Tracker, TrackerConfig, TrackerError};
 /// Run the tracker manager: group members, file table, locks and event log.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (host:port; port 0 picks a free one).
+    /// Address to listen on (host:port; port 0 picks a free one). It serves
+    /// both the members' protocol and BitTorrent clients' HTTP announces
+    /// (BEP 3, compact replies) at http://ADDR/announce/KEY, KEY being a
+    /// member's announce key; a connection's first bytes tell which.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7070")]
     pub listen: String,
     /// Directory holding the tracker's database (created if missing).

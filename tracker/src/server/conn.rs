@@ -42,7 +42,7 @@ use crate::proto::{
 /// nobody else.
 const OUT_QUEUE: usize = 256;
 /// How long a new connection may take to send its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer room kept free before each read.
 const READ_ROOM: usize = 16 * 1024;
 /// A write buffer grown past this (a large snapshot) is given back.
@@ -57,7 +57,8 @@ pub(crate) enum Out {
 
 type Waiting = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: SocketAddr) {
+/// Serves the binary protocol; the client's Hello is due by `hello_by`.
+pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: SocketAddr, hello_by: tokio::time::Instant) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -77,7 +78,7 @@ pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: So
         out: Vec::with_capacity(4096),
         closing: None,
     };
-    let reason = conn.serve(&mut stream, push_rx).await;
+    let reason = conn.serve(&mut stream, push_rx, hello_by).await;
     tracing::debug!(%remote, "connection closing: {reason}");
     if let Some(p) = conn.pump.take() {
         p.abort();
@@ -147,9 +148,13 @@ async fn wait_head(head: &mut Option<(u64, Response, Waiting)>) -> Result<(), St
 }
 
 impl Conn {
-    async fn serve(&mut self, stream: &mut TcpStream, mut push_rx: mpsc::Receiver<Out>) -> Stop {
+    async fn serve(
+        &mut self,
+        stream: &mut TcpStream,
+        mut push_rx: mpsc::Receiver<Out>,
+        hello_deadline: tokio::time::Instant,
+    ) -> Stop {
         let mut inbuf = BytesMut::with_capacity(READ_ROOM);
-        let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
@@ -364,6 +369,7 @@ impl Conn {
             Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
             Request::Have { file, version } => t.have(self.authed()?, file, version),
             Request::Want { info_hash } => t.want(self.authed()?, info_hash),
+            Request::AnnounceKey => t.announce_key(self.authed()?),
             Request::Leave => {
                 let r = t.leave(self.authed()?)?;
                 // Its subscription was for a group it is no longer in.

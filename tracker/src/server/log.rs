@@ -108,19 +108,14 @@ impl Tracker {
         if current == 0 || start >= current {
             return Ok(false);
         }
-        let evs = self.store.events(group.id, start, current - 1, PRUNE_CHUNK)?;
-        let old: Vec<Seq> = evs.iter().take_while(|e| e.at < cutoff).map(|e| e.seq).collect();
-        let Some(last) = old.last().copied() else { return Ok(false) };
-        let mut w = WriteSet::new();
-        for s in &old {
-            w.del_event(group.id, *s);
-        }
+        let (w, new_start, more) = self.store.prune_front(group.id, start, current - 1, cutoff, PRUNE_CHUNK)?;
+        let Some(new_start) = new_start else { return Ok(false) };
         // Under the mutex, so `log_start` and the log change together for
         // a subscriber deciding between resume and snapshot.
         let mut st = group.state.lock();
         self.store.apply(w)?;
-        st.log_start = st.log_start.max(last.0 + 1);
-        Ok(evs.len() == PRUNE_CHUNK && old.len() == evs.len())
+        st.log_start = st.log_start.max(new_start);
+        Ok(more)
     }
 }
 
@@ -128,11 +123,13 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::proto::{FileId, FileKind};
+    use crate::server::store::RUN_MAX;
     use crate::server::{now_ms, TrackerConfig};
 
     /// A backlog of several chunks goes in one pass (pruning used to drop
     /// one chunk a minute, less than a busy group writes), except the last
-    /// event; a later cutoff than every event prunes nothing more.
+    /// event (with the run it is stored in); a later cutoff than every
+    /// event prunes nothing more.
     #[test]
     fn one_pass_prunes_a_backlog_of_several_chunks() {
         let dir = tempfile::tempdir().unwrap();
@@ -150,9 +147,21 @@ mod tests {
         let current = auth.group.state.lock().current_seq().0;
         assert!(current > 4 * PRUNE_CHUNK as u64);
         assert!(!t.prune(now_ms(), now_ms() + 1), "within one pass's budget");
-        assert_eq!(auth.group.state.lock().log_start, current);
+        // Lease events are stored in runs: the one holding the last event
+        // stays whole.
+        let left = t.store.events(auth.group.id, 0, u64::MAX, usize::MAX).unwrap();
+        let seqs: Vec<u64> = left.iter().map(|e| e.seq.0).collect();
+        assert_eq!(seqs.last(), Some(&current));
+        assert!(seqs.len() <= RUN_MAX as usize, "{} events left", seqs.len());
+        assert_eq!(seqs, (seqs[0]..=current).collect::<Vec<_>>());
+        assert_eq!(auth.group.state.lock().log_start, seqs[0]);
+        // With a single event last, everything before it goes.
+        t.create_file(&auth, FileId::ROOT, "g".into(), FileKind::File, 0o644, false).unwrap();
+        let current = auth.group.state.lock().current_seq().0;
+        assert!(!t.prune(now_ms(), now_ms() + 1));
         let left = t.store.events(auth.group.id, 0, u64::MAX, usize::MAX).unwrap();
         assert_eq!(left.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [current]);
+        assert_eq!(auth.group.state.lock().log_start, current);
         assert!(!t.prune(now_ms(), now_ms() + 1));
         assert_eq!(auth.group.state.lock().log_start, current);
     }

@@ -1,4 +1,5 @@
-//! The tracker server: sled-backed state, the connection handler and lease expiry.
+//! The tracker server: sled-backed state, the connection handler, the HTTP
+//! announce endpoint and lease expiry.
 //!
 //! Layout:
 //! - [`store`]: sled key layout and records; one atomic batch per request.
@@ -7,8 +8,11 @@
 //! - [`ops`]: what each request does to a group: membership and locks.
 //! - [`tree`]: delete, rename and shared attributes.
 //! - [`versions`]: kept versions of each file, listing and restoring them.
-//! - [`peers`]: who needs which torrent: `Want` requests become `Wanted`
-//!   notices to the group's other members.
+//! - [`peers`]: who needs which torrent, from memory: `Want` requests and
+//!   HTTP announces become `Wanted` notices to the group's members;
+//!   announce keys and swarms.
+//! - [`http`]: the HTTP announce endpoint, on the same port as the binary
+//!   protocol (told apart by the first byte).
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
@@ -27,12 +31,14 @@
 //! becomes a conflict copy and no content is lost; a lost renewal or
 //! release makes a lease last shorter or longer, and every lock found at
 //! open gets one full lease ttl of grace so that holders that reconnect
-//! and renew in time keep it.
+//! and renew in time keep it. Announce swarms and `Wanted` notices live in
+//! memory only (clients re-announce; members ask again).
 
 mod cli;
 mod commit;
 mod conn;
 mod group;
+mod http;
 mod log;
 mod ops;
 mod peers;
@@ -53,7 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -119,6 +125,8 @@ pub struct Tracker {
     next_group: AtomicU64,
     next_member: AtomicU64,
     committer: Committer,
+    /// Announce keys and swarms (memory only).
+    announces: peers::Announces,
     /// Taken by the first `serve`, which starts the background tasks.
     commit_rx: Mutex<Option<CommitQueue>>,
     cancel: CancellationToken,
@@ -141,6 +149,7 @@ impl Tracker {
         let keep = keep_versions(&cfg);
         let mut fixups = WriteSet::new();
         let mut groups = HashMap::new();
+        let announces = peers::Announces::new(store.tracker_secret()?);
         let (mut max_group, mut max_member) = (0u64, loaded.next_member.saturating_sub(1));
         for (g, lg) in loaded.groups {
             max_group = max_group.max(g.0);
@@ -172,6 +181,7 @@ impl Tracker {
             }
             for (m, rec) in lg.members {
                 max_member = max_member.max(m.0);
+                announces.admit(g, m);
                 st.members.insert(m, MemberState::new(rec));
             }
             if !st.files.contains_key(&FileId::ROOT) {
@@ -192,6 +202,7 @@ impl Tracker {
             next_group: AtomicU64::new(max_group + 1),
             next_member: AtomicU64::new(max_member + 1),
             committer,
+            announces,
             commit_rx: Mutex::new(Some(commit_rx)),
             cancel: CancellationToken::new(),
         }))
@@ -212,7 +223,7 @@ impl Tracker {
             match accepted {
                 Ok((stream, remote)) => {
                     let span = tracing::info_span!("conn", %remote);
-                    spawn(span, conn::run(self.clone(), stream, remote));
+                    spawn(span, accept(self.clone(), stream, remote));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -263,11 +274,11 @@ impl Tracker {
         let f = txn.finish(st)?;
         let has_events = !f.events.is_empty();
         if f.lazy {
-            st.unwritten.append(f.w);
+            st.add_unwritten(&f.events)?;
         } else {
             // What ordinary leases left waiting goes first, in the same batch.
-            let locks = st.pending_writes(group.id)?;
-            self.store.apply_all(&[&st.unwritten, &locks, &f.w])?;
+            let pending = st.pending_writes(group.id)?;
+            self.store.apply_all(&[&pending, &f.w])?;
             st.written();
         }
         st.next_seq = f.next_seq;
@@ -320,6 +331,25 @@ fn kept_at_open(
         w.del_version(g, e.id, v);
     }
     Ok(newer)
+}
+
+/// One accepted connection: HTTP (an announce) or the binary protocol,
+/// told apart by its first byte (see `http.rs`). Clients of the binary
+/// protocol speak first (their Hello); one that says nothing within the
+/// Hello timeout gets the tracker's Hello and a Goodbye.
+async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr) {
+    let hello_by = tokio::time::Instant::now() + conn::HELLO_TIMEOUT;
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = t.cancel.cancelled() => return,
+        r = tokio::time::timeout_at(hello_by, stream.peek(&mut first)) => r,
+    };
+    match peeked {
+        // Closed (or failed) before saying anything.
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(_)) if http::is_http(first[0]) => http::serve(t, stream, remote).await,
+        _ => conn::run(t, stream, remote, hello_by).await,
+    }
 }
 
 /// Spawns a task in `span`. The tasks here handle their own errors.

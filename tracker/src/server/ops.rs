@@ -160,6 +160,7 @@ impl Tracker {
             st.members.insert(m, MemberState::new(rec));
         }
         self.groups.write().insert(g, group.clone());
+        self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "group created");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
         let credential = Credential { group: g, member: m, secret };
@@ -205,6 +206,7 @@ impl Tracker {
             self.commit(&group, &mut st, txn, false)?;
             st.members.insert(m, MemberState::new(rec));
         }
+        self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "member joined");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
         Ok((Response::Joined { credential: Credential { group: g, member: m, secret } }, ticket, auth))
@@ -339,6 +341,7 @@ impl Tracker {
         if let Some(ms) = st.members.remove(&m) {
             ms.revoked.cancel();
         }
+        self.announces.revoke(m);
         tracing::info!(group = %group.id, member = %m, "member left");
         Ok((Response::Ok, ticket))
     }

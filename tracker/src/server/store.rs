@@ -14,7 +14,9 @@
 //! | `L` | group, file                           | [`LockRec`]      |
 //! | `I` | SHA-256 of the invite code            | [`InviteRec`]    |
 //! | `E` | group, seq                            | `Event`          |
+//! | `R` | group, first seq                      | [`EventRun`]: consecutive `Event`s |
 //! | `N` | (nothing)                             | next member id, a floor |
+//! | `S` | (nothing)                             | the tracker's 32-byte secret (announce keys) |
 //!
 //! All the writes of one request go into one [`WriteSet`] applied with
 //! `Tree::apply_batch`, which sled recovers atomically after a crash: an
@@ -22,7 +24,10 @@
 //! Ordinary leases are the one kind of change whose writes wait: their
 //! events and `L` records are kept in memory and go, in seq order, in front
 //! of the group's next batch or in the committer's before its next flush
-//! (see `group.rs`), still in one batch.
+//! (see `group.rs`), still in one batch. Their events go as runs (`R`): up
+//! to [`RUN_MAX`] consecutive events under one key, one sled write instead
+//! of one per event. A group's log is its `E` and `R` records together:
+//! every seq is in exactly one of them, and readers merge the two.
 //! A group's `next_seq` in [`GroupRec`] is only a floor (rewritten with
 //! `next_file`); the last key of its log, which pruning always keeps, is
 //! authoritative.
@@ -56,6 +61,51 @@ const INVITE: u8 = b'I';
 const EVENT: u8 = b'E';
 const VERSION: u8 = b'V';
 const NEXT_MEMBER: u8 = b'N';
+const SECRET: u8 = b'S';
+const RUN: u8 = b'R';
+
+/// Most events in one `R` record (a few KiB: well under the size at which
+/// sled moves a value to a file of its own).
+pub(crate) const RUN_MAX: u32 = 64;
+
+/// Consecutive events encoded back to back, to be stored as one `R`
+/// record: its value is the bincode of a `Vec<Event>`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventRun {
+    pub first: u64,
+    pub count: u32,
+    /// The events' bincode, one after the other.
+    pub bytes: Vec<u8>,
+}
+
+impl EventRun {
+    /// Appends `ev` (which must be the next seq).
+    pub fn push(&mut self, ev: &Event) -> Result<(), StoreError> {
+        if self.count == 0 {
+            self.first = ev.seq.0;
+        }
+        debug_assert_eq!(ev.seq.0, self.first + u64::from(self.count));
+        bincode::serde::encode_into_std_write(ev, &mut self.bytes, bincode::config::standard())?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The record's value: a `Vec<Event>` as bincode writes it (its length,
+    /// then the elements).
+    fn value(&self) -> Result<Vec<u8>, StoreError> {
+        let mut v = enc(&u64::from(self.count))?;
+        v.extend_from_slice(&self.bytes);
+        Ok(v)
+    }
+}
+
+/// Where a log entry is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Single,
+    /// In the run starting at `first` and ending at `last`.
+    Run { first: u64, last: u64 },
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct GroupRec {
@@ -152,16 +202,6 @@ impl WriteSet {
     pub fn new() -> Self {
         WriteSet { ops: Vec::new() }
     }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-    pub fn clear(&mut self) {
-        self.ops.clear();
-    }
-    /// Appends `other`'s writes after this one's.
-    pub fn append(&mut self, other: WriteSet) {
-        self.ops.extend(other.ops);
-    }
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.ops.push((k, Some(v)));
     }
@@ -222,6 +262,15 @@ impl WriteSet {
     }
     pub fn del_invite_key(&mut self, raw_key: &[u8]) {
         self.del(raw_key.to_vec());
+    }
+    pub fn put_run(&mut self, g: GroupId, run: &EventRun) -> Result<(), StoreError> {
+        if run.count > 0 {
+            self.put(key(RUN, &[g.0, run.first]), run.value()?);
+        }
+        Ok(())
+    }
+    fn del_run(&mut self, g: GroupId, first: u64) {
+        self.del(key(RUN, &[g.0, first]));
     }
     pub fn put_event(&mut self, g: GroupId, ev: &Event) -> Result<(), StoreError> {
         self.put(key(EVENT, &[g.0, ev.seq.0]), enc(ev)?);
@@ -304,6 +353,19 @@ impl Store {
         self.db.flush_async().await.map(|_| ())
     }
 
+    /// The tracker's secret, made (random) and made durable on first use.
+    pub fn tracker_secret(&self) -> Result<[u8; 32], TrackerError> {
+        if let Some(v) = self.tree.get([SECRET])? {
+            return <[u8; 32]>::try_from(v.as_ref())
+                .map_err(|_| TrackerError::Corrupt("the tracker secret is not 32 bytes".into()));
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        self.tree.insert([SECRET], &secret[..])?;
+        self.db.flush()?;
+        Ok(secret)
+    }
+
     pub fn invite(&self, code_hash: &[u8; 32]) -> Result<Option<InviteRec>, StoreError> {
         let k = invite_key(code_hash);
         match self.tree.get(&k)? {
@@ -347,28 +409,111 @@ impl Store {
 
     /// Events of group `g` with `from <= seq <= to`, at most `limit`, in order.
     pub fn events(&self, g: GroupId, from: u64, to: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut out = Vec::new();
-        if from > to {
-            return Ok(out);
+        Ok(self.log_entries(g, from, to, limit)?.into_iter().map(|(ev, _)| ev).collect())
+    }
+
+    /// The log's entries with `from <= seq <= to`, at most `limit`, in
+    /// order, with where each is stored: the `E` and `R` records merged.
+    fn log_entries(&self, g: GroupId, from: u64, to: u64, limit: usize) -> Result<Vec<(Event, Slot)>, StoreError> {
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
         }
+        let mut singles = Vec::new();
         for kv in self.tree.range(key(EVENT, &[g.0, from])..=key(EVENT, &[g.0, to])) {
             let (k, v) = kv?;
-            out.push(dec(&k, &v)?);
-            if out.len() >= limit {
+            singles.push(dec::<Event>(&k, &v)?);
+            if singles.len() >= limit {
                 break;
+            }
+        }
+        // The run that may hold `from` starts at or before it.
+        let start = match self.tree.range(key(RUN, &[g.0, 0])..=key(RUN, &[g.0, from])).next_back() {
+            Some(kv) => u64_at(&kv?.0, 1).unwrap_or(from),
+            None => from,
+        };
+        let mut runs = Vec::new();
+        for kv in self.tree.range(key(RUN, &[g.0, start])..=key(RUN, &[g.0, to])) {
+            let (k, v) = kv?;
+            let evs: Vec<Event> = dec(&k, &v)?;
+            let (Some(first), Some(last)) = (evs.first().map(|e| e.seq.0), evs.last().map(|e| e.seq.0)) else {
+                continue;
+            };
+            runs.extend(evs.into_iter().filter(|e| (from..=to).contains(&e.seq.0)).map(|e| (e, Slot::Run { first, last })));
+            if runs.len() >= limit {
+                break;
+            }
+        }
+        // Merge the two sorted lists.
+        let mut out = Vec::with_capacity(limit.min(singles.len() + runs.len()));
+        let (mut a, mut b) = (singles.into_iter().peekable(), runs.into_iter().peekable());
+        while out.len() < limit {
+            let take_single = match (a.peek(), b.peek()) {
+                (Some(x), Some((y, _))) => x.seq < y.seq,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_single {
+                out.extend(a.next().map(|e| (e, Slot::Single)));
+            } else {
+                out.extend(b.next());
             }
         }
         Ok(out)
     }
 
+    /// Deletions that drop events older than `cutoff` from the front of
+    /// `g`'s log, looking at most at `limit` events from `from` up to
+    /// `to`: a run goes only whole, and only if it ends by `to`. Returns
+    /// the deletions, the new first seq if any was dropped, and whether
+    /// every event looked at was old (there may be more).
+    pub fn prune_front(
+        &self,
+        g: GroupId,
+        from: u64,
+        to: u64,
+        cutoff: UnixMillis,
+        limit: usize,
+    ) -> Result<(WriteSet, Option<u64>, bool), StoreError> {
+        let entries = self.log_entries(g, from, to, limit)?;
+        let mut w = WriteSet::new();
+        let mut new_start = None;
+        let mut old = 0;
+        for (ev, slot) in &entries {
+            if ev.at >= cutoff {
+                break;
+            }
+            match *slot {
+                Slot::Single => {
+                    w.del_event(g, ev.seq);
+                    new_start = Some(ev.seq.0 + 1);
+                }
+                Slot::Run { last, .. } if last > to => break,
+                Slot::Run { first, last } => {
+                    if ev.seq.0 == last {
+                        w.del_run(g, first);
+                        new_start = Some(last + 1);
+                    }
+                }
+            }
+            old += 1;
+        }
+        Ok((w, new_start, entries.len() == limit && old == entries.len()))
+    }
+
     fn log_bounds(&self, g: GroupId) -> Result<Option<(u64, u64)>, StoreError> {
         let range = key(EVENT, &[g.0, 0])..=key(EVENT, &[g.0, u64::MAX]);
-        let first = self.tree.range(range.clone()).next().transpose()?;
-        let last = self.tree.range(range).next_back().transpose()?;
-        match (first, last) {
-            (Some((f, _)), Some((l, _))) => Ok(u64_at(&f, 1).zip(u64_at(&l, 1))),
-            _ => Ok(None),
-        }
+        let first = self.tree.range(range.clone()).next().transpose()?.and_then(|(k, _)| u64_at(&k, 1));
+        let last = self.tree.range(range).next_back().transpose()?.and_then(|(k, _)| u64_at(&k, 1));
+        let runs = key(RUN, &[g.0, 0])..=key(RUN, &[g.0, u64::MAX]);
+        let first_run = self.tree.range(runs.clone()).next().transpose()?.and_then(|(k, _)| u64_at(&k, 1));
+        let last_run = match self.tree.range(runs).next_back().transpose()? {
+            Some((k, v)) => dec::<Vec<Event>>(&k, &v)?.last().map(|e| e.seq.0),
+            None => None,
+        };
+        let first = [first, first_run].into_iter().flatten().min();
+        let last = [last, last_run].into_iter().flatten().max();
+        Ok(first.zip(last))
     }
 
     /// Reads groups, members, file tables and locks (not the event log,
@@ -486,5 +631,54 @@ mod tests {
         let evs = store.events(g, 2, 10, 100).unwrap();
         assert_eq!(evs.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![2, 3]);
         assert!(store.events(GroupId(4), 1, 10, 100).unwrap().is_empty());
+    }
+
+    fn ev(seq: u64, at: UnixMillis) -> Event {
+        Event { seq: Seq(seq), at, by: MemberId(1), kind: EventKind::Unlocked { file: FileId(seq) } }
+    }
+
+    fn seqs(evs: &[Event]) -> Vec<u64> {
+        evs.iter().map(|e| e.seq.0).collect()
+    }
+
+    /// `E` and `R` records read as one log: ranges, limits, bounds, and
+    /// pruning that drops a run only whole and never past `to`.
+    #[test]
+    fn runs_and_single_events_read_as_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let g = GroupId(2);
+        let mut w = WriteSet::new();
+        for (seq, at) in [(1, 0), (2, 0), (6, 10)] {
+            w.put_event(g, &ev(seq, at)).unwrap();
+        }
+        for run in [[(3, 0), (4, 0), (5, 0)], [(7, 0), (8, 0), (9, 20)]] {
+            let mut r = EventRun::default();
+            for (seq, at) in run {
+                r.push(&ev(seq, at)).unwrap();
+            }
+            w.put_run(g, &r).unwrap();
+        }
+        store.apply(w).unwrap();
+        assert_eq!(seqs(&store.events(g, 1, 9, 100).unwrap()), (1..=9).collect::<Vec<_>>());
+        assert_eq!(seqs(&store.events(g, 4, 7, 100).unwrap()), [4, 5, 6, 7]);
+        assert_eq!(seqs(&store.events(g, 0, u64::MAX, 3).unwrap()), [1, 2, 3]);
+        assert!(store.events(GroupId(3), 0, u64::MAX, 100).unwrap().is_empty());
+        assert_eq!(store.log_bounds(g).unwrap(), Some((1, 9)));
+
+        // Events before 5 ms: 1..=5 (two singles and a whole run); 6 is not.
+        let (w, start, more) = store.prune_front(g, 1, 8, 5, 100).unwrap();
+        assert_eq!((start, more), (Some(6), false));
+        store.apply(w).unwrap();
+        assert_eq!(seqs(&store.events(g, 0, u64::MAX, 100).unwrap()), [6, 7, 8, 9]);
+        // Everything is old now, but the run 7..=9 reaches past `to` (8).
+        let (w, start, _) = store.prune_front(g, 6, 8, 100, 100).unwrap();
+        assert_eq!(start, Some(7));
+        store.apply(w).unwrap();
+        assert_eq!(seqs(&store.events(g, 0, u64::MAX, 100).unwrap()), [7, 8, 9]);
+        assert_eq!(store.log_bounds(g).unwrap(), Some((7, 9)));
+        // A limit that ends inside a run keeps it.
+        let (_, start, more) = store.prune_front(g, 7, 9, 100, 2).unwrap();
+        assert_eq!((start, more), (None, true));
     }
 }

@@ -1,7 +1,8 @@
 //! Background upkeep: releases expired leases about every second (sooner
 //! for short ttls) and, at start and then every minute (sooner for short
 //! retentions, and again at once while a backlog remains), drops events
-//! past the log retention and expired invites.
+//! past the log retention and expired invites; every minute, announcers
+//! not heard from for two announce intervals.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: Canc
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention = duration_ms(cfg.log_retention);
     let mut last_prune = Instant::now();
+    let mut last_expire = Instant::now();
     let mut prune_due = true;
     loop {
         tokio::select! {
@@ -43,6 +45,10 @@ pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: Canc
         if prune_due || last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();
             prune_due = t.prune(now, now.saturating_sub(retention));
+        }
+        if last_expire.elapsed() >= PRUNE_EVERY {
+            last_expire = Instant::now();
+            t.announces.expire(last_expire);
         }
     }
 }

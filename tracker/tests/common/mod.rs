@@ -275,3 +275,76 @@ pub async fn join(addr: SocketAddr, inviter: &mut Client, group: GroupId, member
 pub fn fake_torrent(tag: u8) -> (InfoHash, Vec<u8>) {
     (InfoHash([tag; 20]), format!("d4:infod6:lengthi5e4:name1:{}ee", tag as char).into_bytes())
 }
+
+/// One HTTP/1.1 GET over a fresh connection (`Connection: close`): the
+/// status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw)).await.expect("no HTTP reply in time").expect("read");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of headers");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("status line: {head}"));
+    (status, raw[end + 4..].to_vec())
+}
+
+/// A bencoded value (what announce replies hold).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bencode {
+    Int(i64),
+    Bytes(Vec<u8>),
+    List(Vec<Bencode>),
+    Dict(std::collections::BTreeMap<Vec<u8>, Bencode>),
+}
+
+impl Bencode {
+    /// Decodes exactly one value; panics on anything else.
+    pub fn decode(b: &[u8]) -> Bencode {
+        let (v, used) = Self::at(b);
+        assert_eq!(used, b.len(), "trailing bytes after bencode: {}", String::from_utf8_lossy(b));
+        v
+    }
+
+    fn at(b: &[u8]) -> (Bencode, usize) {
+        match b.first() {
+            Some(b'i') => {
+                let end = b.iter().position(|c| *c == b'e').expect("unterminated int");
+                (Bencode::Int(std::str::from_utf8(&b[1..end]).unwrap().parse().unwrap()), end + 1)
+            }
+            Some(b'l') | Some(b'd') => {
+                let mut i = 1;
+                let mut items = Vec::new();
+                while b[i] != b'e' {
+                    let (v, n) = Self::at(&b[i..]);
+                    items.push(v);
+                    i += n;
+                }
+                if b[0] == b'l' {
+                    return (Bencode::List(items), i + 1);
+                }
+                let mut d = std::collections::BTreeMap::new();
+                let mut it = items.into_iter();
+                while let (Some(Bencode::Bytes(k)), Some(v)) = (it.next(), it.next()) {
+                    d.insert(k, v);
+                }
+                (Bencode::Dict(d), i + 1)
+            }
+            Some(c) if c.is_ascii_digit() => {
+                let colon = b.iter().position(|c| *c == b':').expect("no colon");
+                let len: usize = std::str::from_utf8(&b[..colon]).unwrap().parse().unwrap();
+                (Bencode::Bytes(b[colon + 1..colon + 1 + len].to_vec()), colon + 1 + len)
+            }
+            other => panic!("not bencode at {other:?}: {}", String::from_utf8_lossy(b)),
+        }
+    }
+
+    /// A dictionary's value under `key`.
+    pub fn get(&self, key: &str) -> Option<&Bencode> {
+        match self {
+            Bencode::Dict(d) => d.get(key.as_bytes()),
+            _ => None,
+        }
+    }
+}
