@@ -42,6 +42,8 @@ const MAX_FETCHING: usize = 8;
 /// A background fetch without progress for this long yields its slot to the
 /// next queued version (and goes to the back of the queue).
 const FETCH_STALL: Duration = Duration::from_secs(30);
+/// Bytes read in order after which a version is fetched in full.
+const SEQUENTIAL_PROMOTE: u64 = 8 << 20;
 /// How often a steered background fetch moves its stream on.
 const STEER_EVERY: Duration = Duration::from_millis(200);
 /// How often the sweeper looks at the live versions.
@@ -211,6 +213,44 @@ impl Inner {
         match self.wake(&v, vec![peer]).await {
             Ok(g) => drop(g),
             Err(e) => debug!(%ih, "cannot wake a wanted version: {e}"),
+        }
+    }
+
+    /// Notes a read of `offset..end`. A reader that has gone through
+    /// `SEQUENTIAL_PROMOTE` bytes in order is reading the whole file (`cat`,
+    /// `cp`, a player): the version is then fetched in full, as fast as its
+    /// peers give it, instead of only a stream's read-ahead at a time.
+    pub(super) fn note_read(self: &Arc<Self>, v: &Arc<Version>, offset: u64, end: u64) {
+        if v.is_complete() || v.background.load(Ordering::Acquire) {
+            return;
+        }
+        let promote = {
+            let mut seq = v.sequential.lock();
+            let run = if offset <= seq.0 && seq.0 <= end { seq.1 + (end - seq.0) } else { end - offset };
+            *seq = (end, run);
+            run >= SEQUENTIAL_PROMOTE
+        };
+        if promote && !v.background.swap(true, Ordering::AcqRel) {
+            debug!(ih = %v.ih, "read in order: fetching all of it");
+            let (inner, v) = (self.clone(), v.clone());
+            spawn_task("fetch_sequential", &self.cancel, async move {
+                match inner.wake(&v, Vec::new()).await {
+                    Ok(g) => {
+                        if g.handle.only_files().is_some_and(|f| f.is_empty()) {
+                            let select = async {
+                                g.handle.wait_until_initialized().await?;
+                                inner.session.update_only_files(&g.handle, &HashSet::from([0])).await
+                            };
+                            if let Err(e) = select.await {
+                                debug!(ih = %v.ih, "cannot fetch all of it: {e:#}");
+                                return;
+                            }
+                        }
+                        inner.watch_completion(&v, g.handle.clone());
+                    }
+                    Err(e) => debug!(ih = %v.ih, "cannot fetch all of it: {e}"),
+                }
+            });
         }
     }
 

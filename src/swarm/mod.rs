@@ -480,6 +480,7 @@ impl Swarm {
             return Ok(Bytes::new());
         }
         let end = (offset + u64::from(len)).min(v.size);
+        self.inner.note_read(&v, offset, end);
         if self.inner.range_local(&v, offset, end) {
             return self.inner.pread(&v, offset, end).await;
         }
@@ -498,6 +499,7 @@ impl Swarm {
             return Some(Vec::new());
         }
         let end = (offset + u64::from(len)).min(v.size);
+        self.inner.note_read(&v, offset, end);
         if !self.inner.range_local(&v, offset, end) {
             return None;
         }

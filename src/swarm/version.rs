@@ -84,6 +84,9 @@ pub(super) struct Version {
     pub background: AtomicBool,
     /// Where its background fetch starts (see `Stripe`).
     pub stripe: Mutex<Stripe>,
+    /// (end of the last read, bytes read back to back up to it): a reader
+    /// going through the file in order (see `Inner::note_read`).
+    pub sequential: Mutex<(u64, u64)>,
     users: AtomicUsize,
     pub seen: Mutex<Seen>,
     /// Read-only descriptor of the object file for `pread`s; dropped when
@@ -121,6 +124,7 @@ impl Version {
             transition: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
             stripe: Mutex::new(Stripe::WHOLE),
+            sequential: Mutex::new((0, 0)),
             users: AtomicUsize::new(0),
             seen: Mutex::new(Seen {
                 last_active: now,

@@ -711,3 +711,42 @@ async fn striped_background_fetches_complete_with_the_right_bytes() {
     })
     .await
 }
+
+/// A member reading a version in order (cat, cp) gets all of it fetched,
+/// not just what it read so far; scattered reads fetch only what they need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reading_in_order_fetches_the_whole_file_scattered_reads_do_not() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let data = random_bytes(48 * MIB);
+        let p = a.publish("o.bin", &data).await;
+
+        let b = Peer::start("B", None).await;
+        b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
+        let head = read_all(&b.swarm, p.info_hash, 9 * MIB, MIB as u32).await;
+        assert!(head[..] == data[..9 * MIB]);
+        b.swarm.wait_complete(p.info_hash).await.unwrap();
+        assert!(std::fs::read(b.swarm.local_path(p.info_hash).unwrap()).unwrap() == data);
+
+        // Scattered: four reads, each with a stream fetching at most 32 MiB
+        // ahead of it, in a file of 160 MiB.
+        let big = random_bytes(160 * MIB);
+        let q = a.publish("s.bin", &big).await;
+        let c = Peer::start("C", None).await;
+        c.swarm.ensure(q.info_hash, &q.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
+        for k in [150u64, 10, 100, 60] {
+            let at = k * MIB as u64;
+            let got = c.swarm.read(q.info_hash, at, 4096).await.unwrap();
+            assert_eq!(&got[..], &big[at as usize..at as usize + 4096]);
+        }
+        // Time is the condition here: what a full fetch would bring in by now.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (have, total) = c.swarm.progress(q.info_hash).unwrap();
+        assert!(have <= 4 * 33 * MIB as u64, "scattered 4 KiB reads fetched {have} of {total} bytes");
+        for s in [a.swarm, b.swarm, c.swarm] {
+            s.shutdown().await;
+        }
+    })
+    .await
+}
