@@ -9,8 +9,8 @@ pub mod mount;
 use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -101,11 +101,16 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // O_TRUNC arrives with open() instead of as a separate setattr, so a
         // truncating open is one locked edit.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS);
+        // Listings carry every entry's attributes (READDIRPLUS): `ls -l` and
+        // `find -ls` then stat from the kernel's cache instead of sending a
+        // LOOKUP per name. The table is in memory, so attributes cost us
+        // nothing to add.
+        let readdirplus = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS).is_ok();
         // Local, complete versions are read by the kernel straight from the
         // object file (kernel 6.9+): local reads at disk speed.
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
-        tracing::debug!(passthrough = self.passthrough, "FUSE init");
+        tracing::debug!(passthrough = self.passthrough, readdirplus, "FUSE init");
         Ok(())
     }
 
@@ -341,16 +346,29 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let id = fid(ino);
-        let kids = match self.folder.readdir(id) {
-            Ok(k) => k,
+        let entries = match self.dir_entries(ino) {
+            Ok(e) => e,
             Err(e) => return reply.error(errno::to_errno("readdir", &e)),
         };
-        let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
-        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
-        for (i, (child, kind, name)) in dots.into_iter().chain(kids).enumerate().skip(offset as usize) {
+        for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             let ft = if kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
             if reply.add(INodeNo(child.0), (i + 1) as u64, ft, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.dir_entries(ino) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno::to_errno("readdirplus", &e)),
+        };
+        for (i, (child, _, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            // Gone since the listing was taken (a concurrent event): skip it
+            // as a later readdir would.
+            let Ok(e) = self.folder.attr(child) else { continue };
+            if reply.add(INodeNo(child.0), (i + 1) as u64, &name, &TTL, &self.attr(&e), Generation(0)) {
                 break;
             }
         }
@@ -365,7 +383,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         let Some(name) = name.to_str() else { return reply.error(Errno::ENODATA) };
         match self.folder.xattr(fid(ino), name) {
             Ok(Some(v)) => xattr_reply(reply, size, &v),
-            Ok(None) => reply.error(Errno::ENODATA),
+            Ok(None) => reply.error(errno::missing_xattr(name)),
             Err(e) => reply.error(errno::to_errno("getxattr", &e)),
         }
     }
@@ -427,6 +445,15 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
+    /// A directory's entries, `.` and `..` first, in the order offsets count.
+    fn dir_entries(&self, ino: INodeNo) -> Result<Vec<(FileId, FileKind, String)>, ModelError> {
+        let id = fid(ino);
+        let kids = self.folder.readdir(id)?;
+        let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
+        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
+        Ok(dots.into_iter().chain(kids).collect())
+    }
+
     /// A backing id for a passthrough open of a complete local version, or
     /// `None` to serve reads ourselves.
     fn backing_for(&self, id: FileId, fh: Fh, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
