@@ -4,20 +4,21 @@
 //! the dispatch threads never wait on the tracker or the swarm.
 
 pub mod errno;
+mod iomode;
 pub mod mount;
 
 use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
+use iomode::{IoModes, Mode};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, InfoHash};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
 
 /// How long the kernel may trust attributes and names without asking. Other
 /// members' changes are pushed into the kernel by invalidation, so this only
@@ -31,23 +32,16 @@ pub struct TitorrentFs<C: Content, T: Coordinator> {
     gid: u32,
     /// Whether the kernel accepted FUSE passthrough at init.
     passthrough: bool,
-    backing: Mutex<Backing>,
-}
-
-/// Kernel backing files of passthrough opens. The kernel wants one backing
-/// id per inode while any handle on it is open, so ids are shared by inode
-/// (and version) and kept alive by the handles that use them.
-#[derive(Default)]
-struct Backing {
-    by_handle: HashMap<u64, Arc<BackingId>>,
-    by_inode: HashMap<u64, (InfoHash, Weak<BackingId>)>,
+    /// The I/O mode of every open handle, and the backing ids of the
+    /// passthrough ones (kept while they are open).
+    io: Arc<Mutex<IoModes<BackingId>>>,
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     pub fn new(folder: Arc<Folder<C, T>>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        TitorrentFs { folder, rt, uid, gid, passthrough: false, backing: Mutex::new(Backing::default()) }
+        TitorrentFs { folder, rt, uid, gid, passthrough: false, io: Arc::default() }
     }
 
     fn attr(&self, e: &FileEntry) -> FileAttr {
@@ -107,7 +101,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // nothing to add.
         let readdirplus = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS).is_ok();
         // Local, complete versions are read by the kernel straight from the
-        // object file (kernel 6.9+): local reads at disk speed.
+        // object file (kernel 6.9+; see `open`).
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         tracing::debug!(passthrough = self.passthrough, readdirplus, "FUSE init");
@@ -226,14 +220,35 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
                 Ok(fh) => fh,
                 Err(e) => return reply.error(errno::to_errno("open", &e)),
             };
-            if let Some(backing) = self.backing_for(id, fh, &reply) {
-                return reply.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &backing);
-            }
-            return reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE);
+            // Local, complete versions are read by the kernel straight from
+            // the object file (passthrough): reads at disk speed.
+            let local = if self.passthrough { folder.local_content(id) } else { None };
+            let version = local.as_ref().map(|(ih, _)| *ih);
+            let io = self.io.lock().open_read(id.0, fh.0, version, || {
+                let (_, path) = local.as_ref()?;
+                let file = std::fs::File::open(path).ok()?;
+                reply
+                    .open_backing(&file)
+                    .map_err(|e| tracing::debug!(error = %e, "passthrough refused; serving reads ourselves"))
+                    .ok()
+            });
+            return match io {
+                Mode::Passthrough(backing) => reply.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &backing),
+                Mode::BesidePassthrough(backing) => {
+                    reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &backing)
+                }
+                Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            };
         }
+        let io = self.io.clone();
         self.rt.spawn(async move {
             match folder.open(id, mode).await {
-                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                Ok(fh) => match io.lock().open_write(id.0, fh.0) {
+                    Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
+                        reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &b)
+                    }
+                    Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                },
                 Err(e) => reply.error(errno::to_errno("open", &e)),
             }
         });
@@ -255,10 +270,17 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         };
         let folder = self.folder.clone();
         let (uid, gid) = (self.uid, self.gid);
+        let io = self.io.clone();
         self.rt.spawn(async move {
             match folder.create(fid(parent), &name, mode & !umask).await {
                 Ok((e, fh)) => {
-                    reply.created(&TTL, &file_attr(&e, uid, gid), Generation(0), FileHandle(fh.0), FopenFlags::empty())
+                    let (attr, fh) = (file_attr(&e, uid, gid), FileHandle(fh.0));
+                    match io.lock().open_write(e.id.0, fh.0) {
+                        Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
+                            reply.created_passthrough(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, &b)
+                        }
+                        Mode::Cached => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+                    }
                 }
                 Err(e) => reply.error(errno::to_errno("create", &e)),
             }
@@ -324,9 +346,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         reply: ReplyEmpty,
     ) {
         self.folder.release(Fh(fh.0));
-        if self.passthrough {
-            self.backing.lock().by_handle.remove(&fh.0);
-        }
+        self.io.lock().release(fh.0);
         reply.ok();
     }
 
@@ -452,37 +472,6 @@ impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
         let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
         let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
         Ok(dots.into_iter().chain(kids).collect())
-    }
-
-    /// A backing id for a passthrough open of a complete local version, or
-    /// `None` to serve reads ourselves.
-    fn backing_for(&self, id: FileId, fh: Fh, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        if !self.passthrough {
-            return None;
-        }
-        let (ih, path) = self.folder.local_content(id)?;
-        let mut b = self.backing.lock();
-        let shared = b.by_inode.get(&id.0).filter(|(v, _)| *v == ih).and_then(|(_, w)| w.upgrade());
-        let backing = match shared {
-            Some(bid) => bid,
-            None => {
-                let file = std::fs::File::open(&path).ok()?;
-                match reply.open_backing(&file) {
-                    Ok(bid) => {
-                        let bid = Arc::new(bid);
-                        b.by_inode.insert(id.0, (ih, Arc::downgrade(&bid)));
-                        bid
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "passthrough refused; serving reads ourselves");
-                        return None;
-                    }
-                }
-            }
-        };
-        b.by_inode.retain(|_, (_, w)| w.strong_count() > 0);
-        b.by_handle.insert(fh.0, backing.clone());
-        Some(backing)
     }
 
     fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
