@@ -1,4 +1,7 @@
-//! Several opens of one file on one member at once, on real mounts. The
+//! Reading on real mounts: several opens of one file on one member at
+//! once, and the read-ahead a mount asks of the kernel.
+//!
+//! Several opens of one file on one member at once: the
 //! kernel keeps one I/O mode per file (page cache, or passthrough to a
 //! local copy) and fails an open that asks for the other one with EIO;
 //! these are the mixes a member meets: a file read while it was fetched and
@@ -10,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 use titorrent_integration::programs::{getfattr, wait_for_content, SEE};
@@ -145,5 +148,20 @@ fn a_new_version_can_be_opened_while_the_old_one_is_still_being_read() {
         drop((old, new));
         let mut again = File::open(&path).unwrap();
         assert_same_bytes("bob's version 2 once alone", &read_all(&mut again), &v2.bytes_at(0, size as usize));
+    });
+}
+
+#[test]
+fn a_mount_reads_ahead_one_full_fuse_request() {
+    scenario(Duration::from_secs(120), || {
+        let (_tracker, alice, bob, _dir) = alice_and_bob("");
+        for p in [&alice, &bob] {
+            let dev = fs::metadata(p.mountpoint()).unwrap().dev();
+            let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+            let kib = fs::read_to_string(&knob).unwrap_or_else(|e| panic!("{knob}: {e}"));
+            // 1 MiB: sequential reads the daemon serves come as 1 MiB READs
+            // (the kernel's default is 128 KiB, and INIT cannot raise it).
+            assert_eq!(kib.trim(), "1024", "{}'s {knob}", p.name());
+        }
     });
 }
