@@ -179,7 +179,9 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
         if session.is_err() {
             let _ = mount::unmount(&mountpoint, true);
         }
-        session?.spawn()
+        let session = session?.spawn()?;
+        mount::raise_read_ahead(&mountpoint);
+        Ok::<_, std::io::Error>(session)
     })
     .await?
     .with_context(|| format!("mounting {}", cfg.mountpoint.display()))?;

@@ -54,6 +54,19 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
     errno
 }
 
+/// The answer for an extended attribute a file does not have. The folder
+/// keeps only `user.*` attributes (`user.titorrent.*`): a name in another
+/// namespace (`security.selinux`, `system.posix_acl_access`, ...) is not
+/// supported at all (`EOPNOTSUPP`, as on a filesystem mounted without ACLs
+/// or labels), which tells callers to stop asking: coreutils' `ls -l`
+/// remembers a device that answered so and asks it no more (its
+/// `getfilecon_cache` / `file_has_acl_cache`), where `ENODATA` made it ask
+/// twice for every file listed. The kernel does not cache xattrs of a FUSE
+/// filesystem, so each of those questions was a round trip.
+pub fn missing_xattr(name: &str) -> Errno {
+    if name.starts_with("user.") { Errno::ENODATA } else { Errno::EOPNOTSUPP }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +80,15 @@ mod tests {
         assert_eq!(to_errno("read", &ModelError::Content(ContentError::NoSpace)), Errno::ENOSPC);
         let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(to_errno("write", &ModelError::Io(enospc)), Errno::ENOSPC);
+    }
+
+    #[test]
+    fn only_the_user_namespace_exists() {
+        assert_eq!(missing_xattr("user.titorrent.lock_holder"), Errno::ENODATA);
+        assert_eq!(missing_xattr("user.other"), Errno::ENODATA);
+        assert_eq!(missing_xattr("security.selinux"), Errno::EOPNOTSUPP);
+        assert_eq!(missing_xattr("system.posix_acl_access"), Errno::EOPNOTSUPP);
+        assert_eq!(missing_xattr("system.posix_acl_default"), Errno::EOPNOTSUPP);
+        assert_eq!(missing_xattr("trusted.x"), Errno::EOPNOTSUPP);
     }
 }

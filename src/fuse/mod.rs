@@ -4,20 +4,21 @@
 //! the dispatch threads never wait on the tracker or the swarm.
 
 pub mod errno;
+mod iomode;
 pub mod mount;
 
 use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
+use iomode::{IoModes, Mode};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, InfoHash};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
 
 /// How long the kernel may trust attributes and names without asking. Other
 /// members' changes are pushed into the kernel by invalidation, so this only
@@ -31,23 +32,16 @@ pub struct TitorrentFs<C: Content, T: Coordinator> {
     gid: u32,
     /// Whether the kernel accepted FUSE passthrough at init.
     passthrough: bool,
-    backing: Mutex<Backing>,
-}
-
-/// Kernel backing files of passthrough opens. The kernel wants one backing
-/// id per inode while any handle on it is open, so ids are shared by inode
-/// (and version) and kept alive by the handles that use them.
-#[derive(Default)]
-struct Backing {
-    by_handle: HashMap<u64, Arc<BackingId>>,
-    by_inode: HashMap<u64, (InfoHash, Weak<BackingId>)>,
+    /// The I/O mode of every open handle, and the backing ids of the
+    /// passthrough ones (kept while they are open).
+    io: Arc<Mutex<IoModes<BackingId>>>,
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     pub fn new(folder: Arc<Folder<C, T>>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        TitorrentFs { folder, rt, uid, gid, passthrough: false, backing: Mutex::new(Backing::default()) }
+        TitorrentFs { folder, rt, uid, gid, passthrough: false, io: Arc::default() }
     }
 
     fn attr(&self, e: &FileEntry) -> FileAttr {
@@ -101,11 +95,16 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // O_TRUNC arrives with open() instead of as a separate setattr, so a
         // truncating open is one locked edit.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS);
+        // Listings carry every entry's attributes (READDIRPLUS): `ls -l` and
+        // `find -ls` then stat from the kernel's cache instead of sending a
+        // LOOKUP per name. The table is in memory, so attributes cost us
+        // nothing to add.
+        let readdirplus = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS).is_ok();
         // Local, complete versions are read by the kernel straight from the
-        // object file (kernel 6.9+): local reads at disk speed.
+        // object file (kernel 6.9+; see `open`).
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
-        tracing::debug!(passthrough = self.passthrough, "FUSE init");
+        tracing::debug!(passthrough = self.passthrough, readdirplus, "FUSE init");
         Ok(())
     }
 
@@ -221,14 +220,35 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
                 Ok(fh) => fh,
                 Err(e) => return reply.error(errno::to_errno("open", &e)),
             };
-            if let Some(backing) = self.backing_for(id, fh, &reply) {
-                return reply.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &backing);
-            }
-            return reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE);
+            // Local, complete versions are read by the kernel straight from
+            // the object file (passthrough): reads at disk speed.
+            let local = if self.passthrough { folder.local_content(id) } else { None };
+            let version = local.as_ref().map(|(ih, _)| *ih);
+            let io = self.io.lock().open_read(id.0, fh.0, version, || {
+                let (_, path) = local.as_ref()?;
+                let file = std::fs::File::open(path).ok()?;
+                reply
+                    .open_backing(&file)
+                    .map_err(|e| tracing::debug!(error = %e, "passthrough refused; serving reads ourselves"))
+                    .ok()
+            });
+            return match io {
+                Mode::Passthrough(backing) => reply.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &backing),
+                Mode::BesidePassthrough(backing) => {
+                    reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &backing)
+                }
+                Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            };
         }
+        let io = self.io.clone();
         self.rt.spawn(async move {
             match folder.open(id, mode).await {
-                Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                Ok(fh) => match io.lock().open_write(id.0, fh.0) {
+                    Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
+                        reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &b)
+                    }
+                    Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+                },
                 Err(e) => reply.error(errno::to_errno("open", &e)),
             }
         });
@@ -250,10 +270,17 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         };
         let folder = self.folder.clone();
         let (uid, gid) = (self.uid, self.gid);
+        let io = self.io.clone();
         self.rt.spawn(async move {
             match folder.create(fid(parent), &name, mode & !umask).await {
                 Ok((e, fh)) => {
-                    reply.created(&TTL, &file_attr(&e, uid, gid), Generation(0), FileHandle(fh.0), FopenFlags::empty())
+                    let (attr, fh) = (file_attr(&e, uid, gid), FileHandle(fh.0));
+                    match io.lock().open_write(e.id.0, fh.0) {
+                        Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
+                            reply.created_passthrough(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, &b)
+                        }
+                        Mode::Cached => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+                    }
                 }
                 Err(e) => reply.error(errno::to_errno("create", &e)),
             }
@@ -319,9 +346,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         reply: ReplyEmpty,
     ) {
         self.folder.release(Fh(fh.0));
-        if self.passthrough {
-            self.backing.lock().by_handle.remove(&fh.0);
-        }
+        self.io.lock().release(fh.0);
         reply.ok();
     }
 
@@ -341,16 +366,29 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let id = fid(ino);
-        let kids = match self.folder.readdir(id) {
-            Ok(k) => k,
+        let entries = match self.dir_entries(ino) {
+            Ok(e) => e,
             Err(e) => return reply.error(errno::to_errno("readdir", &e)),
         };
-        let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
-        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
-        for (i, (child, kind, name)) in dots.into_iter().chain(kids).enumerate().skip(offset as usize) {
+        for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             let ft = if kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
             if reply.add(INodeNo(child.0), (i + 1) as u64, ft, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.dir_entries(ino) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno::to_errno("readdirplus", &e)),
+        };
+        for (i, (child, _, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            // Gone since the listing was taken (a concurrent event): skip it
+            // as a later readdir would.
+            let Ok(e) = self.folder.attr(child) else { continue };
+            if reply.add(INodeNo(child.0), (i + 1) as u64, &name, &TTL, &self.attr(&e), Generation(0)) {
                 break;
             }
         }
@@ -365,7 +403,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         let Some(name) = name.to_str() else { return reply.error(Errno::ENODATA) };
         match self.folder.xattr(fid(ino), name) {
             Ok(Some(v)) => xattr_reply(reply, size, &v),
-            Ok(None) => reply.error(Errno::ENODATA),
+            Ok(None) => reply.error(errno::missing_xattr(name)),
             Err(e) => reply.error(errno::to_errno("getxattr", &e)),
         }
     }
@@ -427,35 +465,13 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 }
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
-    /// A backing id for a passthrough open of a complete local version, or
-    /// `None` to serve reads ourselves.
-    fn backing_for(&self, id: FileId, fh: Fh, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        if !self.passthrough {
-            return None;
-        }
-        let (ih, path) = self.folder.local_content(id)?;
-        let mut b = self.backing.lock();
-        let shared = b.by_inode.get(&id.0).filter(|(v, _)| *v == ih).and_then(|(_, w)| w.upgrade());
-        let backing = match shared {
-            Some(bid) => bid,
-            None => {
-                let file = std::fs::File::open(&path).ok()?;
-                match reply.open_backing(&file) {
-                    Ok(bid) => {
-                        let bid = Arc::new(bid);
-                        b.by_inode.insert(id.0, (ih, Arc::downgrade(&bid)));
-                        bid
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "passthrough refused; serving reads ourselves");
-                        return None;
-                    }
-                }
-            }
-        };
-        b.by_inode.retain(|_, (_, w)| w.strong_count() > 0);
-        b.by_handle.insert(fh.0, backing.clone());
-        Some(backing)
+    /// A directory's entries, `.` and `..` first, in the order offsets count.
+    fn dir_entries(&self, ino: INodeNo) -> Result<Vec<(FileId, FileKind, String)>, ModelError> {
+        let id = fid(ino);
+        let kids = self.folder.readdir(id)?;
+        let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
+        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
+        Ok(dots.into_iter().chain(kids).collect())
     }
 
     fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {

@@ -30,6 +30,7 @@ mod tests;
 pub use error::{ContentError, CoordError, ModelError, Result};
 pub use ports::{Content, Coordinator, Fetch, KernelCache, PublishedContent, Stripe};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -781,9 +782,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     /// Fetches a range from the swarm (after making the version known to it).
-    pub async fn fetch(self: &Arc<Self>, file: FileId, version: Version, ih: InfoHash, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn fetch(self: &Arc<Self>, file: FileId, version: Version, ih: InfoHash, offset: u64, size: u32) -> Result<Bytes> {
         self.ensure_version(file, version, ih).await?;
-        Ok(self.content.read(ih, offset, size).await?.to_vec())
+        Ok(self.content.read(ih, offset, size).await?)
     }
 
     pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {

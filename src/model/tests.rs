@@ -390,7 +390,7 @@ async fn another_members_version_is_fetched_not_read_locally() {
     let ReadPlan::Fetch { file, version, info_hash } = f.folder.read_plan(fh, 0, 100).unwrap() else {
         panic!("not local, must fetch");
     };
-    assert_eq!(f.folder.fetch(file, version, info_hash, 7, 100).await.unwrap(), b"bytes");
+    assert_eq!(f.folder.fetch(file, version, info_hash, 7, 100).await.unwrap(), &b"bytes"[..]);
 }
 
 #[tokio::test]
