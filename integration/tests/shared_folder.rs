@@ -395,6 +395,9 @@ fn members_show_who_is_online_and_unmount_goes_offline_releasing_the_lock() {
         assert!(mounts::find(bob.mountpoint()).is_some(), "bob's mount is gone");
 
         drop(held);
+        // Alice fetches bob's edit while he is online (an edit whose only
+        // copy leaves with its author waits for him: see warn_sole_copies).
+        wait_for_content(&alice, "shared.txt", b"bob's edit\n", SEE);
         bob.unmount();
         wait_for_members(&alice, &[("alice", true), ("bob", false), ("carol", false)], SEE);
         wait_for_content(&alice, "shared.txt", b"bob's edit\n", SEE);
