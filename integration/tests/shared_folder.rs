@@ -781,3 +781,37 @@ fn versions_nobody_uses_go_dormant_and_wake_when_another_member_reads_them() {
         }
     });
 }
+
+/// A member that reads a file from the start (as cp or a player do) gets
+/// the whole file fetched ahead of it, even with `replication = "on-demand"`
+/// and even if it stops reading partway; random reads elsewhere fetch only
+/// what they need.
+#[test]
+fn reading_a_file_in_order_fetches_all_of_it_on_an_on_demand_member() {
+    scenario(Duration::from_secs(180), || {
+        titorrent_integration::require_fuse();
+        let tracker = TrackerProc::start_with_lease_ttl(None);
+        let mut alice = Peer::create_group(&tracker, "alice");
+        let mut bob = Peer::join(&tracker, &alice, "bob");
+        bob.set_config("replication = \"on-demand\"\n");
+        alice.mount();
+        bob.mount();
+        let size = 40 * MIB;
+        let pattern = Pattern::random("in order");
+        pattern.write_file(&alice.path("movie.bin"), size).unwrap();
+        wait_until(SEE, "bob sees movie.bin published", || {
+            getfattr(&bob.path("movie.bin"), "user.titorrent.version").as_deref() == Ok("1")
+        });
+        let mut f = fs::File::open(bob.path("movie.bin")).unwrap();
+        let mut head = vec![0u8; (12 * MIB) as usize];
+        for chunk in head.chunks_mut(MIB as usize) {
+            std::io::Read::read_exact(&mut f, chunk).unwrap();
+        }
+        drop(f);
+        assert_same_bytes("bob's first 12 MiB", &head, &pattern.bytes_at(0, head.len()));
+        wait_until(Duration::from_secs(60), "bob to have all of movie.bin", || {
+            getfattr(&bob.path("movie.bin"), "user.titorrent.bytes_local").as_deref() == Ok(&*size.to_string())
+        });
+        assert_same_bytes("bob's movie.bin", &fs::read(bob.path("movie.bin")).unwrap(), &pattern.bytes_at(0, size as usize));
+    });
+}

@@ -233,7 +233,7 @@ impl Inner {
         if promote && !v.background.swap(true, Ordering::AcqRel) {
             debug!(ih = %v.ih, "read in order: fetching all of it");
             let (inner, v) = (self.clone(), v.clone());
-            spawn_task("fetch_sequential", &self.cancel, async move {
+            spawn_task(&self.rt, "fetch_sequential", &self.cancel, async move {
                 match inner.wake(&v, Vec::new()).await {
                     Ok(g) => {
                         if g.handle.only_files().is_some_and(|f| f.is_empty()) {
@@ -265,7 +265,7 @@ impl Inner {
     /// Runs the fetch queue and the sweeper until the session stops.
     pub(super) fn spawn_upkeep(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        spawn_task("fetch_queue", &self.cancel, async move {
+        spawn_task(&self.rt, "fetch_queue", &self.cancel, async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 inner.start_fetches().await;
@@ -275,7 +275,7 @@ impl Inner {
             }
         });
         let weak = Arc::downgrade(self);
-        spawn_task("sweeper", &self.cancel, async move {
+        spawn_task(&self.rt, "sweeper", &self.cancel, async move {
             let mut tick = tokio::time::interval(SWEEP);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -320,7 +320,7 @@ impl Inner {
                     let stripe = *v.stripe.lock();
                     if stripe.count > 1 {
                         let (inner, v, handle) = (self.clone(), v.clone(), g.handle.clone());
-                        spawn_task("fetch_stripe", &self.cancel, async move {
+                        spawn_task(&self.rt, "fetch_stripe", &self.cancel, async move {
                             inner.drive_fetch(v, handle, stripe).await;
                         });
                     }
@@ -391,7 +391,7 @@ impl Inner {
     /// haves agree), and frees its fetch slot.
     fn watch_completion(self: &Arc<Self>, v: &Arc<Version>, handle: Arc<librqbit::ManagedTorrent>) {
         let (weak, v) = (Arc::downgrade(self), v.clone());
-        spawn_task("fetch_done", &self.cancel, async move {
+        spawn_task(&self.rt, "fetch_done", &self.cancel, async move {
             if handle.wait_until_completed().await.is_err() {
                 return;
             }

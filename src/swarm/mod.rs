@@ -165,6 +165,8 @@ struct Inner {
     want_hook: OnceLock<WantHook>,
     idle: Duration,
     listen: SocketAddr,
+    /// The runtime the session runs on, for tasks spawned from elsewhere.
+    rt: tokio::runtime::Handle,
     /// The session's: background tasks end with it.
     cancel: CancellationToken,
     shut: AtomicBool,
@@ -232,7 +234,7 @@ impl Swarm {
             .listen_addr()
             .ok_or_else(|| SwarmError::Engine("the session is not listening".into()))?;
         feed.set_own(listen);
-        feed.spawn(&cancel);
+        feed.spawn(&tokio::runtime::Handle::current(), &cancel);
 
         let next_id = session
             .with_torrents(|it| it.map(|(id, _)| id).max())
@@ -253,6 +255,7 @@ impl Swarm {
             want_hook: OnceLock::new(),
             idle: cfg.idle,
             listen,
+            rt: tokio::runtime::Handle::current(),
             cancel,
             shut: AtomicBool::new(false),
         });
@@ -289,7 +292,7 @@ impl Swarm {
             return;
         }
         let inner = self.inner.clone();
-        spawn_task("wanted", &self.inner.cancel, async move {
+        spawn_task(&self.inner.rt, "wanted", &self.inner.cancel, async move {
             inner.on_wanted(info_hash, peer).await;
         });
     }
@@ -737,14 +740,17 @@ impl Inner {
 
 /// Spawns a background task of the swarm in a span of its own; it is dropped
 /// when `cancel` fires (the session stops).
+/// `rt` is the swarm's runtime: some callers (reads served on a FUSE
+/// thread) are not in its context.
 pub(super) fn spawn_task(
+    rt: &tokio::runtime::Handle,
     name: &'static str,
     cancel: &CancellationToken,
     fut: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let cancel = cancel.clone();
     let span = tracing::debug_span!("swarm_task", name);
-    tokio::spawn(
+    rt.spawn(
         async move {
             tokio::select! {
                 () = cancel.cancelled() => debug!("cancelled"),

@@ -101,10 +101,10 @@ impl PeerFeed {
     }
 
     /// Serves announces until `cancel` fires.
-    pub fn spawn(self: &Arc<Self>, cancel: &CancellationToken) {
+    pub fn spawn(self: &Arc<Self>, rt: &tokio::runtime::Handle, cancel: &CancellationToken) {
         for sock in &self.sockets {
             let (feed, sock) = (self.clone(), sock.clone());
-            super::spawn_task("peer_feed", cancel, async move { feed.serve(&sock).await });
+            super::spawn_task(rt, "peer_feed", cancel, async move { feed.serve(&sock).await });
         }
     }
 

@@ -96,7 +96,7 @@ impl Inner {
         };
         drop(previous);
         let v = v.clone();
-        spawn_task("linger", &self.cancel, async move {
+        spawn_task(&self.rt, "linger", &self.cancel, async move {
             tokio::time::sleep(LINGER).await;
             let expired = {
                 let mut g = v.lingering.lock();
