@@ -128,7 +128,9 @@ impl Inner {
         let only_files = if fetch_all { None } else { Some(Vec::new()) };
         // A complete version only serves: those who need it dial it.
         let peers = if peers.is_empty() && !complete { self.feed.peers() } else { peers };
-        let handle = self.add(v.ih, v.torrent.to_vec(), only_files, peers).await?;
+        // Members fetching their stripes at once share the author's uplink.
+        let window = if fetch_all && !complete { super::request_window(*v.stripe.lock()) } else { super::PEER_REQUEST_WINDOW };
+        let handle = self.add(v.ih, v.torrent.to_vec(), only_files, peers, window).await?;
         {
             let mut seen = v.seen.lock();
             let now = Instant::now();

@@ -85,14 +85,32 @@ const DISK_PERMITS: usize = 48;
 const MAX_OPEN_STREAMS: usize = 32;
 /// `pread`s on object files at once (each on a blocking thread).
 const MAX_DISK_READS: usize = 32;
-/// Chunk requests (16 KiB each) outstanding per peer connection: 512 KiB,
-/// a bandwidth-delay product of 10 MiB/s at a 50 ms round trip. librqbit's
-/// default (128, 2 MiB) queues so much at a member with a narrow uplink
-/// that the TCP flows through its bottleneck starve each other (in the P7
-/// benchmark one member got 3 MiB from the seeder in a minute while seven
-/// got 60), and a stream's newly needed piece waits behind the whole
-/// window.
-const PEER_REQUEST_WINDOW: usize = 32;
+/// Chunk requests (16 KiB each) outstanding per peer connection, librqbit's
+/// default (2 MiB): what one reader or one fetching member needs to keep a
+/// fast link busy (on loopback, 32 gave a 1 GiB read 0.6–0.9× librqbit's
+/// speed, 128 0.84–0.95×).
+const PEER_REQUEST_WINDOW: usize = 128;
+/// The requests that all members fetching a version at once (each its own
+/// stripe) keep outstanding at one source between them: each gets this
+/// divided by their number, at least `MIN_SHARED_WINDOW`. The author's
+/// uplink is the bottleneck of such a fetch; what is queued there beyond a
+/// round trip's worth goes out in whatever order the requests came, so a
+/// member that finished its stripe early pulls other stripes from the author
+/// instead of from their members, and slow TCP flows through a narrow
+/// uplink starve (P7 benchmark: 8 members with 128 each had the author send
+/// 1.7× the file, with 8 each 1.5×).
+const SHARED_SOURCE_WINDOW: usize = 64;
+const MIN_SHARED_WINDOW: usize = 8;
+
+/// The request window for a version fetched by `stripe.count` members at
+/// once (see `SHARED_SOURCE_WINDOW`).
+fn request_window(stripe: Stripe) -> usize {
+    if stripe.count <= 1 {
+        PEER_REQUEST_WINDOW
+    } else {
+        (SHARED_SOURCE_WINDOW / stripe.count as usize).clamp(MIN_SHARED_WINDOW, PEER_REQUEST_WINDOW)
+    }
+}
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
@@ -633,6 +651,7 @@ impl Inner {
         torrent: Vec<u8>,
         only_files: Option<Vec<usize>>,
         peers: Vec<SocketAddr>,
+        request_window: usize,
     ) -> Result<Arc<ManagedTorrent>, SwarmError> {
         let dir = self.object_dir(ih);
         let opts = AddTorrentOptions {
@@ -647,7 +666,7 @@ impl Inner {
             initial_peers: (!peers.is_empty()).then_some(peers),
             preferred_id: Some(self.next_id.fetch_add(1, Ordering::Relaxed)),
             peer_opts: Some(librqbit::PeerConnectionOptions {
-                max_request_window: Some(PEER_REQUEST_WINDOW),
+                max_request_window: Some(request_window),
                 ..Default::default()
             }),
             ..Default::default()
@@ -777,5 +796,19 @@ fn move_file(from: &Path, to: &Path) -> io::Result<()> {
             std::fs::remove_file(from)
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_fetching_at_once_share_one_window_at_the_source() {
+        assert_eq!(request_window(Stripe::WHOLE), PEER_REQUEST_WINDOW);
+        assert_eq!(request_window(Stripe { index: 0, count: 2 }), 32);
+        assert_eq!(request_window(Stripe { index: 7, count: 8 }), 8);
+        // Never below the floor, however many fetch.
+        assert_eq!(request_window(Stripe { index: 0, count: 100 }), MIN_SHARED_WINDOW);
     }
 }

@@ -345,9 +345,33 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// CPU seconds that `pids` used while `f` ran, in order.
+///
+/// With `TITORRENT_BENCH_PERF=DIR` in the environment, each process is also
+/// profiled meanwhile (`perf record -g`, written to `DIR/<pid>.perf`), for
+/// finding where the CPU seconds went; the figures then include perf's cost.
 pub fn cpu_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<f64>) {
+    let perf = std::env::var_os("TITORRENT_BENCH_PERF").map(std::path::PathBuf::from);
+    let recorders: Vec<std::process::Child> = match &perf {
+        Some(dir) => pids
+            .iter()
+            .filter(|p| **p != 0)
+            .filter_map(|p| {
+                std::process::Command::new("perf")
+                    .args(["record", "-q", "-g", "-p", &p.to_string(), "-o"])
+                    .arg(dir.join(format!("{p}.perf")))
+                    .spawn()
+                    .ok()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0)).collect();
     let out = f();
+    for mut r in recorders {
+        // perf writes its file on SIGINT.
+        unsafe { libc::kill(r.id() as i32, libc::SIGINT) };
+        let _ = r.wait();
+    }
     let after = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0));
     (out, after.zip(before).map(|(a, b)| a - b).collect())
 }

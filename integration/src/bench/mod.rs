@@ -139,9 +139,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether `figure` ("P2") or a part of it ("P2a") was asked for.
     pub fn wants(&self, figure: &str) -> bool {
-        self.only.is_empty() || self.only.contains(figure)
+        self.only.is_empty() || self.only.iter().any(|f| f == figure || part_of(f, figure))
     }
+
+    /// Whether the part `part` ("P2b") was asked for, by itself or through
+    /// its figure ("P2").
+    pub fn wants_part(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|f| f == part || part_of(part, f))
+    }
+}
+
+/// "P2b" is a part of "P2" (but "P21" is not).
+fn part_of(part: &str, figure: &str) -> bool {
+    part.strip_prefix(figure).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
 /// Where a group puts its sections as soon as each is done, so that what
@@ -323,4 +335,26 @@ fn machine() -> String {
     let bins = crate::bins::bin_dir();
     let profile = if bins.ends_with("release") { "release" } else { "NOT release (numbers only show that the figures run)" };
     format!("{cores} cores, {mem} RAM, Linux {kernel}, temp dirs on {fs}; titorrent binaries from {} ({profile})", bins.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(only: &[&str]) -> Ctx {
+        Ctx { smoke: true, sizes: Sizes::smoke(), only: only.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn only_selects_figures_and_their_parts() {
+        let all = ctx(&[]);
+        assert!(all.wants("P2") && all.wants_part("P2b"));
+        let p2 = ctx(&["P2"]);
+        assert!(p2.wants("P2") && p2.wants_part("P2a") && p2.wants_part("P2b"));
+        assert!(!p2.wants("P1"));
+        let p2a = ctx(&["P2a"]);
+        assert!(p2a.wants("P2") && p2a.wants_part("P2a"));
+        assert!(!p2a.wants_part("P2b") && !p2a.wants("P1"));
+        assert!(!ctx(&["P21"]).wants("P2"));
+    }
 }

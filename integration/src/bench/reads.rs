@@ -248,6 +248,10 @@ fn p2(ctx: &Ctx, big: &BigFile) -> anyhow::Result<Section> {
         s.row(row.met(Met::Skipped("skipped in smoke: needs btfs and a large file".into())));
         return Ok(s);
     }
+    if !ctx.wants_part("P2b") {
+        s.row(row.met(Met::Skipped("not asked for (`--only`)".into())));
+        return Ok(s);
+    }
     if measure::have("btfs").is_none() {
         s.row(row.met(Met::Skipped("needs btfs (`integration/bench-deps.sh`)".into())));
         return Ok(s);

@@ -17,7 +17,7 @@ use titorrent_integration::bench::{self, Options, FIGURES};
 const USAGE: &str = "usage: titorrent-bench [--smoke] [--only P1,P3,...] [--out FILE]
 
   --smoke      small sizes, no external references (what CI runs)
-  --only LIST  run only these figures (P1..P9), comma-separated
+  --only LIST  run only these figures (P1..P9, or parts such as P2a), comma-separated
   --out FILE   where to write the markdown report (default docs/benchmarks.md)";
 
 fn parse() -> Result<Options, String> {
@@ -43,9 +43,10 @@ fn parse() -> Result<Options, String> {
             }
             "--only" => {
                 let v = value("--only")?;
-                for f in v.split(',').map(|f| f.trim().to_uppercase()).filter(|f| !f.is_empty()) {
-                    if !FIGURES.iter().any(|(id, _)| *id == f) {
-                        return Err(format!("unknown figure {f:?} (P1..P9)"));
+                for f in v.split(',').map(normalize_figure).filter(|f| !f.is_empty()) {
+                    let figure = f.trim_end_matches(|c: char| c.is_ascii_lowercase());
+                    if !FIGURES.iter().any(|(id, _)| *id == figure) {
+                        return Err(format!("unknown figure {f:?} (P1..P9, or a part such as P2a)"));
                     }
                     opts.only.insert(f);
                 }
@@ -87,4 +88,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// " p2A " → "P2a": figures are upper case, their parts' letters lower case.
+fn normalize_figure(f: &str) -> String {
+    let f = f.trim();
+    let digits_end = f.char_indices().skip(1).find(|(_, c)| !c.is_ascii_digit()).map_or(f.len(), |(i, _)| i);
+    format!("{}{}", f[..digits_end].to_uppercase(), f[digits_end..].to_lowercase())
 }
