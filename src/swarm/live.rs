@@ -338,12 +338,12 @@ impl Inner {
     /// peer that has them. The position stays at the stripe's start until
     /// the stripe is here (moving it along would spill the window into the
     /// next stripe, which its own member is fetching from the seeder at the
-    /// same time), then goes to the next missing piece after it, wrapping at
-    /// the end. The pieces of the other stripes come meanwhile from the
-    /// members that fetch them (librqbit asks each peer for what it has).
-    /// Without this, librqbit asks for pieces in file order, so members
-    /// fetching at once all ask the seeder for the same ones and have little
-    /// to give each other.
+    /// same time). Then it helps with the stripe that most lacks (see
+    /// `help_target`), and again each time the part it took is here. The
+    /// pieces of the other stripes come meanwhile from the members that fetch
+    /// them (librqbit asks each peer for what it has). Without this, librqbit
+    /// asks for pieces in file order, so members fetching at once all ask the
+    /// seeder for the same ones and have little to give each other.
     async fn drive_fetch(self: Arc<Self>, v: Arc<Version>, handle: Arc<librqbit::ManagedTorrent>, stripe: Stripe) {
         use tokio::io::AsyncSeekExt;
         let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
@@ -356,15 +356,14 @@ impl Inner {
                 return;
             }
         };
-        let first = stripe.start(v.size, v.piece_length) / v.piece_length;
-        let next_stripe = Stripe { index: stripe.index + 1, count: stripe.count };
-        let last = match next_stripe.start(v.size, v.piece_length) / v.piece_length {
-            0 => v.n_pieces,
-            n => n,
-        };
+        let layout = StripeLayout { n_pieces: v.n_pieces, piece_length: v.piece_length, size: v.size, count: stripe.count };
+        let (first, last) = layout.pieces(stripe.index);
         debug!(ih = %v.ih, index = stripe.index, count = stripe.count, first, last, "steering a background fetch");
-        let mut piece = first;
+        // The pieces the stream is after: its position up to the end of the
+        // stripe it is in.
+        let (mut piece, mut until) = (first, last);
         let mut at = None;
+        let mut rejoined = false;
         loop {
             if at != Some(piece) {
                 if let Err(e) = stream.seek(std::io::SeekFrom::Start(piece * v.piece_length)).await {
@@ -379,13 +378,40 @@ impl Inner {
                 return;
             }
             let Some(haves) = self.haves_of(&handle) else { continue };
-            if (first..last).any(|i| !bit(&haves, i)) {
+            if !rejoined && haves.iter().any(|b| *b != 0) {
+                rejoined = true;
+                self.rejoin(&v, &handle).await;
+            }
+            if (piece..until).any(|i| !bit(&haves, i)) {
                 continue;
             }
-            match (0..v.n_pieces).map(|k| (last + k) % v.n_pieces).find(|&i| !bit(&haves, i)) {
-                Some(next) => piece = next,
+            match layout.help_target(&haves, stripe.index) {
+                Some((index, next, end)) => {
+                    debug!(ih = %v.ih, stripe = index, piece = next, until = end, "helping with a stripe");
+                    (piece, until) = (next, end);
+                }
                 None => return,
             }
+        }
+    }
+
+    /// Reconnects a fetching version to its peers once it has a piece.
+    /// librqbit sends a peer `have`s only once it knows the peer's bitfield,
+    /// and a peer that had no piece when it connected sent none; so members
+    /// that connected to each other while both had nothing (all of them,
+    /// when they start a shared fetch together) never tell each other what
+    /// they got, until their idle connections time out (10 s) and are
+    /// redialled after a backoff. Connections made now carry our bitfield,
+    /// and then the haves flow both ways. The requests in flight to the
+    /// seeder are lost: a window's worth, once.
+    async fn rejoin(&self, v: &Version, handle: &Arc<librqbit::ManagedTorrent>) {
+        debug!(ih = %v.ih, "rejoining the swarm with pieces to show");
+        if let Err(e) = self.session.pause(handle).await {
+            debug!(ih = %v.ih, "pause to rejoin: {e:#}");
+            return;
+        }
+        if let Err(e) = self.session.unpause(handle).await {
+            warn!(ih = %v.ih, "could not resume after rejoining: {e:#}");
         }
     }
 
@@ -538,7 +564,10 @@ pub(super) fn log_traffic(handle: &librqbit::ManagedTorrent, what: &str) {
         return;
     }
     let Some(live) = handle.live() else { return };
-    let peers = live.per_peer_stats_snapshot(Default::default());
+    // Every peer it has talked to, not only those still connected (its
+    // filter type is not exported; it deserializes from its HTTP API form).
+    let all = serde_json::from_str(r#"{"state":"all"}"#).unwrap_or_default();
+    let peers = live.per_peer_stats_snapshot(all);
     let mut each: Vec<String> = peers
         .peers
         .iter()
@@ -563,5 +592,85 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim has no preconditions; it only returns free memory.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// How a version's pieces fall into the stripes of a fetch shared by
+/// `count` members.
+#[derive(Clone, Copy, Debug)]
+struct StripeLayout {
+    n_pieces: u64,
+    piece_length: u64,
+    size: u64,
+    count: u32,
+}
+
+impl StripeLayout {
+    /// The pieces `first..last` of stripe `index`.
+    fn pieces(&self, index: u32) -> (u64, u64) {
+        let start = |i: u32| Stripe { index: i, count: self.count }.start(self.size, self.piece_length) / self.piece_length;
+        let first = start(index);
+        let last = if index + 1 >= self.count { self.n_pieces } else { start(index + 1) };
+        (first, last.max(first))
+    }
+
+    /// Where a member whose own stripe is here helps next: the stripe that
+    /// lacks the most pieces here (on a tie, the first after its own), from
+    /// the middle of its missing pieces on. Its member fetches it from the
+    /// front, so the two split what is left of it instead of both asking the
+    /// seeder for the same pieces at its front. `(stripe, first piece, end
+    /// of that stripe)`, or `None` when no piece is missing.
+    fn help_target(&self, haves: &[u8], own: u32) -> Option<(u32, u64, u64)> {
+        let mut best: Option<(u32, Vec<u64>, u64)> = None;
+        for k in 0..self.count {
+            let index = (own + 1 + k) % self.count;
+            let (first, last) = self.pieces(index);
+            let missing: Vec<u64> = (first..last).filter(|&i| !bit(haves, i)).collect();
+            if !missing.is_empty() && best.as_ref().is_none_or(|(_, m, _)| missing.len() > m.len()) {
+                best = Some((index, missing, last));
+            }
+        }
+        best.map(|(index, missing, last)| (index, missing[missing.len() / 2], last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 4 stripes of 4 pieces (1 KiB each) over 16 pieces.
+    fn layout() -> StripeLayout {
+        StripeLayout { n_pieces: 16, piece_length: 1024, size: 16 * 1024, count: 4 }
+    }
+
+    fn haves(present: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        let mut b = vec![0u8; 2];
+        for i in present {
+            b[(i / 8) as usize] |= 0x80 >> (i % 8);
+        }
+        b
+    }
+
+    #[test]
+    fn stripes_cover_every_piece_once() {
+        let l = layout();
+        assert_eq!((0..4).map(|i| l.pieces(i)).collect::<Vec<_>>(), vec![(0, 4), (4, 8), (8, 12), (12, 16)]);
+        let odd = StripeLayout { n_pieces: 10, piece_length: 1024, size: 10 * 1024 - 100, count: 3 };
+        let all: Vec<u64> = (0..3).flat_map(|i| { let (a, b) = odd.pieces(i); a..b }).collect();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_member_done_with_its_stripe_helps_the_one_that_lacks_most_from_its_middle() {
+        let l = layout();
+        // Stripe 1 is here; stripe 2 lacks 4 pieces, stripe 3 two, stripe 0 one.
+        let h = haves([0, 1, 2, 4, 5, 6, 7, 12, 13]);
+        assert_eq!(l.help_target(&h, 1), Some((2, 10, 12)));
+        // Equal lacks: the first after its own stripe.
+        let h = haves([4, 5, 6, 7, 0, 1, 8, 9, 12, 13]);
+        assert_eq!(l.help_target(&h, 1), Some((2, 11, 12)));
+        assert_eq!(l.help_target(&h, 3), Some((0, 3, 4)));
+        // Nothing missing: done.
+        assert_eq!(l.help_target(&haves(0..16), 0), None);
     }
 }

@@ -158,10 +158,48 @@ impl Drop for NsTracker {
     }
 }
 
-/// Bytes sent through `eth0` of a namespace (its tbf qdisc's counter).
-pub fn sent_bytes(ns: &str) -> Option<u64> {
+/// What went out of a namespace's `eth0`: bytes and packets its tbf qdisc
+/// sent and dropped, and the TCP segments the namespace retransmitted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Uplink {
+    pub sent_bytes: u64,
+    pub dropped: u64,
+    pub retransmitted: u64,
+}
+
+/// The uplink counters of a namespace (`tc -s qdisc`, `/proc/net/snmp`).
+pub fn uplink(ns: &str) -> Option<Uplink> {
     let out = Command::new("tc").args(["-n", ns, "-s", "qdisc", "show", "dev", "eth0"]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
+    // " Sent 123 bytes 45 pkt (dropped 6, overlimits 7 requeues 0)"
     let line = text.lines().find(|l| l.trim_start().starts_with("Sent "))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let sent_bytes = words.get(1)?.parse().ok()?;
+    let dropped = words
+        .iter()
+        .position(|w| *w == "(dropped")
+        .and_then(|i| words.get(i + 1))
+        .and_then(|w| w.trim_end_matches(',').parse().ok())
+        .unwrap_or(0);
+    let snmp = command_in(ns, Path::new("cat")).arg("/proc/net/snmp").output().ok()?;
+    Some(Uplink { sent_bytes, dropped, retransmitted: retrans_segs(&String::from_utf8_lossy(&snmp.stdout)).unwrap_or(0) })
+}
+
+/// `Tcp: ... RetransSegs ...` of /proc/net/snmp (a header line, then values).
+fn retrans_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let i = names.split_whitespace().position(|w| w == "RetransSegs")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retransmitted_segments_come_from_the_tcp_lines() {
+        let snmp = "Ip: Forwarding DefaultTTL\\nIp: 1 64\\n\
+                    Tcp: RtoAlgorithm RtoMin ActiveOpens RetransSegs InErrs\\nTcp: 1 200 7 4242 0\\n";
+        assert_eq!(super::retrans_segs(&snmp.replace("\\n", "\n")), Some(4242));
+        assert_eq!(super::retrans_segs("Ip: a\nIp: 1\n"), None);
+    }
 }

@@ -75,18 +75,35 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         measure::setxattr(&p.path(NAME), measure::XATTR_PIN, b"1").map_err(|e| anyhow!("pin on {}: {e}", p.name))?;
     }
     let mut done: Vec<Option<Duration>> = vec![None; peers.len()];
+    // Every member's uplink counter every `SAMPLE`, for the timeline note.
+    const SAMPLE: Duration = Duration::from_secs(5);
+    let sent = || -> Vec<u64> { lab.members.iter().map(|(ns, _)| super::netns::uplink(ns).map_or(0, |u| u.sent_bytes)).collect() };
+    let mut samples = vec![sent()];
     while done.iter().any(Option::is_none) && t0.elapsed() < deadline {
         for (i, p) in peers.iter().enumerate() {
             if done[i].is_none() && measure::bytes_local(&p.path(NAME)) >= f {
                 done[i] = Some(t0.elapsed());
             }
         }
+        if t0.elapsed() >= SAMPLE * samples.len() as u32 {
+            samples.push(sent());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    samples.push(sent());
+    s.note(uplink_timeline(&samples, SAMPLE));
     let have: Vec<u64> = peers.iter().map(|p| measure::bytes_local(&p.path(NAME))).collect();
-    let uploaded: Vec<String> = lab.members.iter().map(|(ns, _)| super::netns::sent_bytes(ns).map_or("?".into(), size)).collect();
+    let uploaded: Vec<String> = lab
+        .members
+        .iter()
+        .map(|(ns, _)| {
+            super::netns::uplink(ns).map_or("?".into(), |u| {
+                format!("{} ({} packets dropped, {} TCP segments retransmitted)", size(u.sent_bytes), u.dropped, u.retransmitted)
+            })
+        })
+        .collect();
     s.note(format!(
-        "bytes each member's eth0 sent (tc -s qdisc), seeder first: {}",
+        "what each member's eth0 sent (tc -s qdisc, /proc/net/snmp in its namespace), seeder first: {}",
         uploaded.join(", ")
     ));
     let bound_row = |titorrent: String, ratio: String, met: Met| {
@@ -147,4 +164,25 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     drop(lab);
     sink.push(s);
     Ok(())
+}
+
+/// "uplink rates per 5 s: seeder 7.9, 8.0, ...; members (mean) 5.1, ..."
+/// from cumulative byte counters taken every `every` (the last sample may
+/// come sooner; its interval is counted as a whole one).
+fn uplink_timeline(samples: &[Vec<u64>], every: Duration) -> String {
+    let rate = |i: usize, w: &[Vec<u64>]| w[1].get(i).unwrap_or(&0).saturating_sub(*w[0].get(i).unwrap_or(&0)) as f64 / (1 << 20) as f64 / every.as_secs_f64();
+    let seeder: Vec<String> = samples.windows(2).map(|w| format!("{:.1}", rate(0, w))).collect();
+    let members: Vec<String> = samples
+        .windows(2)
+        .map(|w| {
+            let n = w[0].len().saturating_sub(1).max(1);
+            format!("{:.1}", (1..w[0].len()).map(|i| rate(i, w)).sum::<f64>() / n as f64)
+        })
+        .collect();
+    format!(
+        "uplink MiB/s in each {} s since the pins: seeder {}; members (mean) {}",
+        every.as_secs(),
+        seeder.join(", "),
+        members.join(", ")
+    )
 }
