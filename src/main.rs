@@ -22,6 +22,14 @@ fn main() -> std::process::ExitCode {
         // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if matches!(cli.command, Command::Up(_) | Command::Mount(_)) {
+        // Two malloc arenas instead of glibc's 8 per core: a daemon that
+        // wakes and puts to sleep thousands of torrents from many threads
+        // otherwise keeps the memory it freed scattered over 16 arenas, and
+        // its RSS stays high long after it went idle (P9 benchmark).
+        // SAFETY: mallopt only sets a tunable; called before other threads.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

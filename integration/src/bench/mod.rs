@@ -65,6 +65,8 @@ pub struct Sizes {
     pub p7_uplink: u64,
     pub p8_duration: Duration,
     pub p9_idle: Duration,
+    /// The longest P9 waits for the daemons to settle after `p9_idle`.
+    pub p9_settle_max: Duration,
 }
 
 impl Sizes {
@@ -90,6 +92,7 @@ impl Sizes {
             p7_uplink: 8 * MIB,
             p8_duration: Duration::from_secs(10),
             p9_idle: Duration::from_secs(15),
+            p9_settle_max: Duration::from_secs(300),
         }
     }
 
@@ -115,6 +118,7 @@ impl Sizes {
             p7_uplink: 4 * MIB,
             p8_duration: Duration::from_secs(1),
             p9_idle: Duration::from_secs(1),
+            p9_settle_max: Duration::from_secs(10),
         }
     }
 }

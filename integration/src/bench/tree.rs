@@ -29,6 +29,24 @@ fn usage(mnt: &Path) -> anyhow::Result<Usage> {
     Ok(Usage { rss, sockets, fds, threads: measure::threads(pid).unwrap_or(0) })
 }
 
+/// Both daemons' usage once neither's descriptor count falls over `every`
+/// (give or take a few), or at `max`; and how long that took.
+fn settle(a: &Path, b: &Path, every: Duration, max: Duration) -> anyhow::Result<((Usage, Usage), Duration)> {
+    let t = Instant::now();
+    let mut last = (usage(a)?, usage(b)?);
+    while t.elapsed() < max {
+        std::thread::sleep(every);
+        let now = (usage(a)?, usage(b)?);
+        let falling = |before: &Usage, after: &Usage| after.fds + 8 < before.fds;
+        let done = !falling(&last.0, &now.0) && !falling(&last.1, &now.1);
+        last = now;
+        if done {
+            break;
+        }
+    }
+    Ok((last, t.elapsed()))
+}
+
 fn fmt_usage(u: &Usage) -> String {
     format!("RSS {:.1} MB, {} sockets, {} fds, {} threads", u.rss as f64 / 1e6, u.sockets, u.fds, u.threads)
 }
@@ -219,14 +237,35 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     }
     if ctx.wants("P9") {
         std::thread::sleep(z.p9_idle);
-        let (a1, b1) = (usage(alice.mountpoint())?, usage(bob.mountpoint())?);
+        let early = (usage(alice.mountpoint())?, usage(bob.mountpoint())?);
+        let (settled, waited) = settle(alice.mountpoint(), bob.mountpoint(), z.p9_idle, z.p9_settle_max)?;
+        let (a1, b1) = settled;
         let mut sec = p9(ctx, [a0, b0], [a1, b1]);
+        sec.note(format!(
+            "after a burst of publishes a daemon puts the versions it woke back to sleep (idle ones, oldest first); the figures are read once neither daemon's descriptor count fell over {} ({} after the first {}{}). At {} idle: alice {}; bob {}",
+            measure::secs(z.p9_idle),
+            measure::secs(waited),
+            measure::secs(z.p9_idle),
+            if waited >= z.p9_settle_max { ": the deadline, still falling" } else { "" },
+            measure::secs(z.p9_idle),
+            fmt_usage(&early.0),
+            fmt_usage(&early.1)
+        ));
         let (local, total) = local_bytes(bob.mountpoint());
         sec.note(format!(
             "bob runs with the build's default configuration; his mount reports {local} of the tree's {total} bytes \
              local (user.titorrent.bytes_local summed over every file, read after the figures above)"
         ));
         sink.push(sec);
+    }
+    // TITORRENT_BENCH_LOGS=DIR keeps each member's daemon log as DIR/NAME.log.
+    if let Some(keep) = std::env::var_os("TITORRENT_BENCH_LOGS") {
+        for p in [&alice, &bob] {
+            let to = std::path::Path::new(&keep).join(format!("{}.log", p.name()));
+            if let Err(e) = std::fs::create_dir_all(&keep).and_then(|()| std::fs::write(&to, p.log())) {
+                eprintln!("could not keep {}'s log as {}: {e}", p.name(), to.display());
+            }
+        }
     }
     Ok(())
 }
@@ -276,7 +315,8 @@ fn p9(ctx: &Ctx, empty: [Usage; 2], full: [Usage; 2]) -> Section {
     let mut s = Section::new(&format!("P9: daemon memory and sockets, {}-file group mounted and idle", z.tree_files));
     s.note(format!(
         "RSS is VmRSS of the `titorrent mount` process (/proc/PID/status), sockets the socket: links in \
-         /proc/PID/fd, each read after {} idle. Empty group (both mounted, nothing written): alice {}; bob {}. \
+         /proc/PID/fd; with an empty group read after {} idle, with the tree once the daemons settled (below). \
+         Empty group (both mounted, nothing written): alice {}; bob {}. \
          With the tree (alice wrote all of it and seeds every version; bob, mounted with the build's default \
          configuration, listed it and fetched what that configuration fetches): alice {}; bob {}",
         measure::secs(z.p9_idle),
