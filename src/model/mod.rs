@@ -966,6 +966,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                     w.deleted = true;
                 }
             }
+            // A rename changes no attribute: keep the table's mode and
+            // mtime, which may be newer than the answer's. One set here
+            // during a write session is shared when the session ends, which
+            // can reach the tracker after this rename and be applied here
+            // (answer or event) before this thread applies the answer (rsync:
+            // close, fchmod 644 on another descriptor, rename; the file kept
+            // its 0600 here). If the table's are the older ones, the event
+            // that changed them is still to come and brings them.
+            let moved = match inner.tree.get(moved.id) {
+                Some(cur) => FileEntry { mode: cur.mode, mtime: cur.mtime, ..moved },
+                None => moved,
+            };
             inner.tree.apply(moved);
         }
         self.changed.notify_waiters();
