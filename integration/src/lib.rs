@@ -45,7 +45,7 @@ pub mod wait;
 
 pub use content::{assert_same_bytes, bytes_on_disk, Pattern};
 pub use env::require_fuse;
-pub use peer::{MemberLine, Peer};
+pub use peer::{alice_and_bob, MemberLine, Peer};
 pub use raw::RawConn;
 pub use scenario::scenario;
 pub use tracker::TrackerProc;

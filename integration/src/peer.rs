@@ -399,3 +399,15 @@ impl Drop for Peer {
         }
     }
 }
+
+/// A tracker, a group created by alice, bob joined; both mounted. Fails
+/// (never skips) without FUSE.
+pub fn alice_and_bob() -> (TrackerProc, Peer, Peer) {
+    crate::require_fuse();
+    let tracker = TrackerProc::start();
+    let mut alice = Peer::create_group(&tracker, "alice");
+    let mut bob = Peer::join(&tracker, &alice, "bob");
+    alice.mount();
+    bob.mount();
+    (tracker, alice, bob)
+}

@@ -11,23 +11,12 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 use titorrent_integration::content::describe_difference;
 use titorrent_integration::raw::RawConn;
-use titorrent_integration::{assert_same_bytes, scenario, wait_for, wait_until, Pattern, Peer, TrackerProc};
+use titorrent_integration::{alice_and_bob, assert_same_bytes, scenario, wait_for, wait_until, Pattern, Peer, TrackerProc};
 use titorrent_tracker::proto::{FileId, ProtoError, Request, Response};
 
 const MIB: u64 = 1 << 20;
 /// How long another member may take to see a small published change.
 const SEE: Duration = Duration::from_secs(30);
-
-/// A tracker, a group created by alice, bob joined; both mounted.
-fn alice_and_bob() -> (TrackerProc, Peer, Peer) {
-    titorrent_integration::require_fuse();
-    let tracker = TrackerProc::start();
-    let mut alice = Peer::create_group(&tracker, "alice");
-    let mut bob = Peer::join(&tracker, &alice, "bob");
-    alice.mount();
-    bob.mount();
-    (tracker, alice, bob)
-}
 
 /// Waits until `peer` reads exactly `expected` at `rel`.
 fn wait_for_content(peer: &Peer, rel: &str, expected: &[u8], timeout: Duration) {

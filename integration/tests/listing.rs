@@ -14,20 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use titorrent_integration::programs::{getfattr, names, program, run_ok, wait_for_content, SEE};
-use titorrent_integration::{scenario, wait_for, Peer, TrackerProc};
+use titorrent_integration::{alice_and_bob, scenario, wait_for, Peer};
 
 use libc::{ENODATA, ENOENT, EOPNOTSUPP};
-
-/// A tracker, a group created by alice, bob joined; both mounted.
-fn alice_and_bob() -> (TrackerProc, Peer, Peer) {
-    titorrent_integration::require_fuse();
-    let tracker = TrackerProc::start();
-    let mut alice = Peer::create_group(&tracker, "alice");
-    let mut bob = Peer::join(&tracker, &alice, "bob");
-    alice.mount();
-    bob.mount();
-    (tracker, alice, bob)
-}
 
 /// getxattr(2) of `name` on `path`: the value, or the errno.
 fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {

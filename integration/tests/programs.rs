@@ -15,18 +15,7 @@ use std::time::Duration;
 use titorrent_integration::programs::{
     names, program, require_program, run, run_ok, wait_for_content, wait_for_tree, write_sample_tree, Compare, Seen, Tree, Watcher, SEE,
 };
-use titorrent_integration::{scenario, wait_for, Peer, TrackerProc};
-
-/// A tracker, a group created by alice, bob joined; both mounted.
-fn alice_and_bob() -> (TrackerProc, Peer, Peer) {
-    titorrent_integration::require_fuse();
-    let tracker = TrackerProc::start();
-    let mut alice = Peer::create_group(&tracker, "alice");
-    let mut bob = Peer::join(&tracker, &alice, "bob");
-    alice.mount();
-    bob.mount();
-    (tracker, alice, bob)
-}
+use titorrent_integration::{alice_and_bob, scenario, wait_for};
 
 fn temp_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("cannot create a temp dir")

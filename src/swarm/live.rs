@@ -406,12 +406,31 @@ impl Inner {
     /// seeder are lost: a window's worth, once.
     async fn rejoin(&self, v: &Version, handle: &Arc<librqbit::ManagedTorrent>) {
         debug!(ih = %v.ih, "rejoining the swarm with pieces to show");
-        if let Err(e) = self.session.pause(handle).await {
-            debug!(ih = %v.ih, "pause to rejoin: {e:#}");
+        self.redial(handle).await;
+    }
+
+    /// Drops a torrent's peer connections and dials its peers afresh
+    /// (pausing and resuming it: open streams survive, they belong to the
+    /// torrent rather than to its live state). Nothing for a torrent that is
+    /// initializing (it dials once live) or failed.
+    pub(super) async fn redial(&self, handle: &Arc<librqbit::ManagedTorrent>) {
+        let (live, paused) = handle.with_state(|s| {
+            (
+                matches!(s, ManagedTorrentState::Live(_)),
+                matches!(s, ManagedTorrentState::Paused(_)),
+            )
+        });
+        if !live && !paused {
             return;
         }
+        if live {
+            if let Err(e) = self.session.pause(handle).await {
+                debug!(info_hash = ?handle.info_hash(), "pause for a redial: {e:#}");
+                return;
+            }
+        }
         if let Err(e) = self.session.unpause(handle).await {
-            warn!(ih = %v.ih, "could not resume after rejoining: {e:#}");
+            warn!(info_hash = ?handle.info_hash(), "could not resume after a redial: {e:#}");
         }
     }
 

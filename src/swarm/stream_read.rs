@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use librqbit::{ManagedTorrent, ManagedTorrentState};
+use librqbit::ManagedTorrent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::error::{engine, SwarmError};
 use super::version::{LiveGuard, Version};
@@ -177,26 +177,8 @@ impl Inner {
         }
         // The members holding it may have it asleep.
         self.want(v);
-        let (live, paused) = handle.with_state(|s| {
-            (
-                matches!(s, ManagedTorrentState::Live(_)),
-                matches!(s, ManagedTorrentState::Paused(_)),
-            )
-        });
-        if !live && !paused {
-            // Initializing (it dials once live) or failed.
-            return;
-        }
         debug!(info_hash = ?handle.info_hash(), "read stalled; redialling peers");
-        if live {
-            if let Err(e) = self.session.pause(handle).await {
-                debug!("pause for a redial: {e:#}");
-                return;
-            }
-        }
-        if let Err(e) = self.session.unpause(handle).await {
-            warn!(info_hash = ?handle.info_hash(), "could not resume after a redial: {e:#}");
-        }
+        self.redial(handle).await;
     }
 }
 

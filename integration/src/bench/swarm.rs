@@ -147,13 +147,21 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         n as f64 * fb / (us + n as f64 * ui),
         bound_s
     ));
-    // Where each member's bytes came from, as its daemon logged at completion.
-    std::thread::sleep(Duration::from_millis(500));
-    for p in &peers {
+    // Where each member's bytes came from, as its daemon logs at completion
+    // (at debug level only: without it the lines never come, so the wait
+    // for them is short).
+    let sources = |p: &Member| {
         let log = p.log_tail(400);
-        if let Some(line) = log.lines().rev().find(|l| l.contains("fetched in the background")) {
-            let from = line.split("peers=").nth(1).unwrap_or(line);
-            s.note(format!("{} fetched from: {}", p.name, from.trim()));
+        log.lines().rev().find(|l| l.contains("fetched in the background")).map(|l| l.split("peers=").nth(1).unwrap_or(l).trim().to_string())
+    };
+    let found = measure::poll(Duration::from_secs(2), Duration::from_millis(50), || {
+        let all: Vec<Option<String>> = peers.iter().map(sources).collect();
+        all.iter().all(Option::is_some).then_some(all)
+    })
+    .unwrap_or_else(|| peers.iter().map(sources).collect());
+    for (p, from) in peers.iter().zip(found) {
+        if let Some(from) = from {
+            s.note(format!("{} fetched from: {from}", p.name));
         }
     }
     let ratio = all.as_secs_f64() / bound_s;
