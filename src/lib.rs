@@ -4,6 +4,7 @@
 //! Dependencies point one way: `fuse -> model -> {swarm, tracker_client} ->
 //! titorrent_tracker::proto`. The model names no fuser or librqbit type.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -45,9 +45,9 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
     };
     match err {
         ModelError::NotFound | ModelError::Exists => tracing::debug!(op, "{err}"),
-        ModelError::Locked { .. } | ModelError::Offline | ModelError::Unsupported(_) => {
-            tracing::warn!(op, "refused: {err}")
-        }
+        // Contention is normal operation: said, not warned about.
+        ModelError::Locked { .. } => tracing::info!(op, "refused: {err}"),
+        ModelError::Offline | ModelError::Unsupported(_) => tracing::warn!(op, "refused: {err}"),
         _ if errno == Errno::EIO => tracing::warn!(op, error = ?err, "I/O error: {err}"),
         _ => tracing::info!(op, "{err}"),
     }

@@ -20,6 +20,12 @@
 //!   mmap would map the backing file: read-only (the backing file is opened
 //!   read-only, so a writable shared mapping is refused), and the version
 //!   the passthrough readers read;
+//! - an open for appending (`O_APPEND`) is direct I/O: the daemon decides
+//!   where each append lands (the true end of the file, which the size the
+//!   kernel caches may not be), so the page cache must not keep the bytes
+//!   at the offset the kernel guessed. A direct-I/O open takes no mode of
+//!   the inode (iomode.c), so it fits beside cached opens; beside
+//!   passthrough ones it is passthrough + direct I/O, as above;
 //! - otherwise it is cached.
 //!
 //! Our view of what is open trails the kernel's: the kernel drops an open's
@@ -42,11 +48,15 @@ pub enum Mode<B> {
     /// Passthrough + `FOPEN_DIRECT_IO` on the inode's live backing: reads
     /// and writes to the daemon, no page cache.
     BesidePassthrough(Arc<B>),
+    /// `FOPEN_DIRECT_IO` alone: reads and writes to the daemon, no page
+    /// cache, no mode of the inode taken.
+    Direct,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Cached,
+    Direct,
     /// Plain or beside: either holds the inode's backing in the kernel.
     Passthrough,
 }
@@ -103,10 +113,11 @@ impl<B> IoModes<B> {
 
     /// An open for writing (or a create) of `ino` as handle `fh`: the
     /// daemon serves it, through the page cache unless passthrough readers
-    /// of the inode are live.
-    pub fn open_write(&mut self, ino: u64, fh: u64) -> Mode<B> {
+    /// of the inode are live or it appends.
+    pub fn open_write(&mut self, ino: u64, fh: u64, append: bool) -> Mode<B> {
         let mode = match self.inodes.get(&ino).and_then(|io| io.backing.as_ref()) {
             Some((_, backing)) => Mode::BesidePassthrough(backing.clone()),
+            None if append => Mode::Direct,
             None => Mode::Cached,
         };
         self.add(ino, fh, &mode);
@@ -120,6 +131,7 @@ impl<B> IoModes<B> {
                 io.cached += 1;
                 Kind::Cached
             }
+            Mode::Direct => Kind::Direct,
             Mode::Passthrough(_) | Mode::BesidePassthrough(_) => {
                 io.passthrough += 1;
                 Kind::Passthrough
@@ -142,6 +154,7 @@ impl<B> IoModes<B> {
         let Some(io) = self.inodes.get_mut(&ino) else { return };
         match kind {
             Kind::Cached => io.cached = io.cached.saturating_sub(1),
+            Kind::Direct => {}
             Kind::Passthrough => {
                 io.passthrough = io.passthrough.saturating_sub(1);
                 if io.passthrough == 0 {
@@ -168,6 +181,7 @@ mod tests {
             Mode::Cached => ("cached", None),
             Mode::Passthrough(b) => ("passthrough", Some(**b)),
             Mode::BesidePassthrough(b) => ("beside", Some(**b)),
+            Mode::Direct => ("direct", None),
         }
     }
 
@@ -214,15 +228,15 @@ mod tests {
         let mut io = IoModes::default();
         let mut made = 0;
         assert_eq!(show(&io.open_read(7, 1, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
-        assert_eq!(show(&io.open_write(7, 2)), ("beside", Some(1)));
+        assert_eq!(show(&io.open_write(7, 2, false)), ("beside", Some(1)));
         // Another inode is unaffected.
-        assert_eq!(show(&io.open_write(8, 3)), ("cached", None));
+        assert_eq!(show(&io.open_write(8, 3, false)), ("cached", None));
         io.release(1);
         // The write still holds the backing: a new read shares it.
         assert_eq!(show(&io.open_read(7, 4, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
         io.release(2);
         io.release(4);
-        assert_eq!(show(&io.open_write(7, 5)), ("cached", None));
+        assert_eq!(show(&io.open_write(7, 5, false)), ("cached", None));
         // And a read of 7 cannot be passthrough while that write is open.
         assert_eq!(show(&io.open_read(7, 6, Some(V1), backing(&mut made))), ("cached", None));
         assert_eq!(made, 1);
@@ -240,6 +254,22 @@ mod tests {
         io.release(2);
         io.release(3);
         assert_eq!(show(&io.open_read(7, 4, Some(V2), backing(&mut made))), ("passthrough", Some(2)));
+    }
+
+    #[test]
+    fn an_append_is_direct_io_beside_cached_opens_and_beside_passthrough_beside_passthrough_ones() {
+        let mut io = IoModes::default();
+        let mut made = 0;
+        assert_eq!(show(&io.open_read(7, 1, None, backing(&mut made))), ("cached", None));
+        assert_eq!(show(&io.open_write(7, 2, true)), ("direct", None));
+        io.release(1);
+        // The direct open holds no mode: a local read may be passthrough.
+        assert_eq!(show(&io.open_read(7, 3, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_write(7, 4, true)), ("beside", Some(1)));
+        io.release(2);
+        io.release(3);
+        io.release(4);
+        assert!(io.inodes.is_empty() && io.handles.is_empty());
     }
 
     #[test]

@@ -237,16 +237,18 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
                 Mode::BesidePassthrough(backing) => {
                     reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &backing)
                 }
+                Mode::Direct => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO),
                 Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
             };
         }
         let io = self.io.clone();
         self.rt.spawn(async move {
             match folder.open(id, mode).await {
-                Ok(fh) => match io.lock().open_write(id.0, fh.0) {
+                Ok(fh) => match io.lock().open_write(id.0, fh.0, mode.append) {
                     Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
                         reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO, &b)
                     }
+                    Mode::Direct => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_DIRECT_IO),
                     Mode::Cached => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
                 },
                 Err(e) => reply.error(errno::to_errno("open", &e)),
@@ -261,7 +263,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let name = match name_str(name) {
@@ -271,14 +273,17 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         let folder = self.folder.clone();
         let (uid, gid) = (self.uid, self.gid);
         let io = self.io.clone();
+        let open = open_mode(OpenFlags(flags));
+        let exclusive = flags & libc::O_EXCL != 0;
         self.rt.spawn(async move {
-            match folder.create(fid(parent), &name, mode & !umask).await {
+            match folder.create(fid(parent), &name, mode & !umask, open, exclusive).await {
                 Ok((e, fh)) => {
                     let (attr, fh) = (file_attr(&e, uid, gid), FileHandle(fh.0));
-                    match io.lock().open_write(e.id.0, fh.0) {
+                    match io.lock().open_write(e.id.0, fh.0, open.append) {
                         Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
                             reply.created_passthrough(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, &b)
                         }
+                        Mode::Direct => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
                         Mode::Cached => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
                     }
                 }
@@ -491,7 +496,7 @@ impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
 
 fn open_mode(flags: OpenFlags) -> OpenMode {
     let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-    OpenMode { write, truncate: flags.0 & libc::O_TRUNC != 0 }
+    OpenMode { write, truncate: flags.0 & libc::O_TRUNC != 0, append: flags.0 & libc::O_APPEND != 0 }
 }
 
 /// The kernel's caches, invalidated through fuser's notifier on a thread of
@@ -503,6 +508,8 @@ fn open_mode(flags: OpenFlags) -> OpenMode {
 /// only, until the READ is answered.
 pub struct KernelNotifier {
     queue: std::sync::mpsc::Sender<Inval>,
+    /// For attribute-only invalidations, sent at once (see `inval_attrs`).
+    direct: Notifier,
 }
 
 enum Inval {
@@ -514,6 +521,7 @@ impl KernelNotifier {
     /// Starts the thread that performs the invalidations, in the order asked.
     pub fn new(notifier: Notifier) -> std::io::Result<Self> {
         let (queue, rx) = std::sync::mpsc::channel::<Inval>();
+        let direct = notifier.clone();
         std::thread::Builder::new().name("kernel-inval".into()).spawn(move || {
             // Ends when the folder drops its KernelNotifier.
             for inval in rx {
@@ -536,7 +544,7 @@ impl KernelNotifier {
                 }
             }
         })?;
-        Ok(KernelNotifier { queue })
+        Ok(KernelNotifier { queue, direct })
     }
 }
 
@@ -548,5 +556,15 @@ impl KernelCache for KernelNotifier {
 
     fn inval_inode(&self, file: FileId) {
         let _ = self.queue.send(Inval::Inode(file));
+    }
+
+    fn inval_attrs(&self, file: FileId) {
+        // A negative offset invalidates no page (fuse_reverse_inval_inode):
+        // nothing here waits for a READ to be answered.
+        if let Err(e) = self.direct.inval_inode(INodeNo(file.0), -1, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!(%file, error = %e, "attribute invalidation failed");
+            }
+        }
     }
 }

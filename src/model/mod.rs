@@ -63,6 +63,10 @@ pub fn now_ms() -> UnixMillis {
 pub struct OpenMode {
     pub write: bool,
     pub truncate: bool,
+    /// `O_APPEND`: every write lands at the end of the staging copy,
+    /// whatever offset the kernel sends (it computes one from the size it
+    /// caches, which can predate the version this member's lock starts from).
+    pub append: bool,
 }
 
 /// An open file handle's number, as handed to the kernel.
@@ -73,12 +77,16 @@ pub struct Fh(pub u64);
 struct Handle {
     file: FileId,
     write: bool,
+    append: bool,
 }
 
 #[derive(Debug)]
 struct Staging {
     path: PathBuf,
     file: File,
+    /// Held while an append finds the end and writes there, so that two
+    /// appends through this member's handles never take the same end.
+    appending: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -428,10 +436,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     // ---- open / create ---------------------------------------------------
 
-    fn new_handle(&self, inner: &mut Inner, file: FileId, write: bool) -> Fh {
+    fn new_handle(&self, inner: &mut Inner, file: FileId, mode: OpenMode) -> Fh {
         let fh = Fh(inner.next_fh);
         inner.next_fh += 1;
-        inner.handles.insert(fh, Handle { file, write });
+        inner.handles.insert(fh, Handle { file, write: mode.write, append: mode.write && mode.append });
         fh
     }
 
@@ -466,7 +474,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     pub fn open_read(&self, id: FileId) -> Result<Fh> {
         let mut inner = self.inner.lock();
         inner.entry(id).ok_or(ModelError::NotFound)?;
-        Ok(self.new_handle(&mut inner, id, false))
+        Ok(self.new_handle(&mut inner, id, OpenMode::default()))
     }
 
     /// Opens a file. For write, takes the file's lock from the tracker first.
@@ -493,7 +501,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                             w.staging.file.set_len(0)?;
                             w.dirty = true;
                         }
-                        return Ok(self.new_handle(&mut inner, id, true));
+                        return Ok(self.new_handle(&mut inner, id, mode));
                     }
                     Some(_) => {} // wait for the publish to finish, then lock again
                     None if unlocking => {} // our own unlock lands first
@@ -517,14 +525,32 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let fh = {
             let mut inner = self.inner.lock();
             inner.writes.insert(id, WriteState::new(lease, staging, mode.truncate && entry.size > 0));
-            self.new_handle(&mut inner, id, true)
+            self.new_handle(&mut inner, id, mode)
         };
+        // The lock may start from a version whose size the kernel has not
+        // heard of yet (its invalidation is queued): before the program
+        // writes, the kernel must ask again, or `lseek(SEEK_END)` and reads
+        // up to the cached size see the old length.
+        if let Some(k) = self.kernel.get() {
+            k.inval_attrs(id);
+        }
         self.note_open_edit(id);
         Ok(fh)
     }
 
-    /// Creates a file (locked by this member) and opens it for write.
-    pub async fn create(self: &Arc<Self>, parent: FileId, name: &str, mode: u32) -> Result<(FileEntry, Fh)> {
+    /// Creates a file (locked by this member) and opens it for write. When
+    /// another member created the name first, `exclusive` (`O_EXCL`) fails
+    /// with `Exists`; otherwise their file is opened, as `O_CREAT` alone
+    /// would.
+    pub async fn create(
+        self: &Arc<Self>,
+        parent: FileId,
+        name: &str,
+        mode: u32,
+        open: OpenMode,
+        exclusive: bool,
+    ) -> Result<(FileEntry, Fh)> {
+        let open = OpenMode { write: true, ..open };
         self.check_new_name(parent, name)?;
         if !self.is_online() {
             return Err(ModelError::Offline);
@@ -533,10 +559,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let (entry, lease) = match self.coord.request(req).await {
             Ok(Response::File { entry, lease: Some(lease) }) => (entry, lease),
             Ok(other) => return Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
+            Err(CoordError::Refused(ProtoError::AlreadyExists)) if exclusive => return Err(ModelError::Exists),
             Err(CoordError::Refused(ProtoError::AlreadyExists)) => {
                 // Someone else created it first: open theirs, as O_CREAT without O_EXCL would.
                 let existing = self.wait_for_name(parent, name).await.ok_or(ModelError::Exists)?;
-                let fh = self.open(existing, OpenMode { write: true, truncate: false }).await?;
+                let fh = self.open(existing, open).await?;
                 return Ok((self.attr(existing)?, fh));
             }
             Err(e) => return Err(e.into()),
@@ -546,7 +573,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             let mut inner = self.inner.lock();
             let applied = inner.tree.apply(entry.clone());
             inner.writes.insert(entry.id, WriteState::new(lease, staging, false));
-            let fh = self.new_handle(&mut inner, entry.id, true);
+            let fh = self.new_handle(&mut inner, entry.id, open);
             (applied, fh)
         };
         self.changed.notify_waiters();
@@ -668,7 +695,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     fn new_staging(&self, id: FileId, lease: &Lease) -> Result<Staging> {
         let path = self.dirs.staging.join(format!("{}-{}", id.0, lease.id.0));
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-        Ok(Staging { path, file })
+        Ok(Staging { path, file, appending: Mutex::new(()) })
     }
 
     /// A private copy to write into: empty, or the version the lease starts
@@ -793,12 +820,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !h.write {
             return Err(ModelError::NotWritable);
         }
-        let file = h.file;
+        let (file, append) = (h.file, h.append);
         let w = inner.writes.get_mut(&file).ok_or(ModelError::NotWritable)?;
         w.dirty = true;
         let staging = w.staging.clone();
         drop(inner);
-        staging.file.write_all_at(data, offset)?;
+        if append {
+            let _end = staging.appending.lock();
+            let end = staging.file.metadata()?.len();
+            staging.file.write_all_at(data, end)?;
+        } else {
+            staging.file.write_all_at(data, offset)?;
+        }
         Ok(data.len() as u32)
     }
 
@@ -811,7 +844,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if self.attr(id)?.size == size {
             return Ok(());
         }
-        let fh = self.open(id, OpenMode { write: true, truncate: size == 0 }).await?;
+        let fh = self.open(id, OpenMode { write: true, truncate: size == 0, append: false }).await?;
         let res = self.truncate_staging(id, Some(fh), size);
         self.release(fh);
         match res {
@@ -1051,7 +1084,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             Ok(t) => t,
             Err(_) => match self.coord.request(Request::GetTorrent { file, version }).await? {
                 Response::Torrent(t) => {
-                    let _ = std::fs::write(&tpath, &t);
+                    let _ = crate::atomic_file::write(&tpath, &t, false);
                     t
                 }
                 other => return Err(ModelError::Protocol(format!("GetTorrent answered {other:?}"))),
@@ -1383,9 +1416,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         };
         let bytes = bincode::serde::encode_to_vec(&SavedTable { seq, files }, bincode::config::standard())
             .map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)
+        crate::atomic_file::write(path, &bytes, false)
     }
 
     /// Locks this member still holds because files are open for write.

@@ -94,6 +94,11 @@ pub trait Coordinator: Send + Sync + 'static {
 pub trait KernelCache: Send + Sync + 'static {
     fn inval_entry(&self, parent: FileId, name: &str);
     fn inval_inode(&self, file: FileId);
+    /// Drops the attributes (size, mtime) the kernel caches for `file`, and
+    /// only those, before returning: the next `stat`, `lseek(SEEK_END)` or
+    /// read past the cached size asks the daemon. Never waits on a page
+    /// lock, so it is safe on any thread.
+    fn inval_attrs(&self, file: FileId);
 }
 
 #[cfg(test)]

@@ -106,10 +106,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     fn save_outbox(&self, e: &OutboxEntry) -> std::io::Result<()> {
         let text = toml::to_string(e).map_err(std::io::Error::other)?;
         let path = self.outbox_path(e.file, e.lease);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        crate::atomic_file::write(&path, text.as_bytes(), true)
     }
 
     fn drop_outbox(&self, e: &OutboxEntry) {
@@ -195,7 +192,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             match self.content.publish(&entry.staging, &entry.name).await {
                 Ok(c) => {
                     let tpath = self.dirs.torrents.join(format!("{}.torrent", c.info_hash));
-                    if let Err(e) = std::fs::write(&tpath, &c.torrent) {
+                    if let Err(e) = crate::atomic_file::write(&tpath, &c.torrent, false) {
                         tracing::warn!(error = %e, "cannot cache torrent file {}", tpath.display());
                     }
                     self.inner.lock().ensured.insert(c.info_hash);

@@ -161,7 +161,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     fn save_pins(&self) {
         let text: String = self.inner.lock().pins.iter().map(|p| format!("{p}\n")).collect();
-        if let Err(e) = std::fs::write(&self.dirs.pins, text) {
+        if let Err(e) = crate::atomic_file::write(&self.dirs.pins, text.as_bytes(), false) {
             tracing::warn!(file = %self.dirs.pins.display(), error = %e, "cannot save pins");
         }
     }

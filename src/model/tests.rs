@@ -101,6 +101,9 @@ impl Coordinator for Arc<FakeTracker> {
         drop(next);
         match req {
             Request::CreateFile { parent, name, kind, mode, lock } => {
+                if self.files.lock().values().any(|e| e.parent == parent && e.name == name) {
+                    return refuse(ProtoError::AlreadyExists);
+                }
                 let id = FileId(100 + n);
                 let entry = FileEntry {
                     id,
@@ -267,7 +270,7 @@ async fn published(f: &Fixture, n: usize) {
 #[tokio::test]
 async fn create_write_close_publishes_and_reads_back() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "a.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "a.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"hello ").unwrap();
     f.folder.write(fh, 6, b"world").unwrap();
     // Own edits are visible before the close.
@@ -283,9 +286,49 @@ async fn create_write_close_publishes_and_reads_back() {
 }
 
 #[tokio::test]
+async fn appends_land_at_the_end_whatever_offset_the_kernel_sends() {
+    let f = fixture();
+    let append = OpenMode { append: true, ..OpenMode::default() };
+    let (entry, fh) = f.folder.create(FileId::ROOT, "log", 0o644, append, false).await.unwrap();
+    f.folder.write(fh, 0, b"one\n").unwrap();
+    // The kernel's cached size said 0 again (another member's version it
+    // had not heard of): the daemon still appends.
+    f.folder.write(fh, 0, b"two\n").unwrap();
+    assert_eq!(read_all(&f, fh), b"one\ntwo\n");
+    // A second handle without O_APPEND writes where it is told.
+    let plain = f.folder.open(entry.id, OpenMode { write: true, ..OpenMode::default() }).await.unwrap();
+    f.folder.write(plain, 0, b"ONE").unwrap();
+    assert_eq!(read_all(&f, fh), b"ONE\ntwo\n");
+    f.folder.release(plain);
+    f.folder.release(fh);
+    published(&f, 1).await;
+}
+
+#[tokio::test]
+async fn an_exclusive_create_of_a_name_another_member_just_made_is_eexist() {
+    let f = fixture();
+    // Another member's create landed at the tracker; its event is not here yet.
+    let theirs = FileEntry {
+        id: FileId(50),
+        parent: FileId::ROOT,
+        name: "race".into(),
+        kind: FileKind::File,
+        size: 0,
+        mtime: 0,
+        mode: 0o644,
+        version: Version(0),
+        info_hash: None,
+        author: MemberId(9),
+    };
+    f.tracker.files.lock().insert(theirs.id, theirs);
+    let err = f.folder.create(FileId::ROOT, "race", 0o644, OpenMode::default(), true).await.unwrap_err();
+    assert!(matches!(err, ModelError::Exists), "{err:?}");
+}
+
+#[tokio::test]
 async fn unchanged_close_unlocks_without_a_new_version() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.release(fh);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f.tracker.locks.lock().is_empty() {
@@ -299,11 +342,11 @@ async fn unchanged_close_unlocks_without_a_new_version() {
 #[tokio::test]
 async fn open_for_write_of_a_locked_file_names_the_holder() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "notes.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "notes.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.release(fh);
     *f.tracker.foreign_holder.lock() =
         Some(LockHolder { member: MemberId(9), member_name: "ana".into(), since: 43_384_000, expires: 0 });
-    let err = f.folder.open(entry.id, OpenMode { write: true, truncate: false }).await.unwrap_err();
+    let err = f.folder.open(entry.id, OpenMode { write: true, truncate: false, ..OpenMode::default() }).await.unwrap_err();
     assert!(matches!(err, ModelError::Locked { .. }));
     assert_eq!(err.to_string(), "notes.txt is locked by ana since 12:03:04 UTC");
 }
@@ -311,7 +354,7 @@ async fn open_for_write_of_a_locked_file_names_the_holder() {
 #[tokio::test]
 async fn a_refused_publish_becomes_a_conflict_copy_next_to_the_file() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "doc.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "doc.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"precious edit").unwrap();
     // Someone else's version lands first at the tracker.
     f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(5);
@@ -332,7 +375,7 @@ async fn a_refused_publish_becomes_a_conflict_copy_next_to_the_file() {
 #[tokio::test]
 async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "crash.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "crash.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"survives").unwrap();
     f.tracker.offline.store(true, Ordering::SeqCst);
     f.folder.release(fh);
@@ -359,7 +402,7 @@ async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
 #[tokio::test]
 async fn publish_waits_out_an_offline_tracker() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "later", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "later", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"written offline").unwrap();
     f.tracker.offline.store(true, Ordering::SeqCst);
     f.folder.release(fh);
@@ -377,7 +420,7 @@ async fn publish_waits_out_an_offline_tracker() {
 async fn writes_while_offline_are_read_only() {
     let f = fixture();
     f.folder.set_online(false);
-    let err = f.folder.create(FileId::ROOT, "x", 0o644).await.unwrap_err();
+    let err = f.folder.create(FileId::ROOT, "x", 0o644, OpenMode::default(), false).await.unwrap_err();
     assert!(matches!(err, ModelError::Offline));
 }
 
@@ -406,7 +449,7 @@ async fn a_torrent_that_does_not_match_its_hash_is_refused() {
 async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
     let f = fixture();
     for bad in ["..", "a/b", ""] {
-        assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644).await, Err(ModelError::InvalidName)));
+        assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644, OpenMode::default(), false).await, Err(ModelError::InvalidName)));
     }
     assert!(f.tracker.files.lock().is_empty());
 }
@@ -415,13 +458,13 @@ async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
 async fn only_the_last_k_versions_stay_local() {
     let f = fixture();
     f.folder.set_keep_versions(2);
-    let (entry, fh) = f.folder.create(FileId::ROOT, "log.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "log.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"v1").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
     let mut hashes = vec![f.folder.attr(entry.id).unwrap().info_hash.unwrap()];
     for (n, body) in [(2, b"v2"), (3, b"v3")] {
-        let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: true }).await.unwrap();
+        let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: true, ..OpenMode::default() }).await.unwrap();
         f.folder.write(fh, 0, body).unwrap();
         f.folder.release(fh);
         published(&f, n).await;
@@ -440,7 +483,7 @@ async fn only_the_last_k_versions_stay_local() {
 async fn a_version_shared_with_another_file_is_not_collected() {
     let f = fixture();
     f.folder.set_keep_versions(1);
-    let (a, fh) = f.folder.create(FileId::ROOT, "a", 0o644).await.unwrap();
+    let (a, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"same").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -450,7 +493,7 @@ async fn a_version_shared_with_another_file_is_not_collected() {
     b.id = FileId(900);
     b.name = "b".into();
     f.folder.apply_event(Event { seq: Seq(10), at: 0, by: MemberId(9), kind: EventKind::FileCreated(b) });
-    let fh = f.folder.open(a.id, OpenMode { write: true, truncate: true }).await.unwrap();
+    let fh = f.folder.open(a.id, OpenMode { write: true, truncate: true, ..OpenMode::default() }).await.unwrap();
     f.folder.write(fh, 0, b"new").unwrap();
     f.folder.release(fh);
     published(&f, 2).await;
@@ -461,7 +504,7 @@ async fn a_version_shared_with_another_file_is_not_collected() {
 #[tokio::test]
 async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "draft.md", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "draft.md", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"half of my work").unwrap();
     // The daemon dies here: no release. Its lease runs out and someone else
     // publishes a version meanwhile.
@@ -510,7 +553,7 @@ async fn a_fetched_version_is_reported_and_holders_are_tracked() {
 #[tokio::test]
 async fn versions_only_this_member_holds_are_listed() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "mine.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "mine.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"only here").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -532,11 +575,11 @@ fn event(seq: u64, kind: EventKind) -> Event {
 #[tokio::test]
 async fn an_open_for_write_right_after_an_unchanged_close_waits_for_the_unlock() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "f", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "f", 0o644, OpenMode::default(), false).await.unwrap();
     // `touch f && echo x >> f`: the close's unlock is still in flight when
     // the next open asks for the lock; refused, it would be EBUSY.
     f.folder.release(fh);
-    let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: false }).await.expect("open right after the close");
+    let fh = f.folder.open(entry.id, OpenMode { write: true, truncate: false, ..OpenMode::default() }).await.expect("open right after the close");
     f.folder.write(fh, 0, b"x\n").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -547,7 +590,7 @@ async fn an_open_for_write_right_after_an_unchanged_close_waits_for_the_unlock()
 async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() {
     let f = fixture();
     // Saved as a temporary file, renamed over nothing yet.
-    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"[core]\n").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -561,7 +604,7 @@ async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() 
     assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, tmp.id);
 
     // A second save replaces the first: the first file is deleted here.
-    let (second, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    let (second, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"[core]\nbare = false\n").unwrap();
     f.folder.release(fh);
     published(&f, 2).await;
@@ -584,7 +627,7 @@ async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() 
 #[tokio::test]
 async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "movie.txt", 0o644).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "movie.txt", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"the whole movie").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -601,7 +644,7 @@ async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle(
 #[tokio::test]
 async fn a_file_renamed_while_its_publish_is_in_flight_is_renamed_once_it_lands() {
     let f = fixture();
-    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644).await.unwrap();
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
     f.folder.write(fh, 0, b"[core]\n").unwrap();
     f.folder.release(fh); // the publish starts
     f.folder.rename(FileId::ROOT, "config.lock", FileId::ROOT, "config", true).await.unwrap();

@@ -322,11 +322,9 @@ impl MetaStore {
     }
 }
 
-/// Writes through a temporary file and a rename.
+/// Writes through a temporary file of its own and a rename.
 pub(super) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write(path, data, false)
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! Members writing one file as fast as its lock allows, on real mounts:
+//! appends land at the true end of the current version, read-modify-write
+//! under the lock loses no increment, an open of an existing file never
+//! fails because another member is publishing it, and the loser of an
+//! `O_CREAT|O_EXCL` race gets `EEXIST`.
+//!
+//! Needs root, /dev/fuse, fusermount3 and the binaries built (`cargo build
+//! --workspace`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::Duration;
+use titorrent_integration::programs::{conflict_copies, names, SEE};
+use titorrent_integration::{alice_and_bob, scenario, wait_for, Peer};
+
+/// Lines (or increments) each member makes.
+const EACH: usize = 60;
+
+/// Opens `path` with `open`, retrying while another member holds the lock
+/// (EBUSY, the one refusal a contended open may get). Any other error is
+/// counted by errno, for the test to assert none happened.
+fn open_retrying(path: &Path, open: &OpenOptions, errors: &mut BTreeMap<i32, usize>) -> fs::File {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match open.open(path) {
+            Ok(f) => return f,
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(0);
+                if errno != libc::EBUSY {
+                    *errors.entry(errno).or_default() += 1;
+                }
+                assert!(std::time::Instant::now() < deadline, "{} stayed unopenable: {e}", path.display());
+                // Polling the lock: the holder closes within milliseconds.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// Runs `work(peer index, mountpoint, errors)` on both members at once;
+/// returns each one's errors and result.
+fn on_both<R: Send>(
+    peers: [&Peer; 2],
+    work: impl Fn(usize, &Path, &mut BTreeMap<i32, usize>) -> R + Sync,
+) -> Vec<(BTreeMap<i32, usize>, R)> {
+    let start = Barrier::new(2);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (start, work, root) = (&start, &work, p.mountpoint().to_path_buf());
+                s.spawn(move || {
+                    let mut errors = BTreeMap::new();
+                    start.wait();
+                    let r = work(i, &root, &mut errors);
+                    (errors, r)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a writer thread panicked")).collect()
+    })
+}
+
+fn wait_same(what: &str, a: &Path, b: &Path, done: impl Fn(&str) -> bool) -> String {
+    wait_for(SEE, what, || {
+        let (x, y) = (fs::read_to_string(a).map_err(|e| e.to_string())?, fs::read_to_string(b).map_err(|e| e.to_string())?);
+        if x == y && done(&x) {
+            Ok(x)
+        } else {
+            Err(format!("alice has {} lines, bob {} lines", x.lines().count(), y.lines().count()))
+        }
+    })
+}
+
+#[test]
+fn appends_from_two_members_land_at_the_true_end_and_none_is_lost() {
+    scenario(Duration::from_secs(240), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::write(alice.path("shared.log"), "").unwrap();
+        wait_for(SEE, "bob sees shared.log", || fs::metadata(bob.path("shared.log")).map_err(|e| e.to_string()));
+        let who = ["alice", "bob"];
+        let errors = on_both([&alice, &bob], |i, root, errors| {
+            let path = root.join("shared.log");
+            let mut open = OpenOptions::new();
+            open.append(true);
+            for n in 0..EACH {
+                let mut f = open_retrying(&path, &open, errors);
+                f.write_all(format!("{} {n}\n", who[i]).as_bytes()).expect("append");
+                drop(f);
+            }
+        });
+        for (i, (e, ())) in errors.iter().enumerate() {
+            assert!(e.is_empty(), "{}'s opens failed with errno (count) {e:?}; only EBUSY is allowed", who[i]);
+        }
+        let text = wait_same("both members hold every line", &alice.path("shared.log"), &bob.path("shared.log"), |t| {
+            t.lines().count() >= 2 * EACH
+        });
+        let mut want: Vec<String> = who.iter().flat_map(|w| (0..EACH).map(move |n| format!("{w} {n}"))).collect();
+        let mut got: Vec<String> = text.lines().map(str::to_string).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "the lines in shared.log:\n{text}");
+        for p in [&alice, &bob] {
+            let listing = names(p.mountpoint());
+            assert!(conflict_copies(&listing).is_empty(), "{} has conflict copies: {listing:?}", p.name());
+        }
+    });
+}
+
+#[test]
+fn increments_under_the_lock_from_two_members_all_count() {
+    scenario(Duration::from_secs(240), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::write(alice.path("counter"), "0\n").unwrap();
+        wait_for(SEE, "bob sees counter", || match fs::read_to_string(bob.path("counter")) {
+            Ok(s) if s == "0\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        });
+        let errors = on_both([&alice, &bob], |_, root, errors| {
+            let path = root.join("counter");
+            let mut open = OpenOptions::new();
+            open.read(true).write(true);
+            for _ in 0..EACH {
+                let mut f = open_retrying(&path, &open, errors);
+                let mut s = String::new();
+                f.read_to_string(&mut s).expect("read the counter");
+                let n: u64 = s.trim().parse().unwrap_or_else(|e| panic!("counter holds {s:?}: {e}"));
+                f.seek(SeekFrom::Start(0)).unwrap();
+                f.set_len(0).unwrap();
+                f.write_all(format!("{}\n", n + 1).as_bytes()).unwrap();
+            }
+        });
+        for (e, ()) in &errors {
+            assert!(e.is_empty(), "opens failed with errno (count) {e:?}; only EBUSY is allowed");
+        }
+        let want = format!("{}\n", 2 * EACH);
+        wait_same("both members read the final count", &alice.path("counter"), &bob.path("counter"), |t| t == want);
+    });
+}
+
+#[test]
+fn the_loser_of_an_exclusive_create_race_gets_eexist() {
+    scenario(Duration::from_secs(180), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        for round in 0..20 {
+            let name = PathBuf::from(format!("race-{round}"));
+            let results = on_both([&alice, &bob], |_, root, _| {
+                // 0 for the winner, whose handle closes (publishing the
+                // empty file) when it drops.
+                let r = OpenOptions::new().write(true).create_new(true).mode(0o644).open(root.join(&name));
+                r.map(|_| 0).unwrap_or_else(|e| e.raw_os_error().unwrap_or(-1))
+            });
+            let codes: Vec<i32> = results.iter().map(|(_, c)| *c).collect();
+            let mut sorted = codes.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![0, libc::EEXIST], "round {round}: (alice, bob) got errno {codes:?}");
+        }
+    });
+}
