@@ -162,3 +162,53 @@ fn the_loser_of_an_exclusive_create_race_gets_eexist() {
         }
     });
 }
+
+#[test]
+fn opening_a_name_another_member_keeps_replacing_never_fails_with_enoent() {
+    scenario(Duration::from_secs(240), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        fs::write(alice.path("config"), "0\n").unwrap();
+        wait_for(SEE, "bob sees config", || fs::metadata(bob.path("config")).map_err(|e| e.to_string()));
+        let results = on_both([&alice, &bob], |i, root, errors| {
+            let mut seen = Vec::new();
+            for n in 1..=EACH {
+                if i == 0 {
+                    // alice saves the way editors do: a temporary file renamed over the name.
+                    let tmp = root.join("config.tmp");
+                    fs::write(&tmp, format!("{n}\n")).expect("write config.tmp");
+                    // EBUSY while bob holds config open for write: retried.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while let Err(e) = fs::rename(&tmp, root.join("config")) {
+                        let errno = e.raw_os_error().unwrap_or(0);
+                        if errno != libc::EBUSY {
+                            *errors.entry(errno).or_default() += 1;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "config.tmp never renamed: {e}");
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                } else {
+                    // bob opens the name for read and for write, and reads it.
+                    let mut f = open_retrying(&root.join("config"), OpenOptions::new().read(true).write(true), errors);
+                    let mut s = String::new();
+                    f.read_to_string(&mut s).expect("read config");
+                    drop(f);
+                    match fs::read_to_string(root.join("config")) {
+                        Ok(t) => seen.push(t),
+                        Err(e) => *errors.entry(e.raw_os_error().unwrap_or(0)).or_default() += 1,
+                    }
+                    seen.push(s);
+                }
+            }
+            seen
+        });
+        for (who, (e, seen)) in ["alice", "bob"].iter().zip(&results) {
+            assert!(e.is_empty(), "{who}'s opens of config failed with errno (count) {e:?}; only EBUSY is allowed");
+            for s in seen {
+                assert!(s.ends_with('\n') && s.trim().parse::<usize>().is_ok(), "{who} read a torn or empty config: {s:?}");
+            }
+        }
+        wait_same("both members read alice's last save", &alice.path("config"), &bob.path("config"), |t| {
+            t == format!("{EACH}\n")
+        });
+    });
+}

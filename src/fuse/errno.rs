@@ -18,6 +18,9 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::Locked { .. } => Errno::EBUSY,
         ModelError::Offline => Errno::EROFS,
         ModelError::BadHandle => Errno::EBADF,
+        // The VFS retries an open that fails with ESTALE once, with a fresh
+        // lookup of every name on the path (LOOKUP_REVAL).
+        ModelError::Replaced => Errno::ESTALE,
         ModelError::NotWritable => Errno::EBADF,
         ModelError::Unsupported(_) => Errno::EOPNOTSUPP,
         ModelError::Refused(p) => match p {
@@ -44,7 +47,7 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::Io(e) => Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)),
     };
     match err {
-        ModelError::NotFound | ModelError::Exists => tracing::debug!(op, "{err}"),
+        ModelError::NotFound | ModelError::Exists | ModelError::Replaced => tracing::debug!(op, "{err}"),
         // Contention is normal operation: said, not warned about.
         ModelError::Locked { .. } => tracing::info!(op, "refused: {err}"),
         ModelError::Offline | ModelError::Unsupported(_) => tracing::warn!(op, "refused: {err}"),

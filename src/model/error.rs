@@ -23,6 +23,11 @@ pub enum ModelError {
     Offline,
     #[error("stale file handle")]
     BadHandle,
+    /// The inode is no longer in the table (another member replaced or
+    /// removed the file since the kernel looked its name up): the kernel
+    /// looks the name up again and retries the open (ESTALE, as NFS).
+    #[error("the file was replaced or removed by another member; looking its name up again")]
+    Replaced,
     #[error("file not open for writing")]
     NotWritable,
     #[error("operation not supported yet: {0}")]

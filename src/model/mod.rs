@@ -486,6 +486,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if entry.kind == FileKind::Dir {
             return Err(ModelError::IsDir);
         }
+        if self.inner.lock().tree.get(id).is_none() {
+            // An orphan: the name the kernel resolved now names another file
+            // (a rename over it) or none.
+            return Err(ModelError::Replaced);
+        }
         let gate = self.write_open_gate(id);
         let _serial = gate.lock().await;
         // Join this member's own write session if there is one.
@@ -513,7 +518,16 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !self.is_online() {
             return Err(ModelError::Offline);
         }
-        let lease = self.take_lock(id).await?;
+        let lease = match self.take_lock(id).await {
+            Err(ModelError::NotFound) => {
+                // Removed at the tracker, and its event is on the way: once
+                // it is here, the kernel's fresh lookup finds what the name
+                // is now.
+                self.wait_gone(id, Duration::from_secs(2)).await;
+                return Err(ModelError::Replaced);
+            }
+            other => other?,
+        };
         let staging = match self.prepare_staging(id, &lease, mode.truncate).await {
             Ok(s) => s,
             Err(e) => {
@@ -743,6 +757,20 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 tracing::warn!(path = %self.path_of(id), "renaming a file whose publish has not landed yet");
+                return;
+            }
+        }
+    }
+
+    /// Waits (at most `max`) until `id` is out of the table.
+    async fn wait_gone(&self, id: FileId, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.changed.notified();
+            if self.inner.lock().tree.get(id).is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return;
             }
         }
