@@ -16,6 +16,7 @@
 //! from the staging copy, so this member always sees its own edits.
 
 pub mod error;
+mod history;
 pub mod ports;
 mod publish;
 mod status;
@@ -157,7 +158,7 @@ struct Inner {
     pins: HashSet<FileId>,
     /// Per file, the info hashes of its versions this member has seen,
     /// oldest first; beyond `keep_versions` they are forgotten.
-    history: HashMap<FileId, std::collections::VecDeque<InfoHash>>,
+    history: history::History,
     /// Files whose lock this member is giving back (an Unlock in flight):
     /// a new open for write waits, or the tracker would refuse it as locked
     /// by this very member (`touch f && echo x >> f`).
@@ -269,7 +270,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 local_files: HashMap::new(),
                 ensured: HashSet::new(),
                 pins: HashSet::new(),
-                history: HashMap::new(),
+                history: history::History::default(),
                 unlocking: HashSet::new(),
                 deleted_here: HashSet::new(),
                 orphans: HashMap::new(),
@@ -307,22 +308,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let doomed: Vec<InfoHash> = {
             let mut inner = self.inner.lock();
             let Some(ih) = inner.tree.get(id).and_then(|e| e.info_hash) else { return };
-            let hist = inner.history.entry(id).or_default();
-            if hist.back() != Some(&ih) {
-                hist.retain(|h| *h != ih);
-                hist.push_back(ih);
-            }
-            let mut out = Vec::new();
-            while hist.len() > k {
-                out.extend(hist.pop_front());
-            }
-            let in_use: HashSet<InfoHash> = inner
-                .tree
-                .entries()
-                .filter_map(|e| e.info_hash)
-                .chain(inner.history.values().flatten().copied())
-                .collect();
-            out.retain(|h| !in_use.contains(h));
+            let mut out = inner.history.push(id, ih, k);
+            // Indexed, not scanned: this runs for every new version.
+            out.retain(|h| !inner.tree.holds(h) && !inner.history.holds(h));
             for h in &out {
                 inner.ensured.remove(h);
                 inner.local_files.remove(h);

@@ -7,7 +7,7 @@
 //! also FUSE's root inode).
 
 use std::collections::{BTreeMap, HashMap};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, MemberId, Version};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, InfoHash, MemberId, Version};
 
 #[derive(Debug)]
 struct Node {
@@ -27,6 +27,8 @@ pub struct Applied {
 #[derive(Debug)]
 pub struct Tree {
     nodes: HashMap<FileId, Node>,
+    /// How many entries have each info hash as their current version.
+    by_hash: HashMap<InfoHash, u32>,
 }
 
 impl Default for Tree {
@@ -54,7 +56,29 @@ impl Tree {
     pub fn new() -> Self {
         let mut nodes = HashMap::new();
         nodes.insert(FileId::ROOT, Node { entry: root_entry(), children: BTreeMap::new() });
-        Tree { nodes }
+        Tree { nodes, by_hash: HashMap::new() }
+    }
+
+    /// Whether some entry's current version has this info hash.
+    pub fn holds(&self, ih: &InfoHash) -> bool {
+        self.by_hash.contains_key(ih)
+    }
+
+    fn count(&mut self, old: Option<InfoHash>, new: Option<InfoHash>) {
+        if old == new {
+            return;
+        }
+        if let Some(ih) = old {
+            if let Some(n) = self.by_hash.get_mut(&ih) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_hash.remove(&ih);
+                }
+            }
+        }
+        if let Some(ih) = new {
+            *self.by_hash.entry(ih).or_default() += 1;
+        }
     }
 
     /// Builds a tree from a snapshot of the whole table. Entries whose parent
@@ -159,7 +183,9 @@ impl Tree {
                     || entry.info_hash != node.entry.info_hash
                     || entry.size != node.entry.size;
                 let old_parent = node.entry.parent;
-                let old_name = std::mem::replace(&mut node.entry, entry.clone()).name;
+                let old = std::mem::replace(&mut node.entry, entry.clone());
+                let old_name = old.name;
+                self.count(old.info_hash, entry.info_hash);
                 if old_parent != entry.parent || old_name != entry.name {
                     if let Some(p) = self.nodes.get_mut(&old_parent) {
                         if p.children.get(&old_name) == Some(&entry.id) {
@@ -172,6 +198,7 @@ impl Tree {
             }
             None => {
                 applied.content_changed = entry.info_hash.is_some();
+                self.count(None, entry.info_hash);
                 self.nodes.insert(entry.id, Node { entry: entry.clone(), children: BTreeMap::new() });
                 self.link(&entry, &mut applied);
             }
@@ -213,6 +240,7 @@ impl Tree {
             return applied;
         }
         let Some(node) = self.nodes.remove(&id) else { return applied };
+        self.count(node.entry.info_hash, None);
         if let Some(p) = self.nodes.get_mut(&node.entry.parent) {
             if p.children.get(&node.entry.name) == Some(&id) {
                 p.children.remove(&node.entry.name);
@@ -222,6 +250,7 @@ impl Tree {
         let mut stack: Vec<FileId> = node.children.into_values().collect();
         while let Some(c) = stack.pop() {
             if let Some(n) = self.nodes.remove(&c) {
+                self.count(n.entry.info_hash, None);
                 stack.extend(n.children.into_values());
             }
         }
@@ -231,7 +260,12 @@ impl Tree {
     /// Updates attributes of an entry this member changed itself, before the
     /// tracker's event confirms them.
     pub fn with_entry_mut<R>(&mut self, id: FileId, f: impl FnOnce(&mut FileEntry) -> R) -> Option<R> {
-        self.nodes.get_mut(&id).map(|n| f(&mut n.entry))
+        let node = self.nodes.get_mut(&id)?;
+        let before = node.entry.info_hash;
+        let r = f(&mut node.entry);
+        let after = node.entry.info_hash;
+        self.count(before, after);
+        Some(r)
     }
 }
 
@@ -256,6 +290,31 @@ mod tests {
 
     fn dir(id: u64, parent: u64, name: &str) -> FileEntry {
         FileEntry { kind: FileKind::Dir, ..file(id, parent, name, 0) }
+    }
+
+    #[test]
+    fn holds_follows_every_change_as_a_scan_would() {
+        let ih = |n: u8| Some(InfoHash([n; 20]));
+        let with = |e: FileEntry, h: Option<InfoHash>| FileEntry { info_hash: h, ..e };
+        let mut t = Tree::new();
+        t.apply(dir(2, 1, "d"));
+        t.apply(with(file(3, 2, "a", 1), ih(1)));
+        t.apply(with(file(4, 1, "b", 1), ih(1)));
+        t.apply(with(file(5, 2, "c", 1), ih(2)));
+        let scan = |t: &Tree, h: u8| t.entries().any(|e| e.info_hash == ih(h));
+        for h in [1, 2, 3] {
+            assert_eq!(t.holds(&ih(h).unwrap()), scan(&t, h), "after creates, {h}");
+        }
+        t.apply(with(file(4, 1, "b", 2), ih(3))); // b's new version
+        assert!(t.holds(&ih(1).unwrap()) && t.holds(&ih(3).unwrap()));
+        t.apply(with(file(4, 1, "b", 1), ih(1))); // older: ignored, counts untouched
+        assert!(t.holds(&ih(3).unwrap()));
+        t.remove(FileId(2)); // d with a and c
+        for h in [1, 2, 3] {
+            assert_eq!(t.holds(&ih(h).unwrap()), scan(&t, h), "after the subtree went, {h}");
+        }
+        t.with_entry_mut(FileId(4), |e| e.info_hash = None);
+        assert!(!t.holds(&ih(3).unwrap()));
     }
 
     #[test]
