@@ -536,7 +536,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Some(k) = self.kernel.get() {
             k.inval_attrs(id);
         }
-        self.note_open_edit(id);
+        self.note_open_edit(id).await;
         Ok(fh)
     }
 
@@ -579,7 +579,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             (applied, fh)
         };
         self.changed.notify_waiters();
-        self.note_open_edit(entry.id);
+        self.note_open_edit(entry.id).await;
         Ok((entry, applied.1))
     }
 
@@ -781,42 +781,37 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     // ---- read / write ----------------------------------------------------
 
     /// Decides a read from memory: local bytes now, or what to fetch.
+    /// Disk work (opening the object file, reading) happens after the
+    /// model's lock is released.
     pub fn read_plan(&self, fh: Fh, offset: u64, size: u32) -> Result<ReadPlan> {
-        let mut inner = self.inner.lock();
-        let file = inner.handles.get(&fh).ok_or(ModelError::BadHandle)?.file;
-        if let Some(w) = inner.writes.get(&file) {
-            let staging = w.staging.clone();
-            drop(inner);
-            return Ok(ReadPlan::Data(pread(&staging.file, offset, size)?));
-        }
-        let e = inner.entry(file).ok_or(ModelError::NotFound)?;
-        let (version, size_total) = (e.version, e.size);
-        let Some(ih) = e.info_hash else {
-            return Ok(ReadPlan::Data(Vec::new()));
+        let (file, version, ih, open_file, ensured) = {
+            let inner = self.inner.lock();
+            let file = inner.handles.get(&fh).ok_or(ModelError::BadHandle)?.file;
+            if let Some(w) = inner.writes.get(&file) {
+                let staging = w.staging.clone();
+                drop(inner);
+                return Ok(ReadPlan::Data(pread(&staging.file, offset, size)?));
+            }
+            let e = inner.entry(file).ok_or(ModelError::NotFound)?;
+            let Some(ih) = e.info_hash.filter(|_| offset < e.size) else {
+                return Ok(ReadPlan::Data(Vec::new()));
+            };
+            (file, e.version, ih, inner.local_files.get(&ih).cloned(), inner.ensured.contains(&ih))
         };
-        if offset >= size_total {
-            return Ok(ReadPlan::Data(Vec::new()));
-        }
-        let local = match inner.local_files.get(&ih) {
-            Some(f) => Some(f.clone()),
-            None => match self.content.local_path(ih).map(File::open) {
-                Some(Ok(f)) => {
-                    let f = Arc::new(f);
-                    if inner.local_files.len() > 512 {
-                        inner.local_files.clear();
-                    }
-                    inner.local_files.insert(ih, f.clone());
-                    Some(f)
-                }
-                _ => None,
-            },
-        };
-        drop(inner);
+        let local = open_file.or_else(|| {
+            let f = Arc::new(File::open(self.content.local_path(ih)?).ok()?);
+            let mut inner = self.inner.lock();
+            if inner.local_files.len() > 512 {
+                inner.local_files.clear();
+            }
+            inner.local_files.insert(ih, f.clone());
+            Some(f)
+        });
         match local {
             Some(f) => Ok(ReadPlan::Data(pread(&f, offset, size)?)),
             // Pieces fetched already (a sequential reader behind the
             // read-ahead, say) need no task and no thread hop either.
-            None if self.inner.lock().ensured.contains(&ih) => match self.content.read_local(ih, offset, size) {
+            None if ensured => match self.content.read_local(ih, offset, size) {
                 Some(d) => Ok(ReadPlan::Data(d)),
                 None => Ok(ReadPlan::Fetch { file, version, info_hash: ih }),
             },

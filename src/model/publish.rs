@@ -103,10 +103,20 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.dirs.outbox.join(format!("{file}-{lease}.toml"))
     }
 
-    fn save_outbox(&self, e: &OutboxEntry) -> std::io::Result<()> {
+    /// Writes an outbox entry durably, on the blocking pool: an fsync must
+    /// not hold a runtime worker.
+    async fn save_outbox(&self, e: &OutboxEntry) -> std::io::Result<()> {
         let text = toml::to_string(e).map_err(std::io::Error::other)?;
         let path = self.outbox_path(e.file, e.lease);
-        crate::atomic_file::write(&path, text.as_bytes(), true)
+        tokio::task::spawn_blocking(move || crate::atomic_file::write(&path, text.as_bytes(), true))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// [`Self::save_outbox`] on the calling thread, for the last-resort path.
+    fn save_outbox_here(&self, e: &OutboxEntry) -> std::io::Result<()> {
+        let text = toml::to_string(e).map_err(std::io::Error::other)?;
+        crate::atomic_file::write(&self.outbox_path(e.file, e.lease), text.as_bytes(), true)
     }
 
     fn drop_outbox(&self, e: &OutboxEntry) {
@@ -133,10 +143,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     /// Records a write session as soon as it opens, so that a daemon killed
     /// while a program writes still has the bytes and knows whose they are.
-    pub(super) fn note_open_edit(&self, id: FileId) {
+    pub(super) async fn note_open_edit(&self, id: FileId) {
         let entry = self.outbox_entry(&self.inner.lock(), id, false);
         if let Some(e) = entry {
-            if let Err(err) = self.save_outbox(&e) {
+            if let Err(err) = self.save_outbox(&e).await {
                 tracing::warn!(path = %self.path_of(id), error = %err, "cannot write the outbox entry");
             }
         }
@@ -150,7 +160,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Called on the last close of a changed file.
     pub(super) async fn publish(self: Arc<Self>, id: FileId) {
         let Some(entry) = self.outbox_entry(&self.inner.lock(), id, true) else { return };
-        if let Err(e) = self.save_outbox(&entry) {
+        if let Err(e) = self.save_outbox(&entry).await {
             tracing::warn!(path = %self.path_of(id), error = %e, "cannot write the outbox entry; publishing anyway");
         }
         self.deliver(entry).await;
@@ -198,7 +208,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                     self.inner.lock().ensured.insert(c.info_hash);
                     entry.info_hash = Some(c.info_hash.to_string());
                     entry.size = c.size;
-                    if let Err(e) = self.save_outbox(&entry) {
+                    if let Err(e) = self.save_outbox(&entry).await {
                         tracing::warn!(%path, error = %e, "cannot update the outbox entry");
                     }
                 }
@@ -359,7 +369,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let kept = self.keep_locally(entry, path);
         self.finish(entry, None);
         if !kept {
-            match self.save_outbox(entry) {
+            match self.save_outbox_here(entry) {
                 Ok(()) => tracing::error!(%path, "the edit stays in the outbox; the next mount retries it"),
                 Err(e) => tracing::error!(%path, error = %e, "the edit could not even stay in the outbox"),
             }

@@ -381,9 +381,15 @@ async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
     f.folder.release(fh);
     let outbox = f.dir.path().join("outbox");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while std::fs::read_dir(&outbox).unwrap().next().is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "no outbox entry written");
-        tokio::task::yield_now().await;
+    // The close is noted in the outbox entry (on the blocking pool).
+    let closed_noted = || {
+        std::fs::read_dir(&outbox).unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("closed = true"))
+        })
+    };
+    while !closed_noted() {
+        assert!(tokio::time::Instant::now() < deadline, "no outbox entry of the closed edit written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A new daemon run over the same state directory.
     let second = restart(&f);
