@@ -32,6 +32,7 @@ pub use error::{ContentError, CoordError, ModelError, Result};
 pub use ports::{Content, Coordinator, Fetch, KernelCache, PublishedContent, Stripe};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -105,6 +106,10 @@ struct WriteState {
     /// (mtime) or right after (mode) the publish, so they are not overtaken.
     pending_mode: Option<u32>,
     pending_mtime: Option<UnixMillis>,
+    /// The tracker refused to renew the lease (it ran out, and another
+    /// member may have the lock now): no more renewals; the publish will be
+    /// refused and kept as a conflict copy.
+    lease_lost: bool,
 }
 
 impl WriteState {
@@ -130,6 +135,7 @@ impl WriteState {
             deleted: false,
             pending_mode: None,
             pending_mtime: None,
+            lease_lost: false,
         }
     }
 }
@@ -180,6 +186,9 @@ struct Inner {
     /// gets the old file, not ENOENT).
     orphans: HashMap<FileId, (FileEntry, std::time::Instant)>,
 }
+
+/// Lease renewals sent at once.
+const RENEWALS_IN_FLIGHT: usize = 64;
 
 /// How long a removed file stays openable through its inode when no handle
 /// holds it: longer than the kernel trusts a cached name (fuse::TTL).
@@ -1378,27 +1387,36 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 inner
                     .writes
                     .iter()
-                    .filter(|(_, w)| w.lease.expires.saturating_sub(now) < w.lease_len_ms * 2 / 3)
+                    .filter(|(_, w)| !w.lease_lost && w.lease.expires.saturating_sub(now) < w.lease_len_ms * 2 / 3)
                     .map(|(id, w)| (*id, w.lease.clone(), w.lease_len_ms))
                     .collect()
             };
-            for (id, lease, len) in due {
-                match self.coord.request(Request::Renew { lease: lease.id }).await {
-                    Ok(resp) => {
-                        let expires = match resp {
-                            Response::Locked(l) => l.expires,
-                            _ => now_ms() + len,
-                        };
-                        if let Some(w) = self.inner.lock().writes.get_mut(&id) {
-                            w.lease.expires = expires;
-                        }
-                    }
-                    Err(CoordError::Refused(e)) => {
-                        tracing::error!(file = %self.path_of(id), error = %e, "lease lost: the edit will be kept as a conflict copy if the publish is refused");
-                    }
-                    Err(e) => tracing::debug!(error = %e, "lease renewal failed; retrying"),
+            // Concurrently: a burst of writes holds many leases, and one
+            // round trip each in turn would outlast them on a slow link.
+            futures::stream::iter(due)
+                .for_each_concurrent(RENEWALS_IN_FLIGHT, |(id, lease, len)| self.renew(id, lease, len))
+                .await;
+        }
+    }
+
+    async fn renew(&self, id: FileId, lease: Lease, len: u64) {
+        match self.coord.request(Request::Renew { lease: lease.id }).await {
+            Ok(resp) => {
+                let expires = match resp {
+                    Response::Locked(l) => l.expires,
+                    _ => now_ms() + len,
+                };
+                if let Some(w) = self.inner.lock().writes.get_mut(&id).filter(|w| w.lease.id == lease.id) {
+                    w.lease.expires = expires;
                 }
             }
+            Err(CoordError::Refused(e)) => {
+                if let Some(w) = self.inner.lock().writes.get_mut(&id).filter(|w| w.lease.id == lease.id) {
+                    w.lease_lost = true;
+                }
+                tracing::error!(file = %self.path_of(id), error = %e, "lease lost: the edit will be kept as a conflict copy if the publish is refused");
+            }
+            Err(e) => tracing::debug!(error = %e, "lease renewal failed; retrying"),
         }
     }
 
