@@ -15,6 +15,7 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::IsDir => Errno::EISDIR,
         ModelError::NotEmpty => Errno::ENOTEMPTY,
         ModelError::InvalidName => Errno::EINVAL,
+        ModelError::NameTooLong => Errno::ENAMETOOLONG,
         ModelError::Locked { .. } => Errno::EBUSY,
         ModelError::Offline => Errno::EROFS,
         ModelError::BadHandle => Errno::EBADF,

@@ -25,6 +25,9 @@ use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
 /// bounds how stale a missed notification can make things.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Longest name component, in bytes, as statfs tells it.
+const NAME_MAX: u32 = crate::model::NAME_MAX as u32;
+
 pub struct TitorrentFs<C: Content, T: Coordinator> {
     folder: Arc<Folder<C, T>>,
     rt: tokio::runtime::Handle,
@@ -453,8 +456,11 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // Report the cache disk's space: that is where fetched content lands.
-        reply.statfs(1 << 30, 1 << 29, 1 << 29, 1 << 20, 1 << 19, 4096, 255, 4096);
+        // The cache disk's space: that is where fetched content lands.
+        match self.folder.disk_space() {
+            Ok(d) => reply.statfs(d.blocks, d.bfree, d.bavail, d.files, d.ffree, d.bsize, NAME_MAX, d.frsize),
+            Err(e) => reply.error(errno::to_errno("statfs", &e)),
+        }
     }
 }
 

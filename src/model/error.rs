@@ -17,6 +17,8 @@ pub enum ModelError {
     NotEmpty,
     #[error("invalid name")]
     InvalidName,
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
     #[error("{path} is locked by {} since {}", .holder.member_name, crate::model::fmt_time(.holder.since))]
     Locked { path: String, holder: LockHolder },
     #[error("the tracker is unreachable; the folder is read-only until it is back")]

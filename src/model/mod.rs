@@ -23,7 +23,7 @@ mod status;
 pub mod tree;
 
 pub use publish::conflict_name;
-pub use status::XATTR_PREFIX;
+pub use status::{DiskSpace, XATTR_PREFIX};
 
 #[cfg(test)]
 mod tests;
@@ -380,6 +380,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     pub fn lookup(&self, parent: FileId, name: &str) -> Result<FileEntry> {
+        if name.len() > NAME_MAX {
+            return Err(ModelError::NameTooLong);
+        }
         let id = {
             let inner = self.inner.lock();
             let p = inner.tree.get(parent).ok_or(ModelError::NotFound)?;
@@ -609,7 +612,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     fn check_new_name(&self, parent: FileId, name: &str) -> Result<()> {
-        titorrent_tracker::proto::validate_name(name).map_err(|_| ModelError::InvalidName)?;
+        check_name(name)?;
         let inner = self.inner.lock();
         match inner.tree.get(parent) {
             None => Err(ModelError::NotFound),
@@ -982,7 +985,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         new_name: &str,
         replace: bool,
     ) -> Result<()> {
-        titorrent_tracker::proto::validate_name(new_name).map_err(|_| ModelError::InvalidName)?;
+        check_name(new_name)?;
         let src = self.lookup(parent, name)?;
         if !self.is_online() {
             return Err(ModelError::Offline);
@@ -1456,6 +1459,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     pub fn tracker(&self) -> &T {
         &self.coord
     }
+}
+
+/// Longest name component, in bytes (POSIX NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// A name this member may create: too long is ENAMETOOLONG, as POSIX says,
+/// the rest of the tracker's rules EINVAL.
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(ModelError::NameTooLong);
+    }
+    titorrent_tracker::proto::validate_name(name).map_err(|_| ModelError::InvalidName)
 }
 
 /// The author of a new current version holds it.

@@ -215,3 +215,39 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         out
     }
 }
+
+/// Space on the disk that holds this member's cache, which is where a
+/// folder's content lands here (`df` of the mount shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub frsize: u32,
+}
+
+impl<C: Content, T: Coordinator> Folder<C, T> {
+    pub fn disk_space(&self) -> Result<DiskSpace> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dirs.state_root.as_os_str().as_bytes())
+            .map_err(|_| ModelError::InvalidName)?;
+        // SAFETY: `path` is a valid C string and `st` a plain struct that
+        // statvfs fills in.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(ModelError::Io(std::io::Error::last_os_error()));
+        }
+        Ok(DiskSpace {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            frsize: st.f_frsize as u32,
+        })
+    }
+}
