@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fuse;
+pub mod logging;
 pub mod model;
 pub mod state;
 pub mod swarm;

@@ -30,13 +30,7 @@ fn main() -> std::process::ExitCode {
         // SAFETY: mallopt only sets a tunable; called before other threads.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librqbit=warn,librqbit_core=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    titorrent::logging::init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
