@@ -48,12 +48,15 @@ impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     }
 
     fn attr(&self, e: &FileEntry) -> FileAttr {
-        file_attr(e, self.uid, self.gid)
+        file_attr(e, self.folder.atime(e), self.uid, self.gid)
     }
 }
 
-pub fn file_attr(e: &FileEntry, uid: u32, gid: u32) -> FileAttr {
+/// A file's attributes as the kernel gets them; `atime` is this member's
+/// own (see `Folder::atime`).
+pub fn file_attr(e: &FileEntry, atime: u64, uid: u32, gid: u32) -> FileAttr {
     let mtime = UNIX_EPOCH + Duration::from_millis(e.mtime);
+    let atime = UNIX_EPOCH + Duration::from_millis(atime);
     let (kind, nlink) = match e.kind {
         FileKind::Dir => (FileType::Directory, 2),
         FileKind::File => (FileType::RegularFile, 1),
@@ -62,7 +65,7 @@ pub fn file_attr(e: &FileEntry, uid: u32, gid: u32) -> FileAttr {
         ino: INodeNo(e.id.0),
         size: e.size,
         blocks: e.size.div_ceil(512),
-        atime: mtime,
+        atime,
         mtime,
         ctime: mtime,
         crtime: mtime,
@@ -134,7 +137,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -153,11 +156,14 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
                 if let Some(size) = size {
                     folder.set_size(id, fh, size).await?;
                 }
+                if let Some(t) = atime {
+                    folder.set_atime(id, millis(t))?;
+                }
                 folder.set_attrs(id, mode, mtime.map(millis)).await
             }
             .await;
             match res {
-                Ok(e) => reply.attr(&TTL, &file_attr(&e, uid, gid)),
+                Ok(e) => reply.attr(&TTL, &file_attr(&e, folder.atime(&e), uid, gid)),
                 Err(e) => reply.error(errno::to_errno("setattr", &e)),
             }
         });
@@ -172,7 +178,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         let (uid, gid) = (self.uid, self.gid);
         self.rt.spawn(async move {
             match folder.mkdir(fid(parent), &name, mode & !umask).await {
-                Ok(e) => reply.entry(&TTL, &file_attr(&e, uid, gid), Generation(0)),
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, e.mtime, uid, gid), Generation(0)),
                 Err(e) => reply.error(errno::to_errno("mkdir", &e)),
             }
         });
@@ -281,7 +287,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         self.rt.spawn(async move {
             match folder.create(fid(parent), &name, mode & !umask, open, exclusive).await {
                 Ok((e, fh)) => {
-                    let (attr, fh) = (file_attr(&e, uid, gid), FileHandle(fh.0));
+                    let (attr, fh) = (file_attr(&e, e.mtime, uid, gid), FileHandle(fh.0));
                     match io.lock().open_write(e.id.0, fh.0, open.append) {
                         Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
                             reply.created_passthrough(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, &b)

@@ -185,6 +185,10 @@ struct Inner {
     /// through a name the kernel still caches (an open racing a replace
     /// gets the old file, not ENOENT).
     orphans: HashMap<FileId, (FileEntry, std::time::Instant)>,
+    /// Access times on this member (not shared: a read here is nobody
+    /// else's business), for the files whose atime differs from their
+    /// mtime. Set by `utimensat` and by reads (relatime).
+    atimes: HashMap<FileId, UnixMillis>,
 }
 
 /// Lease renewals sent at once.
@@ -208,6 +212,7 @@ impl Inner {
         if let Some(e) = self.tree.get(id).filter(|e| e.kind == FileKind::File) {
             self.orphans.insert(id, (e.clone(), now));
         }
+        self.atimes.remove(&id);
         self.tree.remove(id)
     }
 }
@@ -285,6 +290,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 orphans: HashMap::new(),
                 holders: HashMap::new(),
                 reported: HashSet::new(),
+                atimes: HashMap::new(),
             }),
             online: AtomicBool::new(false),
             background: AtomicBool::new(true),
@@ -470,11 +476,31 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.content.local_path(ih).map(|p| (ih, p))
     }
 
-    /// Opens a file for reading: from memory, never waits.
+    /// Opens a file for reading: from memory, never waits. Notes the access
+    /// as relatime does: when the last one noted is older than the file's
+    /// last change, or a day old.
     pub fn open_read(&self, id: FileId) -> Result<Fh> {
         let mut inner = self.inner.lock();
-        inner.entry(id).ok_or(ModelError::NotFound)?;
+        let mtime = inner.entry(id).ok_or(ModelError::NotFound)?.mtime;
+        let now = now_ms();
+        let last = inner.atimes.get(&id).copied().unwrap_or(mtime);
+        if last <= mtime || now.saturating_sub(last) > 86_400_000 {
+            inner.atimes.insert(id, now);
+        }
         Ok(self.new_handle(&mut inner, id, OpenMode::default()))
+    }
+
+    /// This member's access time of a file: the last one noted, else its mtime.
+    pub fn atime(&self, e: &FileEntry) -> UnixMillis {
+        self.inner.lock().atimes.get(&e.id).copied().unwrap_or(e.mtime)
+    }
+
+    /// Sets this member's access time of a file (`utimensat`, `touch -a`).
+    pub fn set_atime(&self, id: FileId, atime: UnixMillis) -> Result<()> {
+        let mut inner = self.inner.lock();
+        inner.entry(id).ok_or(ModelError::NotFound)?;
+        inner.atimes.insert(id, atime);
+        Ok(())
     }
 
     /// Opens a file. For write, takes the file's lock from the tracker first.

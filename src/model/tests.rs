@@ -326,6 +326,27 @@ async fn an_exclusive_create_of_a_name_another_member_just_made_is_eexist() {
 }
 
 #[tokio::test]
+async fn atime_is_this_members_own_set_by_utimensat_and_by_reads_as_relatime() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false).await.unwrap();
+    f.folder.release(fh);
+    let e = f.folder.attr(entry.id).unwrap();
+    assert_eq!(f.folder.atime(&e), e.mtime, "no access noted: the mtime");
+    f.folder.set_atime(entry.id, e.mtime + 2_000_000).unwrap();
+    assert_eq!(f.folder.atime(&e), e.mtime + 2_000_000);
+    assert_eq!(f.folder.attr(entry.id).unwrap().mtime, e.mtime, "mtime untouched");
+    // A read: the last access is newer than the change but more than a
+    // day old, so it is noted.
+    let before = now_ms();
+    f.folder.open_read(entry.id).unwrap();
+    let noted = f.folder.atime(&e);
+    assert!(noted >= before, "{noted} < {before}");
+    // Read again at once: relatime notes nothing new.
+    f.folder.open_read(entry.id).unwrap();
+    assert_eq!(f.folder.atime(&e), noted);
+}
+
+#[tokio::test]
 async fn unchanged_close_unlocks_without_a_new_version() {
     let f = fixture();
     let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644, OpenMode::default(), false).await.unwrap();
