@@ -32,6 +32,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod checker;
 pub mod content;
 pub mod env;
 pub mod mounts;

@@ -323,6 +323,12 @@ impl Peer {
         self.stop_with(Stop::Signal(libc::SIGTERM));
     }
 
+    /// Sends `sig` to the mount daemon (SIGSTOP and SIGCONT pause it);
+    /// false when it is not running.
+    pub fn signal(&self, sig: libc::c_int) -> bool {
+        self.daemon.as_ref().is_some_and(|d| d.signal(sig))
+    }
+
     /// SIGKILL, as a crash would; then cleans up the dead mount.
     pub fn kill9(&mut self) {
         let problems = self.shutdown(Stop::Signal(libc::SIGKILL));

@@ -732,8 +732,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
+    fn staging_path(&self, id: FileId, lease: u64) -> PathBuf {
+        self.dirs.staging.join(format!("{}-{}", id.0, lease))
+    }
+
     fn new_staging(&self, id: FileId, lease: &Lease) -> Result<Staging> {
-        let path = self.dirs.staging.join(format!("{}-{}", id.0, lease.id.0));
+        let path = self.staging_path(id, lease.id.0);
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
         Ok(Staging { path, file, appending: Mutex::new(()) })
     }

@@ -53,7 +53,9 @@ impl Stripe {
 
 /// Where file contents come from and go to.
 pub trait Content: Send + Sync + 'static {
-    /// Hashes a finished staging file, moves it into the store and seeds it.
+    /// Hashes a finished staging file, puts its bytes into the store (a hard
+    /// link, not a copy) and seeds it. The staging file stays where it is:
+    /// the caller removes it once it has noted the info hash durably.
     fn publish(&self, staging: &Path, name: &str) -> impl Future<Output = Result<PublishedContent, ContentError>> + Send;
     /// Makes a version known (validating `torrent` against `info_hash`) and
     /// fetches all of it or only what reads ask for, as `fetch` says.

@@ -152,9 +152,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
     }
 
-    /// Forgets the outbox entry of a write session that ends without an edit.
+    /// Forgets the outbox entry and the staging copy of a write session
+    /// that ends without an edit.
     pub(super) fn drop_open_edit(&self, id: FileId, lease: titorrent_tracker::proto::LeaseId) {
         let _ = std::fs::remove_file(self.outbox_path(id.0, lease.0));
+        remove_staging(&self.staging_path(id, lease.0));
     }
 
     /// Called on the last close of a changed file.
@@ -197,8 +199,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             }
         }
         if entry.info_hash.is_none() && entry.size > 0 {
-            // Publishing moves the staging file into the store; an open
-            // descriptor keeps serving this member's reads until then.
+            // Publishing links the staging file into the store. It is
+            // removed only once the outbox entry names the info hash: a
+            // crash in between leaves the bytes where the next run looks.
             match self.content.publish(&entry.staging, &entry.name).await {
                 Ok(c) => {
                     let tpath = self.dirs.torrents.join(format!("{}.torrent", c.info_hash));
@@ -208,8 +211,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                     self.inner.lock().ensured.insert(c.info_hash);
                     entry.info_hash = Some(c.info_hash.to_string());
                     entry.size = c.size;
-                    if let Err(e) = self.save_outbox(&entry).await {
-                        tracing::warn!(%path, error = %e, "cannot update the outbox entry");
+                    match self.save_outbox(&entry).await {
+                        Ok(()) => remove_staging(&entry.staging),
+                        Err(e) => tracing::warn!(%path, error = %e, "cannot update the outbox entry; the staging copy stays"),
                     }
                 }
                 Err(e) => {
@@ -294,6 +298,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// the outbox entry; apply what the tracker published.
     fn finish(self: &Arc<Self>, entry: &OutboxEntry, published: Option<FileEntry>) {
         let id = FileId(entry.file);
+        remove_staging(&entry.staging);
         let (applied, mode, mtime, lease) = {
             let mut inner = self.inner.lock();
             let w = inner.writes.remove(&id).filter(|w| w.lease.id.0 == entry.lease);
@@ -443,5 +448,15 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}
+
+/// Removes a staging copy whose bytes the store holds now.
+fn remove_staging(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(staging = %path.display(), error = %e, "could not remove a published staging copy")
+        }
+        _ => {}
     }
 }

@@ -18,8 +18,8 @@ struct FakeContent {
 
 impl Content for Arc<FakeContent> {
     async fn publish(&self, staging: &Path, _name: &str) -> Result<PublishedContent, ContentError> {
+        // As the swarm: the bytes are taken, the staging file stays.
         let data = std::fs::read(staging).map_err(ContentError::Io)?;
-        std::fs::remove_file(staging).map_err(ContentError::Io)?; // moved into the store
         let mut n = self.next.lock();
         *n += 1;
         let ih = InfoHash([*n; 20]);

@@ -363,12 +363,6 @@ impl Swarm {
 
         if let Ok(v) = self.inner.lookup(ih) {
             if v.is_complete() || self.inner.range_local(&v, 0, v.size) {
-                if let Err(e) = tokio::fs::remove_file(staging).await {
-                    warn!(
-                        ?staging,
-                        "could not remove a staging copy of known content: {e}"
-                    );
-                }
                 return Ok(published);
             }
             // We hold all of it while the session holds part: start over as a seed.
@@ -386,7 +380,7 @@ impl Swarm {
             let minimal = checked.minimal.clone();
             tokio::task::spawn_blocking(move || -> io::Result<()> {
                 std::fs::create_dir_all(&dir)?;
-                move_file(&staging, &dest)?;
+                link_file(&staging, &dest)?;
                 inner.meta.save_torrent(ih, &minimal)?;
                 inner.meta.save_haves(ih, &full_bitfield(n_pieces))
             })
@@ -789,12 +783,17 @@ pub(super) fn state_error(handle: &ManagedTorrent) -> Option<SwarmError> {
 }
 
 /// Renames, or copies when the staging file is on another file system.
-fn move_file(from: &Path, to: &Path) -> io::Result<()> {
-    match std::fs::rename(from, to) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            std::fs::copy(from, to)?;
-            std::fs::remove_file(from)
+/// Puts a staging file's bytes at `to` without copying them (a hard link;
+/// a copy across filesystems), replacing a leftover of an interrupted
+/// publish. The staging file stays: the model removes it once its outbox
+/// entry names the info hash, so a crash in between loses nothing.
+fn link_file(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(to)?;
+            link_file(from, to)
         }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EPERM)) => std::fs::copy(from, to).map(|_| ()),
         r => r,
     }
 }
