@@ -109,6 +109,11 @@ impl Member {
         self.mnt.join(rel)
     }
 
+    /// The mount daemon's whole log (its stderr).
+    pub fn log(&self) -> String {
+        process::read_lossy(&self.dir.path().join("mount.stderr"))
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
         process::tail(&process::read_lossy(&self.dir.path().join("mount.stderr")), n)
     }

@@ -137,11 +137,19 @@ pub struct NsTracker {
 
 impl NsTracker {
     pub fn start(ns: &str, ip: Ipv4Addr) -> anyhow::Result<NsTracker> {
+        NsTracker::start_with_lease_ttl(ns, ip, None)
+    }
+
+    /// Same, passing `--lease-ttl SECS` when given.
+    pub fn start_with_lease_ttl(ns: &str, ip: Ipv4Addr, lease_ttl: Option<u64>) -> anyhow::Result<NsTracker> {
         let dir = tempfile::Builder::new().prefix("titorrent-bench-nstracker-").tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
         let mut cmd = command_in(ns, &bins::bin(bins::TRACKER));
         cmd.arg("--listen").arg(format!("{ip}:0")).arg("--data").arg(&data);
+        if let Some(ttl) = lease_ttl {
+            cmd.arg("--lease-ttl").arg(ttl.to_string());
+        }
         let daemon = Daemon::spawn("titorrent-tracker (netns)", cmd, dir.path(), "tracker");
         const LISTENING: &str = "titorrent-tracker listening on ";
         let addr = super::measure::poll(Duration::from_secs(20), Duration::from_millis(20), || {

@@ -30,11 +30,11 @@ fn main() {
     let mut seed = arg(&args, "--seed", 1000);
     let ops = arg(&args, "--ops", 100) as usize;
     let until = Instant::now() + Duration::from_secs(minutes * 60);
-    let kinds = [vec![], vec![Fault::KillMember], vec![Fault::RestartTracker], vec![Fault::PauseMember], vec![Fault::KillMember, Fault::PauseMember, Fault::RestartTracker]];
+    let kinds = [vec![], vec![Fault::KillMember], vec![Fault::RestartTracker], vec![Fault::PauseMember], vec![Fault::KillMember, Fault::PauseMember, Fault::RestartTracker], vec![Fault::CutMember]];
     let (mut runs, mut calls, started) = (0u64, 0usize, Instant::now());
     while Instant::now() < until {
         let faults = kinds[(seed as usize) % kinds.len()].clone();
-        let report = run(&Plan { seed, ops_per_member: ops, faults: faults.clone(), lease_ttl_s: 3 });
+        let report = run(&Plan { seed, ops_per_member: ops, faults: faults.clone(), lease_ttl_s: 3, netns: faults.contains(&Fault::CutMember) });
         runs += 1;
         calls += report.ops;
         println!("seed {seed} faults {faults:?}: {} calls in {:.1?}: {}", report.ops, report.elapsed, if report.ok() { "ok" } else { "VIOLATION" });

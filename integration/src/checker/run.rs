@@ -1,10 +1,13 @@
-//! Drives a run: a tracker and three members on real mounts, one workload
-//! thread per member, one thread injecting the plan's faults, then the
-//! wait for a quiet group and the checks.
+//! Drives a run: a tracker and three members on real mounts (on loopback,
+//! or each member in a network namespace of its own behind a bridge), one
+//! workload thread per member, one thread injecting the plan's faults,
+//! then the wait for a quiet group and the checks.
 
 use super::history::{Outcome, Record};
 use super::verify::{self, Observed, Violation};
 use super::workload::{self, Op};
+use crate::bench::member::{Member, DEFAULTS};
+use crate::bench::netns::{Lab, NsTracker, BRIDGE_IP};
 use crate::{Peer, TrackerProc};
 use parking_lot::{Mutex, RwLock};
 use rand::rngs::StdRng;
@@ -31,6 +34,9 @@ pub enum Fault {
     /// SIGSTOP of a member's daemon holding a lock, past the lease, while
     /// another member writes the file; then SIGCONT.
     PauseMember,
+    /// A member's link down (its veth, in network-namespace mode) past the
+    /// lease, then up again.
+    CutMember,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +46,10 @@ pub struct Plan {
     pub faults: Vec<Fault>,
     /// The tracker's `--lease-ttl`: short, so pauses outlast it quickly.
     pub lease_ttl_s: u64,
+    /// Each member in a network namespace of its own (needed for
+    /// `CutMember`; `KillMember`, `RestartTracker`, `PauseMember` run on
+    /// loopback).
+    pub netns: bool,
 }
 
 #[derive(Debug)]
@@ -58,9 +68,71 @@ impl Report {
     }
 }
 
+/// The processes of a run. Fields drop in order: members, tracker, lab.
+enum Group {
+    Loopback { peers: Vec<Mutex<Peer>>, tracker: Mutex<TrackerProc> },
+    Netns { members: Vec<Member>, _tracker: NsTracker, lab: Lab },
+}
+
+impl Group {
+    fn loopback(plan: &Plan) -> Group {
+        let tracker = TrackerProc::start_with_lease_ttl(Some(plan.lease_ttl_s));
+        let mut peers = vec![Peer::create_group(&tracker, "m0")];
+        for m in 1..MEMBERS {
+            let p = Peer::join(&tracker, &peers[0], &format!("m{m}"));
+            peers.push(p);
+        }
+        for p in &mut peers {
+            p.mount();
+        }
+        Group::Loopback { peers: peers.into_iter().map(Mutex::new).collect(), tracker: Mutex::new(tracker) }
+    }
+
+    fn netns(plan: &Plan) -> Group {
+        // Links fast enough not to matter: the cut is the fault here.
+        let lab = Lab::new(MEMBERS, 256 << 20).expect("network namespaces (ip netns, tc; run as root)");
+        let tracker = NsTracker::start_with_lease_ttl(&lab.bridge_ns, BRIDGE_IP, Some(plan.lease_ttl_s)).expect("tracker in the bridge namespace");
+        let (ns, ip) = lab.members[0].clone();
+        let mut members = vec![Member::create_group("m0", Some(&ns), ip.into(), tracker.addr, DEFAULTS).expect("m0's group")];
+        for m in 1..MEMBERS {
+            let invite = members[0].invite().expect("invite");
+            let (ns, ip) = lab.members[m].clone();
+            members.push(Member::join(&format!("m{m}"), Some(&ns), ip.into(), &invite, DEFAULTS).expect("join"));
+        }
+        for m in &mut members {
+            m.mount().expect("mount in a namespace");
+        }
+        Group::Netns { members, _tracker: tracker, lab }
+    }
+
+    fn roots(&self) -> Vec<PathBuf> {
+        match self {
+            Group::Loopback { peers, .. } => peers.iter().map(|p| p.lock().mountpoint().to_path_buf()).collect(),
+            Group::Netns { members, .. } => members.iter().map(|m| m.mountpoint().to_path_buf()).collect(),
+        }
+    }
+
+    fn peer(&self, m: usize, fault: Fault) -> &Mutex<Peer> {
+        match self {
+            Group::Loopback { peers, .. } => &peers[m],
+            Group::Netns { .. } => panic!("checker: {fault:?} runs on loopback only (Plan::netns = false)"),
+        }
+    }
+
+    fn logs(&self) -> Vec<(String, String)> {
+        match self {
+            Group::Loopback { peers, tracker } => {
+                let mut v: Vec<_> = peers.iter().enumerate().map(|(m, p)| (format!("m{m}"), p.lock().log())).collect();
+                v.push(("tracker".into(), tracker.lock().log()));
+                v
+            }
+            Group::Netns { members, .. } => members.iter().map(|m| (m.name.clone(), m.log())).collect(),
+        }
+    }
+}
+
 struct Shared {
-    tracker: Mutex<TrackerProc>,
-    peers: Vec<Mutex<Peer>>,
+    group: Group,
     roots: Vec<PathBuf>,
     /// Held (read) by a member's workload around each call; taken (write)
     /// by a fault that takes the member's daemon away.
@@ -83,21 +155,11 @@ impl Shared {
 /// mount that never comes up); what the product does wrong is returned.
 pub fn run(plan: &Plan) -> Report {
     crate::require_fuse();
-    let tracker = TrackerProc::start_with_lease_ttl(Some(plan.lease_ttl_s));
-    let first = Peer::create_group(&tracker, "m0");
-    let mut peers = vec![first];
-    for m in 1..MEMBERS {
-        let p = Peer::join(&tracker, &peers[0], &format!("m{m}"));
-        peers.push(p);
-    }
-    for p in &mut peers {
-        p.mount();
-    }
-    let roots: Vec<PathBuf> = peers.iter().map(|p| p.mountpoint().to_path_buf()).collect();
+    let group = if plan.netns { Group::netns(plan) } else { Group::loopback(plan) };
+    let roots = group.roots();
     setup(&roots);
     let shared = Shared {
-        tracker: Mutex::new(tracker),
-        peers: peers.into_iter().map(Mutex::new).collect(),
+        group,
         roots,
         gates: (0..MEMBERS).map(|_| RwLock::new(())).collect(),
         in_fault: (0..MEMBERS).map(|_| AtomicBool::new(false)).collect(),
@@ -197,6 +259,7 @@ fn inject(shared: &Shared, plan: &Plan, done: &AtomicBool) {
             Fault::KillMember => kill_member(shared, m, i),
             Fault::RestartTracker => restart_tracker(shared),
             Fault::PauseMember => pause_member(shared, plan, m, i),
+            Fault::CutMember => cut_member(shared, plan, m),
         }
     }
 }
@@ -221,7 +284,7 @@ fn kill_member(shared: &Shared, m: usize, i: usize) {
     let mut f = open_for_write(&shared.roots[m].join(&rel), false, Duration::from_secs(30));
     f.write_all(marker.as_bytes()).expect("write before the kill");
     {
-        let mut p = shared.peers[m].lock();
+        let mut p = shared.group.peer(m, Fault::KillMember).lock();
         p.kill9();
         drop(f); // its daemon is gone: the close fails, as after a crash
         p.mount();
@@ -237,7 +300,10 @@ fn restart_tracker(shared: &Shared) {
     let all: Vec<usize> = (0..MEMBERS).collect();
     set_fault(shared, &all, true);
     {
-        let mut t = shared.tracker.lock();
+        let Group::Loopback { tracker, .. } = &shared.group else {
+            panic!("checker: RestartTracker runs on loopback only (Plan::netns = false)");
+        };
+        let mut t = tracker.lock();
         t.kill9();
         // The outage is the fault: members see the tracker gone for a while.
         std::thread::sleep(Duration::from_secs(1));
@@ -255,7 +321,8 @@ fn pause_member(shared: &Shared, plan: &Plan, m: usize, i: usize) {
     let mut held = open_for_write(&shared.roots[m].join(&rel), false, Duration::from_secs(30));
     held.write_all(late.as_bytes()).expect("the paused writer's write");
     set_fault(shared, &[m, other], true);
-    let stopped = shared.peers[m].lock().signal(libc::SIGSTOP);
+    let peer = shared.group.peer(m, Fault::PauseMember);
+    let stopped = peer.lock().signal(libc::SIGSTOP);
     let ttl = Duration::from_secs(plan.lease_ttl_s);
     // Once the lease is out, the other member gets the lock and writes.
     let written = (|| -> std::io::Result<()> {
@@ -273,7 +340,7 @@ fn pause_member(shared: &Shared, plan: &Plan, m: usize, i: usize) {
         drop(f);
         Ok(())
     })();
-    shared.peers[m].lock().signal(libc::SIGCONT);
+    peer.lock().signal(libc::SIGCONT);
     drop(held); // the late close: its publish must be refused
     eprintln!("checker: paused m{m} (stopped: {stopped}) past the lease; m{other} wrote meanwhile: {written:?}");
     if written.is_ok() {
@@ -295,13 +362,34 @@ fn pause_member(shared: &Shared, plan: &Plan, m: usize, i: usize) {
     set_fault(shared, &[m, other], false);
 }
 
+/// Takes a member's link down past the lease and brings it back: its
+/// calls meanwhile may be refused, the others carry on.
+fn cut_member(shared: &Shared, plan: &Plan, m: usize) {
+    let Group::Netns { lab, .. } = &shared.group else {
+        panic!("checker: CutMember needs network namespaces (Plan::netns = true)");
+    };
+    let ns = &lab.members[m].0;
+    let link = |state: &str| {
+        let out = std::process::Command::new("ip").args(["-n", ns, "link", "set", "eth0", state]).output().expect("ip link set");
+        assert!(out.status.success(), "ip -n {ns} link set eth0 {state}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    set_fault(shared, &[m], true);
+    link("down");
+    eprintln!("checker: cut m{m} off at {} ms", shared.ms());
+    // Cut off past the lease: that is the fault.
+    std::thread::sleep(Duration::from_secs(plan.lease_ttl_s + 2));
+    link("up");
+    eprintln!("checker: m{m} back at {} ms", shared.ms());
+    std::thread::sleep(FAULT_GRACE * 2);
+    set_fault(shared, &[m], false);
+}
+
 /// Copies the daemons' logs of a failed run to `dir` (TITORRENT_CHECKER_LOGS).
 fn keep_logs(shared: &Shared, dir: &Path, seed: u64) {
     let _ = fs::create_dir_all(dir);
-    for (m, p) in shared.peers.iter().enumerate() {
-        let _ = fs::write(dir.join(format!("seed{seed}-m{m}.log")), p.lock().log());
+    for (who, log) in shared.group.logs() {
+        let _ = fs::write(dir.join(format!("seed{seed}-{who}.log")), log);
     }
-    let _ = fs::write(dir.join(format!("seed{seed}-tracker.log")), shared.tracker.lock().log());
     eprintln!("checker: logs of seed {seed} in {}", dir.display());
 }
 
