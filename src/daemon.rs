@@ -57,8 +57,14 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     }
 
     raise_fd_limit();
+    // The state and the cache hold the member's key and the group's files.
+    let cache_dir = cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache());
+    for (dir, what) in [(cfg.state.root(), "state directory"), (cache_dir.as_path(), "cache")] {
+        titorrent_tracker::server::private::make_private(dir, what)
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
     let swarm = Swarm::start(SwarmConfig {
-        cache_dir: cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache()),
+        cache_dir,
         listen: cfg.peer_listen,
         upload_limit_bps: cfg.upload_limit,
         download_limit_bps: cfg.download_limit,

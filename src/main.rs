@@ -22,6 +22,14 @@ fn main() -> std::process::ExitCode {
         // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Tracker(_) | Command::Mount(_) | Command::CreateGroup { .. } | Command::Join { .. }
+    ) {
+        // What these write (state, cache, staging, the tracker's data) is
+        // the member's key and the group's files: owner only.
+        titorrent_tracker::server::private::owner_only_umask();
+    }
     if matches!(cli.command, Command::Up(_) | Command::Mount(_)) {
         // Two malloc arenas instead of glibc's 8 per core: a daemon that
         // wakes and puts to sleep thousands of torrents from many threads

@@ -100,7 +100,7 @@ impl StateDir {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        titorrent_tracker::server::private::create_private_dir(&self.root).map_err(io(&self.root))?;
         let path = self.root.join(MEMBER_FILE);
         let tmp = self.root.join(".member.toml.tmp");
         let text = toml::to_string(m).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;

@@ -18,6 +18,7 @@
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
 //! - [`sweep`]: lease expiry and log retention.
 //! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
+//! - [`private`]: owner-only modes for the data directory (and members' state).
 //!
 //! Durability: a reply that promises durability (group created, joined,
 //! file created, explicit lock granted, published, invite created,
@@ -42,6 +43,7 @@ mod http;
 mod log;
 mod ops;
 mod peers;
+pub mod private;
 mod store;
 mod subscribe;
 mod sweep;

@@ -307,10 +307,13 @@ pub(crate) struct Store {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, TrackerError> {
         let open_err = |source| TrackerError::Open { path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(sled::Error::Io(e)))?;
+        // It holds the tracker's keys and every group's file table.
+        super::private::make_private(dir, "tracker data").map_err(|e| open_err(sled::Error::Io(e)))?;
         let db = sled::Config::new().path(dir).open().map_err(open_err)?;
         let tree = db.open_tree(TREE).map_err(open_err)?;
+        // What sled just created under a permissive umask (an embedding
+        // process's): the directory is private already, this is for depth.
+        super::private::tighten(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
         Ok(Store { db, tree })
     }
 

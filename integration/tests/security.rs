@@ -1,0 +1,72 @@
+//! Members only (issue 10), on real processes: what a group keeps at rest
+//! is readable by its owner only.
+//!
+//! Needs root, /dev/fuse and fusermount3, and the binaries built
+//! (`cargo build --workspace`).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use titorrent_integration::{alice_and_bob, scenario, wait_for, Pattern};
+
+const MIB: u64 = 1 << 20;
+const SEE: Duration = Duration::from_secs(30);
+
+/// Every entry under `dir` (not following symlinks) whose mode lets group
+/// or others in, as "path mode" lines.
+fn open_to_others(dir: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            bad.push(format!("{} {mode:o}", p.display()));
+        }
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    bad
+}
+
+fn count(dir: &Path) -> usize {
+    fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+#[test]
+fn state_cache_staging_and_tracker_data_are_readable_by_their_owner_only() {
+    scenario(Duration::from_secs(120), || {
+        // The harness made both directories under the test's umask (0755);
+        // the daemons tighten them when they start.
+        let (tracker, alice, bob) = alice_and_bob();
+        let marker = Pattern::random("secret.bin");
+        marker.write_file(&alice.path("secret.bin"), 2 * MIB).unwrap();
+        fs::write(alice.path("note.txt"), b"private\n").unwrap();
+        wait_for(SEE, "bob reads alice's secret.bin", || {
+            let got = fs::read(bob.path("secret.bin")).map_err(|e| e.to_string())?;
+            if got.len() as u64 == 2 * MIB { Ok(()) } else { Err(format!("{} bytes", got.len())) }
+        });
+        for peer in [&alice, &bob] {
+            let st = peer.state_dir();
+            assert!(count(&st.join("cache")) > 0, "{}'s cache holds something to check", peer.name());
+            let bad = open_to_others(st);
+            assert!(bad.is_empty(), "{}'s state dir has entries open to others:\n{}", peer.name(), bad.join("\n"));
+            assert!(
+                peer.log().contains("readable by their owner only"),
+                "{}'s mount logs that it tightened its state dir:\n{}",
+                peer.name(),
+                peer.log()
+            );
+        }
+        let bad = open_to_others(&tracker.data_dir());
+        assert!(bad.is_empty(), "the tracker's data dir has entries open to others:\n{}", bad.join("\n"));
+        assert!(tracker.log().contains("readable by their owner only"), "{}", tracker.log());
+    });
+}
