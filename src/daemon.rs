@@ -46,7 +46,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     if let Some(t) = &cfg.policy.tracker {
         membership.tracker = t.clone();
     }
-    let credential = membership.credential().map_err(anyhow::Error::msg)?;
+    let login = cfg.state.login(&membership)?;
     let md = std::fs::metadata(&cfg.mountpoint)
         .with_context(|| format!("mount point {}", cfg.mountpoint.display()))?;
     if !md.is_dir() {
@@ -76,7 +76,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     // only until the tracker answers) and catch up from its last event.
     let saved = crate::model::load_table(&cfg.state.table());
     let (link, mut events) =
-        TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
+        TrackerLink::start(membership.tracker.clone(), login, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
     {
         // Versions the others hold asleep wake when this member wants them.
         let link = link.clone();

@@ -1,5 +1,5 @@
 //! Members only (issue 10), on real processes: what a group keeps at rest
-//! is readable by its owner only.
+//! is readable by its owner only; members pin the tracker's key.
 //!
 //! Needs root, /dev/fuse and fusermount3, and the binaries built
 //! (`cargo build --workspace`).
@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
-use titorrent_integration::{alice_and_bob, scenario, wait_for, Pattern};
+use titorrent_integration::{alice_and_bob, scenario, wait_for, Pattern, Peer, TrackerProc};
 
 const MIB: u64 = 1 << 20;
 const SEE: Duration = Duration::from_secs(30);
@@ -68,5 +68,42 @@ fn state_cache_staging_and_tracker_data_are_readable_by_their_owner_only() {
         let bad = open_to_others(&tracker.data_dir());
         assert!(bad.is_empty(), "the tracker's data dir has entries open to others:\n{}", bad.join("\n"));
         assert!(tracker.log().contains("readable by their owner only"), "{}", tracker.log());
+    });
+}
+
+#[test]
+fn join_and_every_later_connection_refuse_a_tracker_with_another_key() {
+    scenario(Duration::from_secs(120), || {
+        let real = TrackerProc::start();
+        let impostor = TrackerProc::start();
+        let alice = Peer::create_group(&real, "alice");
+        let invite = alice.invite();
+        let key = real.key().to_string();
+        assert!(invite.ends_with(&format!("/{key}")), "the invitation ends with the tracker's key fingerprint: {invite}");
+        assert_ne!(impostor.key(), key);
+
+        // The same invitation, pointed at another tracker (a man in the
+        // middle, or DNS gone wrong): refused before anything is sent.
+        let forged = invite.replace(&real.addr().to_string(), &impostor.addr().to_string());
+        let bob = tempfile::tempdir().unwrap();
+        let bob_state = bob.path().display().to_string();
+        let out = alice.cli(["join", forged.as_str(), "--member", "bob", "--state", bob_state.as_str()]);
+        assert!(!out.status.success(), "join with a forged invitation succeeded:\n{}", out.stdout);
+        let expected = format!("the tracker at {} is not the one this invite/state names", impostor.addr());
+        assert!(out.stderr.contains(&expected) && out.stderr.contains(&key), "{}", out.stderr);
+        assert!(!bob.path().join("member.toml").exists(), "nothing was joined");
+
+        // A member's state pins the key too: pointed at the impostor, every
+        // command refuses the same way.
+        let member_toml = alice.state_dir().join("member.toml");
+        let m = fs::read_to_string(&member_toml).unwrap();
+        assert!(!m.contains("secret"), "no bearer secret is kept: {m}");
+        fs::write(&member_toml, m.replace(&real.addr().to_string(), &impostor.addr().to_string())).unwrap();
+        let state = alice.state_dir().display().to_string();
+        let out = alice.cli(["members", "--state", state.as_str()]);
+        assert!(!out.status.success());
+        assert!(out.stderr.contains("is not the one this invite/state names") && out.stderr.contains(&key), "{}", out.stderr);
+        fs::write(&member_toml, m).unwrap();
+        assert_eq!(alice.members().len(), 1);
     });
 }

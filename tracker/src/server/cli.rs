@@ -79,8 +79,8 @@ impl ServeArgs {
     }
 }
 
-/// Opens the state, binds, prints `titorrent-tracker listening on ADDR`
-/// (the bound address) on stdout, and serves until Ctrl-C / SIGTERM. The
+/// Opens the state, binds, prints `titorrent-tracker key fingerprint HEX`
+/// and `titorrent-tracker listening on ADDR` (the bound address) on stdout, and serves until Ctrl-C / SIGTERM. The
 /// caller sets up logging.
 pub async fn run(args: ServeArgs) -> Result<(), TrackerError> {
     let tracker = Tracker::open(args.config())?;
@@ -90,6 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<(), TrackerError> {
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
+        writeln!(out, "titorrent-tracker key fingerprint {}", tracker.fingerprint())?;
         writeln!(out, "titorrent-tracker listening on {addr}")?;
         out.flush()?;
     }

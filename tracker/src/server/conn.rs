@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -33,7 +32,7 @@ use super::ops::Auth;
 use super::subscribe::Pump;
 use super::Tracker;
 use crate::proto::{
-    decode_body, encode_frame_into, ClientFrame, FrameError, MemberId, ProtoError, Request, Response, Seq,
+    decode_body, encode_frame_into, ClientFrame, Fingerprint, FrameError, MemberId, ProtoError, Request, Response, Seq,
     ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
 };
 
@@ -57,16 +56,18 @@ pub(crate) enum Out {
 
 type Waiting = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// Serves the binary protocol; the client's Hello is due by `hello_by`.
-pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: SocketAddr, hello_by: tokio::time::Instant) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
+/// Serves the binary protocol on an accepted TLS stream whose client
+/// showed the certificate `key`; the client's Hello is due by `hello_by`.
+pub(crate) async fn run<S>(tracker: Arc<Tracker>, mut stream: S, remote: SocketAddr, key: Fingerprint, hello_by: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cancel = tracker.cancel.child_token();
     let (push, push_rx) = mpsc::channel(OUT_QUEUE);
     let mut conn = Conn {
         tracker,
         remote,
+        key,
         auth: None,
         revoked: None,
         push,
@@ -93,6 +94,9 @@ pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: So
 struct Conn {
     tracker: Arc<Tracker>,
     remote: SocketAddr,
+    /// The fingerprint of the client's TLS certificate: the key it proved
+    /// it holds.
+    key: Fingerprint,
     auth: Option<Auth>,
     /// Resolves when the authenticated member leaves the group.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -148,9 +152,9 @@ async fn wait_head(head: &mut Option<(u64, Response, Waiting)>) -> Result<(), St
 }
 
 impl Conn {
-    async fn serve(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         mut push_rx: mpsc::Receiver<Out>,
         hello_deadline: tokio::time::Instant,
     ) -> Stop {
@@ -335,17 +339,17 @@ impl Conn {
         let t = &self.tracker;
         match req {
             Request::CreateGroup { group_name, member_name, peer_addr } => {
-                let (resp, wait, auth) = t.create_group(group_name, member_name, peer_addr, self.remote)?;
+                let (resp, wait, auth) = t.create_group(group_name, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, wait))
             }
             Request::Join { group, invite, member_name, peer_addr } => {
-                let (resp, wait, auth) = t.join(group, &invite, member_name, peer_addr, self.remote)?;
+                let (resp, wait, auth) = t.join(group, &invite, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, wait))
             }
-            Request::Authenticate { credential, peer_addr } => {
-                let (resp, auth) = t.authenticate(&credential, peer_addr, self.remote)?;
+            Request::Authenticate { group, member, peer_addr } => {
+                let (resp, auth) = t.authenticate(group, member, &self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, None))
             }

@@ -165,6 +165,7 @@ impl GroupState {
             name: ms.rec.name.clone(),
             online: ms.conns > 0,
             peer_addr: ms.rec.peer_addr,
+            key: ms.rec.key,
         })
     }
 

@@ -66,9 +66,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proto::{FileId, FileKind, GroupId, ProtoError, UnixMillis, Version, VersionInfo, DEFAULT_LEASE_TTL_MS};
+use crate::proto::{
+    FileId, FileKind, Fingerprint, GroupId, ProtoError, ServerFrame, UnixMillis, Version, VersionInfo,
+    DEFAULT_LEASE_TTL_MS, PROTOCOL_VERSION,
+};
 use commit::{CommitQueue, Committer, Ticket};
 use group::{Group, GroupState, MemberState, Txn};
+use crate::tls::Identity;
 use store::{Store, WriteSet};
 
 /// How the tracker is run.
@@ -115,9 +119,14 @@ pub enum TrackerError {
         #[source]
         source: io::Error,
     },
+    #[error("the tracker's key: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
+
+/// The tracker's key and certificate, in its data directory (0600).
+pub const IDENTITY_FILE: &str = "tracker-identity.pem";
 
 /// The tracker manager: groups, members, file tables, locks and event logs.
 pub struct Tracker {
@@ -129,6 +138,10 @@ pub struct Tracker {
     committer: Committer,
     /// Announce keys and swarms (memory only).
     announces: peers::Announces,
+    /// TLS for every client connection: the tracker's identity, a client
+    /// certificate required (see `tls`).
+    tls: tokio_rustls::TlsAcceptor,
+    fingerprint: Fingerprint,
     /// Taken by the first `serve`, which starts the background tasks.
     commit_rx: Mutex<Option<CommitQueue>>,
     cancel: CancellationToken,
@@ -145,6 +158,11 @@ impl Tracker {
     /// version; a smaller K than last time drops the excess), in one batch.
     pub fn open(cfg: TrackerConfig) -> Result<Arc<Tracker>, TrackerError> {
         let store = Store::open(&cfg.data_dir)?;
+        let (identity, made) = Identity::load_or_create(&cfg.data_dir.join(IDENTITY_FILE))?;
+        if made {
+            tracing::info!(fingerprint = %identity.fingerprint(), "made the tracker's key");
+        }
+        let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?);
         let loaded = store.load()?;
         let now = now_ms();
         let grace_until = now.saturating_add(duration_ms(cfg.lease_ttl));
@@ -205,6 +223,8 @@ impl Tracker {
             next_member: AtomicU64::new(max_member + 1),
             committer,
             announces,
+            tls,
+            fingerprint: identity.fingerprint(),
             commit_rx: Mutex::new(Some(commit_rx)),
             cancel: CancellationToken::new(),
         }))
@@ -236,6 +256,12 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// The tracker's key fingerprint (SHA-256 of its certificate): what
+    /// invitations carry and members pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// Stops serving: listeners return, connections close, background
@@ -335,10 +361,11 @@ fn kept_at_open(
     Ok(newer)
 }
 
-/// One accepted connection: HTTP (an announce) or the binary protocol,
-/// told apart by its first byte (see `http.rs`). Clients of the binary
-/// protocol speak first (their Hello); one that says nothing within the
-/// Hello timeout gets the tracker's Hello and a Goodbye.
+/// One accepted connection: HTTP (an announce), TLS (the client
+/// protocol), or an older client's plaintext frames, told apart by the
+/// first byte (see `http.rs` and `proto.rs`). Clients of the protocol speak
+/// first (the TLS handshake, then their Hello); one that has not finished
+/// both within the Hello timeout is dropped.
 async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr) {
     let hello_by = tokio::time::Instant::now() + conn::HELLO_TIMEOUT;
     let mut first = [0u8; 1];
@@ -350,8 +377,50 @@ async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr
         // Closed (or failed) before saying anything.
         Ok(Ok(0)) | Ok(Err(_)) => {}
         Ok(Ok(_)) if http::is_http(first[0]) => http::serve(t, stream, remote).await,
-        _ => conn::run(t, stream, remote, hello_by).await,
+        Ok(Ok(_)) if first[0] == TLS_HANDSHAKE => {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let handshake = tokio::select! {
+                _ = t.cancel.cancelled() => return,
+                r = tokio::time::timeout_at(hello_by, t.tls.accept(stream)) => r,
+            };
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::info!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::info!(%remote, "closing connection: no TLS handshake in time"),
+            };
+            let Some(key) = crate::tls::peer_fingerprint(tls.get_ref().1) else {
+                return tracing::info!(%remote, "closing connection: no client certificate");
+            };
+            conn::run(t, tls, remote, key, hello_by).await
+        }
+        Ok(Ok(_)) => plaintext_refused(stream, remote).await,
+        Err(_) => tracing::debug!(%remote, "closing connection: silent"),
     }
+}
+
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// An older client speaking frames in the clear: it is told why, in frames
+/// it can read, and nothing it sent is looked at.
+async fn plaintext_refused(mut stream: TcpStream, remote: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    tracing::info!(%remote, "refusing a plaintext client connection");
+    let mut out = Vec::new();
+    let reason = format!("this tracker speaks protocol {PROTOCOL_VERSION} over TLS only: upgrade titorrent");
+    let frames = [ServerFrame::Hello { version: PROTOCOL_VERSION }, ServerFrame::Goodbye { reason }];
+    for f in &frames {
+        if crate::proto::encode_frame_into(&mut out, f).is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Spawns a task in `span`. The tasks here handle their own errors.

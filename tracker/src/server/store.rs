@@ -47,7 +47,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::TrackerError;
 use crate::proto::{
-    Event, FileEntry, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
+    Event, FileEntry, Fingerprint, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
 };
 
 const TREE: &str = "tracker-v1";
@@ -119,7 +119,10 @@ pub(crate) struct GroupRec {
 pub(crate) struct MemberRec {
     pub group: GroupId,
     pub name: String,
-    pub secret_hash: [u8; 32],
+    /// The fingerprint of the member's certificate. (A record from before
+    /// protocol 5 held the SHA-256 of a bearer secret here, in the same
+    /// layout: no certificate hashes to it, so that member must join again.)
+    pub key: Fingerprint,
     pub peer_addr: Option<SocketAddr>,
 }
 

@@ -199,7 +199,7 @@ mod tests {
         let t: Arc<Tracker> =
             Tracker::open(TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() }).unwrap();
         let remote = "127.0.0.1:1".parse().unwrap();
-        let (_, _, auth) = t.create_group("g".into(), "alice".into(), None, remote).unwrap();
+        let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, remote).unwrap();
         let g = auth.group.id;
         let (a, la) = file(&t, &auth, "a");
         let (b, lb) = file(&t, &auth, "b");

@@ -329,15 +329,15 @@ async fn leave_revokes_the_credential_and_releases_locks() {
     assert_eq!(bob.req(Request::Leave).await, err(ProtoError::NotAuthenticated));
     assert!(matches!(bob2.frame().await, Some(ServerFrame::Goodbye { .. })));
     assert_eq!(bob2.frame().await, None);
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred.clone(), peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     srv.stop().await;
 
     // Still gone after a reopen, and bob's id (the highest) is not reused.
     let srv = Server::start(dir.path(), TTL).await;
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred.clone(), peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     let mut alice = Client::authed(srv.addr, &a_cred).await;
     let (_, c_cred) = join(srv.addr, &mut alice, a_cred.group, "carol").await;
@@ -736,8 +736,8 @@ async fn changes_survive_a_reopen() {
     assert_eq!(r, Response::Torrent(fake_torrent(b'1').1));
     let (log_after, _) = read_log(&mut alice, None, 0).await;
     assert_eq!(log_after[..log_before.len()], log_before[..]);
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred, peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     let (mut carol, _) = join(srv.addr, &mut alice, a_cred.group, "carol").await;
     assert!(is_locked_by(&Response::Error(carol.lock(f.id).await.unwrap_err()), "alice"));
