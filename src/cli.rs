@@ -43,7 +43,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  titorrent tracker --listen 0.0.0.0:7070 --data /var/lib/titorrent-tracker")]
     Tracker(titorrent_tracker::server::ServeArgs),
     /// Create a group on a tracker; this state directory becomes its first member.
-    #[command(after_help = "Example:\n  titorrent create-group --tracker tracker.lan:7070 --group team --member ana --state ~/.local/share/titorrent/team")]
+    #[command(after_help = "Example:\n  titorrent create-group --tracker tracker.lan:7070 --admin-token /var/lib/titorrent-tracker/admin-token \\\n      --group team --member ana --state ~/.local/share/titorrent/team")]
     CreateGroup {
         /// host:port of the tracker manager.
         #[arg(long, value_name = "HOST:PORT")]
@@ -58,6 +58,11 @@ pub enum Command {
         /// printed: compare it with the tracker's).
         #[arg(long, value_name = "HEX")]
         tracker_key: Option<titorrent_tracker::proto::Fingerprint>,
+        /// File holding the tracker's admin token (the tracker's
+        /// DATA/admin-token, or its --admin-token-file): only its admin may
+        /// create groups.
+        #[arg(long, value_name = "FILE", env = "TITORRENT_ADMIN_TOKEN_FILE")]
+        admin_token: PathBuf,
         #[command(flatten)]
         who: MemberArgs,
     },
@@ -339,7 +344,7 @@ mod tests {
             &["titorrent", "members", "--state", "/s"],
             &["titorrent", "invite", "--state", "/s", "--ttl", "60", "--uses", "2"],
             &["titorrent", "join", "titorrent://h:1/1/c/00", "--member", "b", "--state", "/s"],
-            &["titorrent", "create-group", "--tracker", "h:1", "--group", "g", "--member", "a", "--state", "/s"],
+            &["titorrent", "create-group", "--tracker", "h:1", "--admin-token", "/t", "--group", "g", "--member", "a", "--state", "/s"],
             &["titorrent", "up", "/m", "--state", "/s", "--listen", "127.0.0.1:0", "--tracker-listen", "127.0.0.1:0"],
             &["titorrent", "unmount", "/m"],
             &["titorrent", "tracker", "--listen", "127.0.0.1:0", "--data", "/d"],

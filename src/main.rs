@@ -67,13 +67,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args, &config).await,
         Command::Tracker(args) => Ok(titorrent_tracker::server::run(args).await?),
-        Command::CreateGroup { tracker, group, tracker_key, who } => {
+        Command::CreateGroup { tracker, group, tracker_key, admin_token, who } => {
             let MemberArgs { member, state } = who;
             let st = state_dir(&state, &config)?;
+            let admin_token = std::fs::read_to_string(&admin_token)
+                .with_context(|| format!("reading the admin token from {}", admin_token.display()))?
+                .trim()
+                .to_string();
             let tls = ClientTls { identity: st.identity()?, pin: tracker_key };
             let mut conn = Connection::connect(&tracker, &tls).await.with_context(|| format!("connecting to {tracker}"))?;
             let resp = conn
-                .request(Request::CreateGroup { group_name: group.clone(), member_name: member.clone(), peer_addr: None })
+                .request(Request::CreateGroup {
+                    admin_token,
+                    group_name: group.clone(),
+                    member_name: member.clone(),
+                    peer_addr: None,
+                })
                 .await?;
             let Response::Created { group: g, member: m } = resp else { bail!("unexpected answer: {resp:?}") };
             save_membership(&st, &tracker, conn.tracker_key(), &group, &member, g, m)?;
@@ -274,6 +283,8 @@ async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let tracker_key = tracker.fingerprint();
+    // The embedded tracker's admin is this process.
+    let admin_token = tracker.admin_token().0.to_string();
     let listener = tokio::net::TcpListener::bind(args.tracker_listen)
         .await
         .with_context(|| format!("embedded tracker cannot listen on {}", args.tracker_listen))?;
@@ -290,7 +301,12 @@ async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
         let tls = ClientTls { identity: st.identity()?, pin: Some(tracker_key) };
         let mut conn = Connection::connect(&local_tracker, &tls).await?;
         let resp = conn
-            .request(Request::CreateGroup { group_name: "shared".into(), member_name: host.clone(), peer_addr: None })
+            .request(Request::CreateGroup {
+                admin_token,
+                group_name: "shared".into(),
+                member_name: host.clone(),
+                peer_addr: None,
+            })
             .await?;
         let Response::Created { group, member } = resp else { bail!("unexpected answer: {resp:?}") };
         save_membership(&st, &local_tracker, tracker_key, "shared", &host, group, member)?;

@@ -56,6 +56,18 @@ impl TrackerProc {
         &self.key
     }
 
+    /// The file holding its admin token (made at its first start), what
+    /// `titorrent create-group --admin-token` reads.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir().join("admin-token")
+    }
+
+    /// The admin token itself (for raw-protocol clients).
+    pub fn admin_token(&self) -> String {
+        let p = self.admin_token_file();
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display())).trim().to_string()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -107,3 +107,39 @@ fn join_and_every_later_connection_refuse_a_tracker_with_another_key() {
         assert_eq!(alice.members().len(), 1);
     });
 }
+
+#[test]
+fn only_the_trackers_admin_creates_groups() {
+    scenario(Duration::from_secs(120), || {
+        let mut tracker = TrackerProc::start();
+        let token_file = tracker.admin_token_file();
+        let mode = fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", token_file.display());
+        let stdout = fs::read_to_string(tracker.dir().join("tracker.stdout")).unwrap();
+        assert_eq!(stdout.matches("admin token").count(), 1, "printed once at the first start:\n{stdout}");
+        assert!(stdout.contains(&tracker.admin_token()));
+
+        let wrong = tempfile::NamedTempFile::new().unwrap();
+        fs::write(wrong.path(), "not-the-token\n").unwrap();
+        let st = tempfile::tempdir().unwrap();
+        let (addr, st_path, wrong_path) =
+            (tracker.addr().to_string(), st.path().display().to_string(), wrong.path().display().to_string());
+        let alice = Peer::create_group(&tracker, "alice");
+        let out = alice.cli([
+            "create-group", "--tracker", addr.as_str(), "--admin-token", wrong_path.as_str(), "--group", "free", "--member", "eve",
+            "--state", st_path.as_str(),
+        ]);
+        assert!(!out.status.success(), "a group made with a wrong token:\n{}", out.stdout);
+        assert!(out.stderr.contains("admin token"), "{}", out.stderr);
+        assert!(!st.path().join("member.toml").exists());
+        let out = alice.cli(["create-group", "--tracker", addr.as_str(), "--group", "free", "--member", "eve", "--state", st_path.as_str()]);
+        assert!(!out.status.success() && out.stderr.contains("--admin-token"), "{}", out.stderr);
+
+        // Not printed again at a restart; the same token still works.
+        tracker.restart();
+        let stdout = fs::read_to_string(tracker.dir().join("tracker.stdout")).unwrap();
+        assert_eq!(stdout.matches("admin token").count(), 1, "{stdout}");
+        let bob = Peer::create_group(&tracker, "bob");
+        assert_eq!(bob.members().len(), 1);
+    });
+}

@@ -100,7 +100,7 @@ async fn one_shot_connection_requests_and_refusals() {
     assert_eq!(c.local_addr().ip(), srv.addr.ip());
     assert_eq!(c.tracker_key(), srv.tracker.fingerprint());
     assert!(matches!(c.request(Request::ListFiles).await, Err(ClientError::Refused(ProtoError::NotAuthenticated))));
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
     let Response::Created { group, .. } = c.request(req).await.unwrap() else { panic!() };
     let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
         panic!()
@@ -127,7 +127,7 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let addr = srv.addr;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
     let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
     let ana = Login { group, member, tls };
     drop(c);
@@ -340,7 +340,7 @@ async fn want_reaches_another_link_as_wanted() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
     let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
     let ana = Login { group, member, tls };
     let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {

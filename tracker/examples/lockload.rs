@@ -1,7 +1,7 @@
 //! Load generator for profiling the tracker: N blocking clients, each
 //! locking and unlocking a file of its own over one TLS connection, one
 //! request in flight (what `titorrent-bench --only P4` measures).
-//! `cargo run --release -p titorrent-tracker --example lockload -- ADDR [CLIENTS] [SECS]`
+//! `cargo run --release -p titorrent-tracker --example lockload -- ADDR ADMIN-TOKEN-FILE [CLIENTS] [SECS]`
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -52,11 +52,12 @@ impl C {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr = args.get(1).expect("ADDR").clone();
-    let n: usize = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(8);
-    let secs: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(10);
+    let admin_token = std::fs::read_to_string(args.get(2).expect("ADMIN-TOKEN-FILE")).expect("admin token").trim().to_string();
+    let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(8);
+    let secs: u64 = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(10);
     let mut first = C::connect(&addr);
     let Response::Created { group, .. } =
-        first.req(Request::CreateGroup { group_name: "load".into(), member_name: "c0".into(), peer_addr: None })
+        first.req(Request::CreateGroup { admin_token, group_name: "load".into(), member_name: "c0".into(), peer_addr: None })
     else {
         panic!()
     };

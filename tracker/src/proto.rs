@@ -14,7 +14,9 @@
 //! [`ServerFrame`]. The first frame each side sends is a `Hello` carrying
 //! [`PROTOCOL_VERSION`]; a peer speaking another version is refused. The
 //! client speaks first. A frame longer than [`MAX_FRAME`] is malformed and
-//! closes the connection.
+//! closes the connection; so is one over 64 KiB before the connection has
+//! authenticated, and a connection that has not authenticated within 10 s
+//! (the tracker's defaults) is closed.
 //!
 //! Requests carry a client-chosen `id`; the matching response carries the
 //! same `id`. Events are pushed unsolicited, in sequence order, after a
@@ -26,7 +28,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -185,9 +187,11 @@ impl std::str::FromStr for Fingerprint {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Allowed before authentication. Creates a group whose first member is
-    /// the caller; the connection is then authenticated as that member.
-    CreateGroup { group_name: String, member_name: String, peer_addr: Option<SocketAddr> },
+    /// Allowed before authentication, with the tracker's admin token (made
+    /// at its first start; refused `NotAdmin` otherwise). Creates a group
+    /// whose first member is the caller; the connection is then
+    /// authenticated as that member.
+    CreateGroup { admin_token: String, group_name: String, member_name: String, peer_addr: Option<SocketAddr> },
     /// Allowed before authentication. Redeems an invite; the connection is
     /// then authenticated as the new member.
     Join { group: GroupId, invite: String, member_name: String, peer_addr: Option<SocketAddr> },
@@ -321,6 +325,8 @@ pub enum ProtoError {
     NotAuthenticated,
     #[error("invite unknown, expired or used up")]
     BadInvite,
+    #[error("creating a group needs this tracker's admin token (titorrent create-group --admin-token FILE)")]
+    NotAdmin,
     #[error("no such file")]
     NoSuchFile,
     #[error("a file with that name already exists")]

@@ -1,10 +1,12 @@
 //! The tracker server over real TCP: membership, authentication, framing
 //! robustness, locks and leases, publish CAS, event streaming, persistence;
-//! `Want` notices in `peers`.
+//! `Want` notices in `peers`; strangers (admin token, pre-authentication
+//! limits, floods) in `strangers`.
 
 mod common;
 mod peers;
 mod requests;
+mod strangers;
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ async fn create_group_invite_and_join() {
     let mut alice = Client::connect(srv.addr).await;
     let created = alice
         .req(Request::CreateGroup {
+            admin_token: ADMIN.into(),
             group_name: "team".into(),
             member_name: "alice".into(),
             peer_addr: Some("0.0.0.0:6881".parse().unwrap()),
@@ -751,6 +754,7 @@ async fn acknowledged_state_survives_kill_9() {
     }
 
     let dir = tempfile::tempdir().unwrap();
+    write_admin_token(dir.path());
     let (mut child, addr) = spawn(dir.path()).await;
     let (mut alice, a_cred) = new_group(addr, "alice").await;
     let (mut bob, b_cred) = join(addr, &mut alice, a_cred.group, "bob").await;

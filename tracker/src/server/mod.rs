@@ -17,6 +17,8 @@
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
 //! - [`sweep`]: lease expiry and log retention.
+//! - [`limits`]: connection caps, the pre-authentication deadline and
+//!   frame limit, the admin token that creating a group needs.
 //! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
 //! - [`private`]: owner-only modes for the data directory (and members' state).
 //!
@@ -40,6 +42,7 @@ mod commit;
 mod conn;
 mod group;
 mod http;
+mod limits;
 mod log;
 mod ops;
 mod peers;
@@ -51,6 +54,7 @@ mod tree;
 mod versions;
 
 pub use cli::{run, ServeArgs};
+pub use limits::Limits;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,6 +92,12 @@ pub struct TrackerConfig {
     /// Versions kept per file, the current one included (at least 1): each
     /// with its torrent, listed by `ListVersions`, restorable.
     pub keep_versions: usize,
+    /// The file holding the admin token (made at first start if missing);
+    /// `None`: `admin-token` in `data_dir`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Connection caps and what a connection may do before it
+    /// authenticates.
+    pub limits: Limits,
 }
 
 impl Default for TrackerConfig {
@@ -97,6 +107,8 @@ impl Default for TrackerConfig {
             lease_ttl: Duration::from_millis(DEFAULT_LEASE_TTL_MS),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             keep_versions: 10,
+            admin_token_file: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -119,6 +131,12 @@ pub enum TrackerError {
         #[source]
         source: io::Error,
     },
+    #[error("the admin token file {path}")]
+    AdminToken {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("the tracker's key: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -127,6 +145,8 @@ pub enum TrackerError {
 
 /// The tracker's key and certificate, in its data directory (0600).
 pub const IDENTITY_FILE: &str = "tracker-identity.pem";
+/// The admin token's file in the data directory, unless configured.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// The tracker manager: groups, members, file tables, locks and event logs.
 pub struct Tracker {
@@ -142,6 +162,10 @@ pub struct Tracker {
     /// certificate required (see `tls`).
     tls: tokio_rustls::TlsAcceptor,
     fingerprint: Fingerprint,
+    admin: limits::AdminToken,
+    /// Whether this start made the admin token (it is printed once).
+    admin_made: bool,
+    gate: Arc<limits::Gate>,
     /// Taken by the first `serve`, which starts the background tasks.
     commit_rx: Mutex<Option<CommitQueue>>,
     cancel: CancellationToken,
@@ -163,6 +187,12 @@ impl Tracker {
             tracing::info!(fingerprint = %identity.fingerprint(), "made the tracker's key");
         }
         let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?);
+        let admin_path = cfg.admin_token_file.clone().unwrap_or_else(|| cfg.data_dir.join(ADMIN_TOKEN_FILE));
+        let (admin, admin_made) = limits::AdminToken::load_or_create(&admin_path)
+            .map_err(|source| TrackerError::AdminToken { path: admin_path.clone(), source })?;
+        if admin_made {
+            tracing::info!(file = %admin_path.display(), "made the admin token (needed to create a group)");
+        }
         let loaded = store.load()?;
         let now = now_ms();
         let grace_until = now.saturating_add(duration_ms(cfg.lease_ttl));
@@ -216,7 +246,7 @@ impl Tracker {
         tracing::info!(dir = %cfg.data_dir.display(), groups = groups.len(), "tracker state opened");
         let (committer, commit_rx) = Committer::new();
         Ok(Arc::new(Tracker {
-            cfg,
+            cfg: cfg.clone(),
             store,
             groups: RwLock::new(groups),
             next_group: AtomicU64::new(max_group + 1),
@@ -225,6 +255,9 @@ impl Tracker {
             announces,
             tls,
             fingerprint: identity.fingerprint(),
+            admin,
+            admin_made,
+            gate: limits::Gate::new(cfg.limits.clone()),
             commit_rx: Mutex::new(Some(commit_rx)),
             cancel: CancellationToken::new(),
         }))
@@ -262,6 +295,17 @@ impl Tracker {
     /// invitations carry and members pin.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The admin token (what `CreateGroup` needs), for a process that
+    /// embeds the tracker; and the file it is kept in.
+    pub fn admin_token(&self) -> (&str, &std::path::Path) {
+        (self.admin.token(), &self.admin.path)
+    }
+
+    /// Whether this start made the admin token (print it once).
+    pub fn admin_token_made(&self) -> bool {
+        self.admin_made
     }
 
     /// Stops serving: listeners return, connections close, background
@@ -364,26 +408,37 @@ fn kept_at_open(
 /// One accepted connection: HTTP (an announce), TLS (the client
 /// protocol), or an older client's plaintext frames, told apart by the
 /// first byte (see `http.rs` and `proto.rs`). Clients of the protocol speak
-/// first (the TLS handshake, then their Hello); one that has not finished
-/// both within the Hello timeout is dropped.
+/// first (the TLS handshake, then their Hello); one that has not
+/// authenticated within the pre-authentication timeout is closed. Over a
+/// cap (see `limits.rs`), a connection is closed at once.
 async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr) {
-    let hello_by = tokio::time::Instant::now() + conn::HELLO_TIMEOUT;
+    let (slot, preauth) = match t.gate.admit(remote.ip()) {
+        Ok(x) => x,
+        // A flood would flood the log too: not above debug.
+        Err(full) => return tracing::debug!(%remote, "closing connection: {full}"),
+    };
+    let auth_by = tokio::time::Instant::now() + t.gate.limits().preauth_timeout;
     let mut first = [0u8; 1];
     let peeked = tokio::select! {
         _ = t.cancel.cancelled() => return,
-        r = tokio::time::timeout_at(hello_by, stream.peek(&mut first)) => r,
+        r = tokio::time::timeout_at(auth_by, stream.peek(&mut first)) => r,
     };
     match peeked {
         // Closed (or failed) before saying anything.
         Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(_)) if http::is_http(first[0]) => http::serve(t, stream, remote).await,
+        Ok(Ok(_)) if http::is_http(first[0]) => {
+            // Announces need no authentication (their key is in the URL);
+            // hyper bounds how long the headers may take.
+            drop(preauth);
+            http::serve(t, stream, remote).await
+        }
         Ok(Ok(_)) if first[0] == TLS_HANDSHAKE => {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
             let handshake = tokio::select! {
                 _ = t.cancel.cancelled() => return,
-                r = tokio::time::timeout_at(hello_by, t.tls.accept(stream)) => r,
+                r = tokio::time::timeout_at(auth_by, t.tls.accept(stream)) => r,
             };
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
@@ -393,11 +448,12 @@ async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr
             let Some(key) = crate::tls::peer_fingerprint(tls.get_ref().1) else {
                 return tracing::info!(%remote, "closing connection: no client certificate");
             };
-            conn::run(t, tls, remote, key, hello_by).await
+            conn::run(t, tls, remote, key, preauth, auth_by).await
         }
         Ok(Ok(_)) => plaintext_refused(stream, remote).await,
         Err(_) => tracing::debug!(%remote, "closing connection: silent"),
     }
+    drop(slot);
 }
 
 /// The first byte of a TLS record carrying a handshake message.

@@ -45,6 +45,19 @@ pub async fn tls_raw(addr: SocketAddr) -> TlsStream<TcpStream> {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The admin token of every test tracker (written into its data dir
+/// before it first opens it).
+pub const ADMIN: &str = "test-admin-token";
+
+/// Puts [`ADMIN`] where the tracker on `dir` reads its admin token.
+pub fn write_admin_token(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(titorrent_tracker::server::ADMIN_TOKEN_FILE);
+    if !p.exists() {
+        std::fs::write(p, ADMIN).unwrap();
+    }
+}
+
 pub fn config(dir: &Path, lease_ttl: Duration) -> TrackerConfig {
     TrackerConfig { data_dir: dir.to_path_buf(), lease_ttl, ..TrackerConfig::default() }
 }
@@ -92,6 +105,7 @@ impl Server {
 
     pub async fn start_cfg_on(cfg: TrackerConfig, addr: SocketAddr) -> Server {
         let dir = cfg.data_dir.clone();
+        write_admin_token(&dir);
         let tracker = poll("the database to be free", WAIT, || {
             let cfg = cfg.clone();
             async move { Tracker::open(cfg).ok() }
@@ -284,7 +298,8 @@ impl Client {
 /// Creates a group; returns the creator's connection and credential.
 pub async fn new_group(addr: SocketAddr, member: &str) -> (Client, Credential) {
     let mut c = Client::connect(addr).await;
-    let req = Request::CreateGroup { group_name: "team".into(), member_name: member.into(), peer_addr: None };
+    let req =
+        Request::CreateGroup { admin_token: ADMIN.into(), group_name: "team".into(), member_name: member.into(), peer_addr: None };
     match c.req(req).await {
         Response::Created { group, member } => {
             let identity = c.identity.clone();
