@@ -111,7 +111,9 @@ pub enum FileKind {
 pub struct FileEntry {
     pub id: FileId,
     pub parent: FileId,
-    /// One path component: never empty, never `.` or `..`, never contains `/` or NUL.
+    /// One path component: never empty, never `.` or `..`, never contains
+    /// `/` or a control character (NUL, escape, newline: what a terminal
+    /// would act on when `titorrent log` prints it).
     pub name: String,
     pub kind: FileKind,
     pub size: u64,
@@ -465,7 +467,7 @@ pub fn validate_name(name: &str) -> Result<(), ProtoError> {
         || name == "."
         || name == ".."
         || name.contains('/')
-        || name.contains('\0')
+        || name.chars().any(char::is_control)
         || name.len() > 255;
     if bad {
         Err(ProtoError::InvalidName(name.escape_debug().to_string()))
@@ -497,7 +499,7 @@ mod tests {
 
     #[test]
     fn names_with_slash_or_dots_are_refused() {
-        for n in ["", ".", "..", "a/b", "a\0b"] {
+        for n in ["", ".", "..", "a/b", "a\0b", "a\x1b[2Jb", "line\nbreak", "tab\there", "del\x7f"] {
             assert!(validate_name(n).is_err(), "{n:?}");
         }
         assert!(validate_name("notes (1).txt").is_ok());

@@ -1,12 +1,14 @@
 //! The tracker server over real TCP: membership, authentication, framing
 //! robustness, locks and leases, publish CAS, event streaming, persistence;
 //! `Want` notices in `peers`; strangers (admin token, pre-authentication
-//! limits, floods) in `strangers`.
+//! limits, floods) in `strangers`; what members may not publish in
+//! `validation`.
 
 mod common;
 mod peers;
 mod requests;
 mod strangers;
+mod validation;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 //!   announce keys and swarms.
 //! - [`http`]: the HTTP announce endpoint, on the same port as the binary
 //!   protocol (told apart by the first byte).
+//! - [`metainfo`]: what a published torrent must be.
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
@@ -44,6 +45,7 @@ mod group;
 mod http;
 mod limits;
 mod log;
+mod metainfo;
 mod ops;
 mod peers;
 pub mod private;
@@ -55,6 +57,7 @@ mod versions;
 
 pub use cli::{run, ServeArgs};
 pub use limits::Limits;
+pub use metainfo::test_torrent;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -91,14 +91,11 @@ fn check_label(what: &str, s: &str) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// A member reporting 0.0.0.0:port means "my address as you see it".
+/// A member's BitTorrent address: the IP its connection comes from (a
+/// member cannot send the others to dial someone else's address), the
+/// port it reports.
 fn fix_peer(given: Option<SocketAddr>, remote: SocketAddr) -> Option<SocketAddr> {
-    given.map(|mut a| {
-        if a.ip().is_unspecified() {
-            a.set_ip(remote.ip());
-        }
-        a
-    })
+    given.map(|a| SocketAddr::new(remote.ip(), a.port()))
 }
 
 fn lease_of(f: FileId, rec: &LockRec, version: Version) -> Lease {
@@ -379,7 +376,8 @@ impl Tracker {
             kind,
             size: 0,
             mtime: now,
-            mode: mode & 0o7777,
+            // No setuid, setgid or sticky bit is shared.
+            mode: mode & 0o777,
             version: Version(0),
             info_hash: None,
             author: m,
@@ -589,6 +587,9 @@ impl Tracker {
             Some((f, _)) if f == file => {}
             _ => return Err(ProtoError::NoLease),
         }
+        if let Some(ih) = info_hash {
+            super::metainfo::check(&torrent, size, ih)?;
+        }
         let new = FileEntry {
             version: Version(cur.version.0 + 1),
             size,
@@ -663,12 +664,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unspecified_peer_ip_is_replaced_by_the_remote_ip() {
+    fn the_peer_ip_is_the_connections() {
         let remote: SocketAddr = "10.1.2.3:5555".parse().unwrap();
         let fixed = fix_peer(Some("0.0.0.0:6881".parse().unwrap()), remote);
         assert_eq!(fixed, Some("10.1.2.3:6881".parse().unwrap()));
-        let kept = fix_peer(Some("192.168.1.9:6881".parse().unwrap()), remote);
-        assert_eq!(kept, Some("192.168.1.9:6881".parse().unwrap()));
+        // Another address than the connection's is not believed.
+        let claimed = fix_peer(Some("192.168.1.9:6881".parse().unwrap()), remote);
+        assert_eq!(claimed, Some("10.1.2.3:6881".parse().unwrap()));
         assert_eq!(fix_peer(None, remote), None);
     }
 

@@ -323,8 +323,15 @@ pub async fn join(addr: SocketAddr, inviter: &mut Client, group: GroupId, member
     }
 }
 
+/// A valid one-file torrent of 5 bytes (the tracker checks what it is
+/// given), distinct per `tag`.
 pub fn fake_torrent(tag: u8) -> (InfoHash, Vec<u8>) {
-    (InfoHash([tag; 20]), format!("d4:infod6:lengthi5e4:name1:{}ee", tag as char).into_bytes())
+    torrent_of(tag, 5)
+}
+
+/// A valid one-file torrent of `size` bytes.
+pub fn torrent_of(tag: u8, size: u64) -> (InfoHash, Vec<u8>) {
+    titorrent_tracker::server::test_torrent(tag, size)
 }
 
 /// One HTTP/1.1 GET over a fresh connection (`Connection: close`): the
