@@ -43,7 +43,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  titorrent tracker --listen 0.0.0.0:7070 --data /var/lib/titorrent-tracker")]
     Tracker(titorrent_tracker::server::ServeArgs),
     /// Create a group on a tracker; this state directory becomes its first member.
-    #[command(after_help = "Example:\n  titorrent create-group --tracker tracker.lan:7070 --group team --member ana --state ~/.local/share/titorrent/team")]
+    #[command(after_help = "Example:\n  titorrent create-group --tracker tracker.lan:7070 --admin-token /var/lib/titorrent-tracker/admin-token \\\n      --group team --member ana --state ~/.local/share/titorrent/team")]
     CreateGroup {
         /// host:port of the tracker manager.
         #[arg(long, value_name = "HOST:PORT")]
@@ -51,6 +51,18 @@ pub enum Command {
         /// Name of the new group.
         #[arg(long, value_name = "NAME")]
         group: String,
+        /// The tracker's key fingerprint (64 hex digits, printed by the
+        /// tracker at start: `titorrent-tracker key fingerprint HEX`). The
+        /// connection is refused if the tracker has another key. Without
+        /// it, the key the tracker shows now is trusted and pinned (and
+        /// printed: compare it with the tracker's).
+        #[arg(long, value_name = "HEX")]
+        tracker_key: Option<titorrent_tracker::proto::Fingerprint>,
+        /// File holding the tracker's admin token (the tracker's
+        /// DATA/admin-token, or its --admin-token-file): only its admin may
+        /// create groups.
+        #[arg(long, value_name = "FILE", env = "TITORRENT_ADMIN_TOKEN_FILE")]
+        admin_token: PathBuf,
         #[command(flatten)]
         who: MemberArgs,
     },
@@ -66,8 +78,9 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         uses: u32,
     },
-    /// Join a group with an invitation (titorrent://HOST:PORT/GROUP/CODE).
-    #[command(after_help = "Example:\n  titorrent join titorrent://10.0.0.5:7070/1/3f2a... --member bob --state ~/.local/share/titorrent/team")]
+    /// Join a group with an invitation (titorrent://HOST:PORT/GROUP/CODE/TRACKER-KEY).
+    #[command(after_help = "Example:\n  titorrent join titorrent://10.0.0.5:7070/1/3f2a.../9c41... --member bob --state ~/.local/share/titorrent/team\n\n\
+The invitation names the tracker's key: join refuses a tracker with another key, and the membership keeps it.")]
     Join {
         /// The invitation `titorrent invite` printed.
         #[arg(value_name = "INVITE")]
@@ -81,7 +94,7 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
-    /// Leave the group for good: this member's credential stops working.
+    /// Leave the group for good: this member's key stops working.
     #[command(after_help = "Example:\n  titorrent leave --state ~/.local/share/titorrent/team --yes\n\n\
 Unmount first. Asks for confirmation on a terminal; elsewhere needs --yes. The cache stays in the state \
 directory until you delete it.")]
@@ -187,7 +200,7 @@ Shows bytes, rate and time left while fetching (a bar on a terminal, a line ever
 
 #[derive(Debug, Args)]
 pub struct StateArg {
-    /// This member's state directory (credential, cache; default: `state` in the config file).
+    /// This member's state directory (key, membership, cache; default: `state` in the config file).
     #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
     pub state: Option<PathBuf>,
 }
@@ -275,21 +288,26 @@ fn parse_version(s: &str) -> Result<u64, String> {
     s.strip_prefix('v').unwrap_or(s).parse().map_err(|_| format!("{s:?} is not a version number (e.g. 3 or v3)"))
 }
 
-/// An invitation as users pass it around: `titorrent://HOST:PORT/GROUP/CODE`.
+/// An invitation as users pass it around: `titorrent://HOST:PORT/GROUP/CODE/TRACKER-KEY`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteUrl {
     pub tracker: String,
     pub group: u64,
     pub code: String,
+    /// The tracker's key fingerprint: `join` pins it.
+    pub tracker_key: titorrent_tracker::proto::Fingerprint,
 }
 
 impl InviteUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let rest = s.strip_prefix("titorrent://").ok_or("an invitation starts with titorrent://")?;
-        let mut parts = rest.split('/');
-        let (Some(tracker), Some(group), Some(code), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err("expected titorrent://HOST:PORT/GROUP/CODE".into());
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (tracker, group, code, key) = match parts.as_slice() {
+            [t, g, c, k] => (*t, *g, *c, *k),
+            [_, _, _] => {
+                return Err("this invitation names no tracker key (made by a titorrent before TLS): ask for a new one".into())
+            }
+            _ => return Err("expected titorrent://HOST:PORT/GROUP/CODE/TRACKER-KEY".into()),
         };
         if !tracker.contains(':') {
             return Err(format!("{tracker:?} has no port"));
@@ -298,13 +316,14 @@ impl InviteUrl {
         if code.is_empty() {
             return Err("the invitation code is empty".into());
         }
-        Ok(InviteUrl { tracker: tracker.to_string(), group, code: code.to_string() })
+        let tracker_key = key.parse().map_err(|e| format!("tracker key: {e}"))?;
+        Ok(InviteUrl { tracker: tracker.to_string(), group, code: code.to_string(), tracker_key })
     }
 }
 
 impl std::fmt::Display for InviteUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "titorrent://{}/{}/{}", self.tracker, self.group, self.code)
+        write!(f, "titorrent://{}/{}/{}/{}", self.tracker, self.group, self.code, self.tracker_key)
     }
 }
 
@@ -324,8 +343,8 @@ mod tests {
             &["titorrent", "mount", "/m", "--state", "/s", "--listen", "127.0.0.1:0", "--upload-limit", "4194304"][..],
             &["titorrent", "members", "--state", "/s"],
             &["titorrent", "invite", "--state", "/s", "--ttl", "60", "--uses", "2"],
-            &["titorrent", "join", "titorrent://h:1/1/c", "--member", "b", "--state", "/s"],
-            &["titorrent", "create-group", "--tracker", "h:1", "--group", "g", "--member", "a", "--state", "/s"],
+            &["titorrent", "join", "titorrent://h:1/1/c/00", "--member", "b", "--state", "/s"],
+            &["titorrent", "create-group", "--tracker", "h:1", "--admin-token", "/t", "--group", "g", "--member", "a", "--state", "/s"],
             &["titorrent", "up", "/m", "--state", "/s", "--listen", "127.0.0.1:0", "--tracker-listen", "127.0.0.1:0"],
             &["titorrent", "unmount", "/m"],
             &["titorrent", "tracker", "--listen", "127.0.0.1:0", "--data", "/d"],
@@ -343,10 +362,21 @@ mod tests {
 
     #[test]
     fn invite_round_trip_and_errors() {
-        let i = InviteUrl { tracker: "10.0.0.5:7070".into(), group: 3, code: "abc".into() };
+        let key = titorrent_tracker::proto::Fingerprint([0xab; 32]);
+        let i = InviteUrl { tracker: "10.0.0.5:7070".into(), group: 3, code: "abc".into(), tracker_key: key };
         assert_eq!(InviteUrl::parse(&i.to_string()).unwrap(), i);
-        for bad in ["http://x:1/1/a", "titorrent://x/1/a", "titorrent://x:1/g/a", "titorrent://x:1/1/", "titorrent://x:1/1/a/b"] {
-            assert!(InviteUrl::parse(bad).is_err(), "{bad}");
+        let k = key.to_string();
+        for bad in [
+            format!("http://x:1/1/a/{k}"),
+            format!("titorrent://x/1/a/{k}"),
+            format!("titorrent://x:1/g/a/{k}"),
+            format!("titorrent://x:1/1//{k}"),
+            format!("titorrent://x:1/1/a/{k}/b"),
+            "titorrent://x:1/1/a/b".into(),
+        ] {
+            assert!(InviteUrl::parse(&bad).is_err(), "{bad}");
         }
+        let old = InviteUrl::parse("titorrent://x:1/1/a").unwrap_err();
+        assert!(old.contains("names no tracker key"), "{old}");
     }
 }

@@ -46,7 +46,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     if let Some(t) = &cfg.policy.tracker {
         membership.tracker = t.clone();
     }
-    let credential = membership.credential().map_err(anyhow::Error::msg)?;
+    let login = cfg.state.login(&membership)?;
     let md = std::fs::metadata(&cfg.mountpoint)
         .with_context(|| format!("mount point {}", cfg.mountpoint.display()))?;
     if !md.is_dir() {
@@ -57,8 +57,14 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     }
 
     raise_fd_limit();
+    // The state and the cache hold the member's key and the group's files.
+    let cache_dir = cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache());
+    for (dir, what) in [(cfg.state.root(), "state directory"), (cache_dir.as_path(), "cache")] {
+        titorrent_tracker::server::private::make_private(dir, what)
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
     let swarm = Swarm::start(SwarmConfig {
-        cache_dir: cfg.policy.cache_dir.clone().unwrap_or_else(|| cfg.state.cache()),
+        cache_dir,
         listen: cfg.peer_listen,
         upload_limit_bps: cfg.upload_limit,
         download_limit_bps: cfg.download_limit,
@@ -70,7 +76,7 @@ pub async fn run_mount(cfg: MountConfig, stop: impl std::future::Future<Output =
     // only until the tracker answers) and catch up from its last event.
     let saved = crate::model::load_table(&cfg.state.table());
     let (link, mut events) =
-        TrackerLink::start(membership.tracker.clone(), credential, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
+        TrackerLink::start(membership.tracker.clone(), login, swarm.listen_port(), saved.as_ref().map(|(seq, _)| *seq));
     {
         // Versions the others hold asleep wake when this member wants them.
         let link = link.clone();

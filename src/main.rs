@@ -11,7 +11,8 @@ use titorrent::config::Config;
 use titorrent::daemon::{run_mount, MountConfig};
 use titorrent::state::{Membership, StateDir};
 use titorrent::tracker_client::Connection;
-use titorrent_tracker::proto::{Credential, Request, Response};
+use titorrent_tracker::proto::{Fingerprint, GroupId, MemberId, Request, Response};
+use titorrent_tracker::tls::ClientTls;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -21,6 +22,14 @@ fn main() -> std::process::ExitCode {
         // closing a socket must not kill them.
         // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Tracker(_) | Command::Mount(_) | Command::CreateGroup { .. } | Command::Join { .. }
+    ) {
+        // What these write (state, cache, staging, the tracker's data) is
+        // the member's key and the group's files: owner only.
+        titorrent_tracker::server::private::owner_only_umask();
     }
     if matches!(cli.command, Command::Up(_) | Command::Mount(_)) {
         // Two malloc arenas instead of glibc's 8 per core: a daemon that
@@ -52,50 +61,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args, &config).await,
         Command::Tracker(args) => Ok(titorrent_tracker::server::run(args).await?),
-        Command::CreateGroup { tracker, group, who } => {
+        Command::CreateGroup { tracker, group, tracker_key, admin_token, who } => {
             let MemberArgs { member, state } = who;
             let st = state_dir(&state, &config)?;
-            let mut conn = Connection::connect(&tracker).await.with_context(|| format!("connecting to {tracker}"))?;
+            let admin_token = std::fs::read_to_string(&admin_token)
+                .with_context(|| format!("reading the admin token from {}", admin_token.display()))?
+                .trim()
+                .to_string();
+            let tls = ClientTls { identity: st.identity()?, pin: tracker_key };
+            let mut conn = Connection::connect(&tracker, &tls).await.with_context(|| format!("connecting to {tracker}"))?;
             let resp = conn
-                .request(Request::CreateGroup { group_name: group.clone(), member_name: member.clone(), peer_addr: None })
+                .request(Request::CreateGroup {
+                    admin_token,
+                    group_name: group.clone(),
+                    member_name: member.clone(),
+                    peer_addr: None,
+                })
                 .await?;
-            let Response::Created { credential, .. } = resp else { bail!("unexpected answer: {resp:?}") };
-            save_membership(&st, &tracker, &group, &member, &credential)?;
+            let Response::Created { group: g, member: m } = resp else { bail!("unexpected answer: {resp:?}") };
+            save_membership(&st, &tracker, conn.tracker_key(), &group, &member, g, m)?;
             println!("created group {group}; you are {member}");
+            if tracker_key.is_none() {
+                println!("pinned the tracker's key {} (compare it with what the tracker printed)", conn.tracker_key());
+            }
             Ok(())
         }
         Command::Invite { state, ttl, uses } => {
-            let m = state_dir(&state, &config)?.load()?;
-            let mut conn = authenticated(&m).await?;
+            let st = state_dir(&state, &config)?;
+            let m = st.load()?;
+            let mut conn = authenticated(&st, &m).await?;
             let resp = conn.request(Request::CreateInvite { ttl_ms: ttl.saturating_mul(1000), uses }).await?;
             let Response::Invite { code, .. } = resp else { bail!("unexpected answer: {resp:?}") };
-            println!("{}", InviteUrl { tracker: m.tracker, group: m.group, code });
+            println!("{}", InviteUrl { tracker: m.tracker.clone(), group: m.group, code, tracker_key: m.tracker_key().map_err(anyhow::Error::msg)? });
             Ok(())
         }
         Command::Join { invite, who } => {
             let st = state_dir(&who.state, &config)?;
             let inv = InviteUrl::parse(&invite).map_err(|e| anyhow::anyhow!("invitation {invite:?}: {e}"))?;
-            let mut conn = Connection::connect(&inv.tracker).await.with_context(|| format!("connecting to {}", inv.tracker))?;
+            let tls = ClientTls { identity: st.identity()?, pin: Some(inv.tracker_key) };
+            let mut conn =
+                Connection::connect(&inv.tracker, &tls).await.with_context(|| format!("connecting to {}", inv.tracker))?;
+            let group = titorrent_tracker::proto::GroupId(inv.group);
             let resp = conn
-                .request(Request::Join {
-                    group: titorrent_tracker::proto::GroupId(inv.group),
-                    invite: inv.code.clone(),
-                    member_name: who.member.clone(),
-                    peer_addr: None,
-                })
+                .request(Request::Join { group, invite: inv.code.clone(), member_name: who.member.clone(), peer_addr: None })
                 .await?;
-            let Response::Joined { credential } = resp else { bail!("unexpected answer: {resp:?}") };
-            let group_name = match conn.request(Request::Authenticate { credential: credential.clone(), peer_addr: None }).await {
+            let Response::Joined { member } = resp else { bail!("unexpected answer: {resp:?}") };
+            let group_name = match conn.request(Request::Authenticate { group, member, peer_addr: None }).await {
                 Ok(Response::Authenticated { group_name, .. }) => group_name,
                 _ => format!("group-{}", inv.group),
             };
-            save_membership(&st, &inv.tracker, &group_name, &who.member, &credential)?;
+            save_membership(&st, &inv.tracker, inv.tracker_key, &group_name, &who.member, group, member)?;
             println!("joined {group_name} as {}", who.member);
             Ok(())
         }
         Command::Members { state } => {
-            let m = state_dir(&state, &config)?.load()?;
-            let mut conn = authenticated(&m).await?;
+            let st = state_dir(&state, &config)?;
+            let m = st.load()?;
+            let mut conn = authenticated(&st, &m).await?;
             let resp = conn.request(Request::ListMembers).await?;
             let Response::Members(ms) = resp else { bail!("unexpected answer: {resp:?}") };
             for mem in ms {
@@ -207,7 +229,7 @@ async fn leave(st: StateDir, yes: bool) -> anyhow::Result<()> {
             bail!("not confirmed: still a member of {}", m.group_name);
         }
     }
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&st, &m).await?;
     conn.request(Request::Leave).await.context("leaving")?;
     let member_file = st.root().join("member.toml");
     std::fs::remove_file(&member_file).with_context(|| format!("left, but cannot remove {}", member_file.display()))?;
@@ -215,14 +237,22 @@ async fn leave(st: StateDir, yes: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_membership(st: &StateDir, tracker: &str, group: &str, member: &str, c: &Credential) -> anyhow::Result<()> {
+fn save_membership(
+    st: &StateDir,
+    tracker: &str,
+    tracker_key: Fingerprint,
+    group_name: &str,
+    member_name: &str,
+    group: GroupId,
+    member: MemberId,
+) -> anyhow::Result<()> {
     st.save(&Membership {
         tracker: tracker.to_string(),
-        group: c.group.0,
-        group_name: group.to_string(),
-        member: c.member.0,
-        member_name: member.to_string(),
-        secret: hex::encode(c.secret.0),
+        group: group.0,
+        group_name: group_name.to_string(),
+        member: member.0,
+        member_name: member_name.to_string(),
+        tracker_key: Some(tracker_key.to_string()),
     })?;
     Ok(())
 }
@@ -246,6 +276,9 @@ async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
         data_dir: st.tracker_data(),
         ..Default::default()
     })?;
+    let tracker_key = tracker.fingerprint();
+    // The embedded tracker's admin is this process.
+    let admin_token = tracker.admin_token().0.to_string();
     let listener = tokio::net::TcpListener::bind(args.tracker_listen)
         .await
         .with_context(|| format!("embedded tracker cannot listen on {}", args.tracker_listen))?;
@@ -258,22 +291,29 @@ async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
     let local_tracker = format!("127.0.0.1:{port}");
     let host = hostname();
     if !st.has_membership() {
-        let mut conn = Connection::connect(&local_tracker).await?;
+        // Our own tracker: its key is known without asking the network.
+        let tls = ClientTls { identity: st.identity()?, pin: Some(tracker_key) };
+        let mut conn = Connection::connect(&local_tracker, &tls).await?;
         let resp = conn
-            .request(Request::CreateGroup { group_name: "shared".into(), member_name: host.clone(), peer_addr: None })
+            .request(Request::CreateGroup {
+                admin_token,
+                group_name: "shared".into(),
+                member_name: host.clone(),
+                peer_addr: None,
+            })
             .await?;
-        let Response::Created { credential, .. } = resp else { bail!("unexpected answer: {resp:?}") };
-        save_membership(&st, &local_tracker, "shared", &host, &credential)?;
+        let Response::Created { group, member } = resp else { bail!("unexpected answer: {resp:?}") };
+        save_membership(&st, &local_tracker, tracker_key, "shared", &host, group, member)?;
     }
     let m = st.load()?;
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&st, &m).await?;
     if let Ok(Response::Invite { code, .. }) = conn.request(Request::CreateInvite { ttl_ms: 86_400_000, uses: 1 }).await {
         // A specific listen address is what others dial; for "any address"
         // the host name is the best guess at a name others can resolve.
         let ip = args.tracker_listen.ip();
         let tracker =
             if ip.is_unspecified() { format!("{host}:{port}") } else { std::net::SocketAddr::new(ip, port).to_string() };
-        let invite = InviteUrl { tracker, group: m.group, code };
+        let invite = InviteUrl { tracker, group: m.group, code, tracker_key };
         println!("titorrent is up: group {:?}, tracker on port {port}, state in {}", m.group_name, state_root.display());
         println!("On a second machine, run:");
         println!("  titorrent join {invite} --member NAME --state ~/.local/share/titorrent/shared");

@@ -1,14 +1,20 @@
-//! A member's local state directory: who it is in which group (the
-//! credential, readable by its owner only) and where its cache, staging
-//! copies and torrents live.
+//! A member's local state directory: who it is in which group (its ids,
+//! its key, the tracker's pinned fingerprint; readable by its owner only)
+//! and where its cache, staging copies and torrents live.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use titorrent_tracker::proto::{Credential, GroupId, MemberId, Secret};
+use std::sync::Arc;
+use titorrent_tracker::proto::{Fingerprint, GroupId, MemberId};
+use titorrent_tracker::tls::{ClientTls, Identity, TlsError};
+
+use crate::tracker_client::Login;
 
 const MEMBER_FILE: &str = "member.toml";
+/// The member's key and its self-signed certificate (PEM, 0600).
+const IDENTITY_FILE: &str = "member-identity.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -18,6 +24,8 @@ pub enum StateError {
     Invalid { path: PathBuf, msg: String },
     #[error("{0} holds no membership yet: run `titorrent create-group` or `titorrent join` with --state {0}")]
     NotAMember(PathBuf),
+    #[error("{0}")]
+    Key(#[from] TlsError),
 }
 
 /// This member's identity in one group, as stored in `member.toml`.
@@ -29,15 +37,21 @@ pub struct Membership {
     pub group_name: String,
     pub member: u64,
     pub member_name: String,
-    /// The member secret, hex.
-    pub secret: String,
+    /// The tracker's key fingerprint (hex), pinned at create-group/join:
+    /// every connection checks it. (Absent in a file written before TLS,
+    /// whose `secret` the tracker no longer accepts: such a state must
+    /// join again.)
+    #[serde(default)]
+    pub tracker_key: Option<String>,
 }
 
 impl Membership {
-    pub fn credential(&self) -> Result<Credential, String> {
-        let bytes = hex::decode(&self.secret).map_err(|e| format!("secret is not hex: {e}"))?;
-        let secret: [u8; 32] = bytes.try_into().map_err(|_| "secret must be 32 bytes".to_string())?;
-        Ok(Credential { group: GroupId(self.group), member: MemberId(self.member), secret: Secret(secret) })
+    /// The pinned tracker fingerprint.
+    pub fn tracker_key(&self) -> Result<Fingerprint, String> {
+        let hex = self.tracker_key.as_deref().ok_or(
+            "no tracker key: this membership predates TLS (titorrent before protocol 5); join the group again with a new invitation",
+        )?;
+        hex.parse().map_err(|e| format!("tracker_key: {e}"))
     }
 }
 
@@ -78,6 +92,24 @@ impl StateDir {
         self.root.join("tracker")
     }
 
+    pub fn identity_file(&self) -> PathBuf {
+        self.root.join(IDENTITY_FILE)
+    }
+
+    /// This member's key, made (0600) on first use: at create-group or join.
+    pub fn identity(&self) -> Result<Arc<Identity>, StateError> {
+        titorrent_tracker::server::private::create_private_dir(&self.root)
+            .map_err(|source| StateError::Io { path: self.root.clone(), source })?;
+        Ok(Arc::new(Identity::load_or_create(&self.identity_file())?.0))
+    }
+
+    /// What a connection to the tracker needs: ids, key and pin.
+    pub fn login(&self, m: &Membership) -> Result<Login, StateError> {
+        let pin = m.tracker_key().map_err(|msg| StateError::Invalid { path: self.root.join(MEMBER_FILE), msg })?;
+        let identity = Arc::new(Identity::load(&self.identity_file())?);
+        Ok(Login { group: GroupId(m.group), member: MemberId(m.member), tls: ClientTls { identity, pin: Some(pin) } })
+    }
+
     pub fn has_membership(&self) -> bool {
         self.root.join(MEMBER_FILE).exists()
     }
@@ -90,17 +122,17 @@ impl StateDir {
             Err(source) => return Err(StateError::Io { path, source }),
         };
         let m: Membership = toml::from_str(&text).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;
-        m.credential().map_err(|msg| StateError::Invalid { path, msg })?;
+        m.tracker_key().map_err(|msg| StateError::Invalid { path, msg })?;
         Ok(m)
     }
 
-    /// Writes the membership with mode 0600 (it holds the secret).
+    /// Writes the membership with mode 0600.
     pub fn save(&self, m: &Membership) -> Result<(), StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        titorrent_tracker::server::private::create_private_dir(&self.root).map_err(io(&self.root))?;
         let path = self.root.join(MEMBER_FILE);
         let tmp = self.root.join(".member.toml.tmp");
         let text = toml::to_string(m).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;
@@ -133,11 +165,15 @@ mod tests {
             group_name: "g".into(),
             member: 2,
             member_name: "ana".into(),
-            secret: hex::encode([7u8; 32]),
+            tracker_key: Some(hex::encode([7u8; 32])),
         };
         s.save(&m).unwrap();
         let back = s.load().unwrap();
-        assert_eq!(back.credential().unwrap(), m.credential().unwrap());
+        assert_eq!(back.tracker_key().unwrap(), Fingerprint([7; 32]));
+        let key = s.identity().unwrap();
+        assert_eq!(s.login(&back).unwrap().tls.identity.fingerprint(), key.fingerprint());
+        let mode = std::fs::metadata(s.identity_file()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(dir.path().join("st/member.toml")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -71,6 +71,8 @@ impl Peer {
                 OsStr::new("create-group"),
                 "--tracker".as_ref(),
                 tracker.addr().to_string().as_ref(),
+                "--admin-token".as_ref(),
+                tracker.admin_token_file().as_os_str(),
                 "--group".as_ref(),
                 group.as_ref(),
                 "--member".as_ref(),

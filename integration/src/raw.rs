@@ -1,15 +1,56 @@
-//! A raw TCP client of the tracker that speaks the framing by hand, to send
-//! what a well-behaved client never would.
+//! A raw client of the tracker that speaks the framing by hand, to send
+//! what a well-behaved client never would: inside TLS as members do (with
+//! a key of its own, or a member's), or in the clear.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use titorrent_tracker::proto::{
     decode_body, encode_frame, ClientFrame, Request, Response, ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
 };
+use titorrent_tracker::tls::{ClientTls, Identity};
 
 pub struct RawConn {
-    stream: TcpStream,
+    stream: Stream,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// Why no frame came.
@@ -23,11 +64,31 @@ pub enum Recv {
 }
 
 impl RawConn {
+    /// TLS with a key of its own (a stranger's), trusting any tracker key.
     pub fn connect(addr: SocketAddr) -> RawConn {
+        RawConn::connect_as(addr, Arc::new(Identity::generate().expect("cannot make a key")))
+    }
+
+    /// TLS with `identity` (a member's, read from its state dir).
+    pub fn connect_as(addr: SocketAddr, identity: Arc<Identity>) -> RawConn {
+        let tcp = Self::tcp(addr);
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("set_read_timeout");
+        let (s, _) = ClientTls { identity, pin: None }
+            .connect_blocking(&addr.to_string(), tcp)
+            .unwrap_or_else(|e| panic!("TLS with the tracker at {addr}: {e}"));
+        RawConn { stream: Stream::Tls(Box::new(s)) }
+    }
+
+    /// Plain TCP: bytes as they are, no TLS.
+    pub fn plain(addr: SocketAddr) -> RawConn {
+        RawConn { stream: Stream::Plain(Self::tcp(addr)) }
+    }
+
+    fn tcp(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("cannot connect to the tracker at {addr}: {e}"));
         stream.set_nodelay(true).expect("set_nodelay");
-        RawConn { stream }
+        stream
     }
 
     /// Writes raw bytes. Returns false if the server already closed.
@@ -105,7 +166,7 @@ impl RawConn {
             if left.is_zero() {
                 return Err(Recv::TimedOut);
             }
-            self.stream.set_read_timeout(Some(left)).expect("set_read_timeout");
+            self.stream.tcp().set_read_timeout(Some(left)).expect("set_read_timeout");
             match self.stream.read(&mut buf[got..]) {
                 Ok(0) => return Err(Recv::Closed),
                 Ok(n) => got += n,

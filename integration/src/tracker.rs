@@ -11,10 +11,13 @@ use tempfile::TempDir;
 /// How long a tracker may take to print its "listening on" line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 const LISTENING: &str = "titorrent-tracker listening on ";
+const KEY: &str = "titorrent-tracker key fingerprint ";
 
 pub struct TrackerProc {
     dir: TempDir,
     addr: SocketAddr,
+    /// The fingerprint of its key, as it printed it (64 hex digits).
+    key: String,
     lease_ttl: Option<u64>,
     daemon: Option<Daemon>,
 }
@@ -35,6 +38,7 @@ impl TrackerProc {
         let mut t = TrackerProc {
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: String::new(),
             lease_ttl,
             daemon: None,
         };
@@ -45,6 +49,23 @@ impl TrackerProc {
     /// Where the tracker listens (never port 0 once started).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The fingerprint of the tracker's key (what invitations carry).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The file holding its admin token (made at its first start), what
+    /// `titorrent create-group --admin-token` reads.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir().join("admin-token")
+    }
+
+    /// The admin token itself (for raw-protocol clients).
+    pub fn admin_token(&self) -> String {
+        let p = self.admin_token_file();
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display())).trim().to_string()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -112,6 +133,10 @@ impl TrackerProc {
         if self.addr.port() != 0 && addr != self.addr {
             panic!("restarted tracker listens on {addr}, asked for {}", self.addr);
         }
+        // Printed before the listening line.
+        let out = daemon.own_stdout();
+        let key = out.lines().find_map(|l| l.strip_prefix(KEY)).map(|k| k.trim().to_string());
+        self.key = key.unwrap_or_else(|| panic!("the tracker printed no {KEY:?} line:\n{out}"));
         self.addr = addr;
         self.daemon = Some(daemon);
     }

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 use titorrent_integration::raw::RawConn;
 use titorrent_integration::{assert_same_bytes, scenario, wait_for, Pattern, Peer, TrackerProc};
-use titorrent_tracker::proto::{Credential, GroupId, MemberId, Request, Response, Secret};
+use titorrent_tracker::proto::{GroupId, MemberId, Request, Response};
+use titorrent_tracker::tls::Identity;
 
 /// Debian's python3-libtorrent is built for /usr/bin/python3 only.
 const PYTHON: &str = "/usr/bin/python3";
@@ -40,21 +41,14 @@ fn libtorrent_finds_a_member_through_the_announce_url() {
             if v.len() == 40 { Ok(v) } else { Err(format!("{v:?}")) }
         });
         let torrent = ana.state_dir().join("torrents").join(format!("{ih}.torrent"));
-        // Ana's announce key, asked over the binary protocol with her credential.
+        // Ana's announce key, asked over the binary protocol with her key.
         let m = std::fs::read_to_string(ana.state_dir().join("member.toml")).unwrap();
-        let secret: [u8; 32] = (0..32)
-            .map(|i| u8::from_str_radix(&toml_value(&m, "secret")[2 * i..2 * i + 2], 16).unwrap())
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap();
-        let credential = Credential {
-            group: GroupId(toml_value(&m, "group").parse().unwrap()),
-            member: MemberId(toml_value(&m, "member").parse().unwrap()),
-            secret: Secret(secret),
-        };
-        let mut c = RawConn::connect(tracker.addr());
+        let group = GroupId(toml_value(&m, "group").parse().unwrap());
+        let member = MemberId(toml_value(&m, "member").parse().unwrap());
+        let key = Identity::load(&ana.state_dir().join("member-identity.pem")).unwrap();
+        let mut c = RawConn::connect_as(tracker.addr(), std::sync::Arc::new(key));
         c.hello();
-        assert!(matches!(c.request(1, Request::Authenticate { credential, peer_addr: None }), Response::Authenticated { .. }));
+        assert!(matches!(c.request(1, Request::Authenticate { group, member, peer_addr: None }), Response::Authenticated { .. }));
         let Response::AnnounceKey { key } = c.request(2, Request::AnnounceKey) else { panic!() };
         let url = format!("http://{}/announce/{key}", tracker.addr());
         let save = tempfile::tempdir().unwrap();

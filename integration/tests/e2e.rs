@@ -195,11 +195,11 @@ fn garbage_and_unauthenticated_connections_are_refused_while_members_keep_workin
         let (tracker, alice, bob) = alice_and_bob();
         let addr = tracker.addr();
 
-        // Not a frame at all: a TLS ClientHello's first bytes read as a
-        // 369 MB length prefix. (HTTP is the tracker's announce endpoint.)
-        let mut tls = RawConn::connect(addr);
-        tls.send_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
-        tls.expect_closed(Duration::from_secs(10), "after a TLS ClientHello");
+        // Not TLS at all after a TLS record header. (HTTP is the tracker's
+        // announce endpoint.)
+        let mut tls = RawConn::plain(addr);
+        tls.send_bytes(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xfc, 0x03, 0x03]);
+        tls.expect_closed(Duration::from_secs(10), "after a TLS record of garbage");
 
         // A well-sized frame whose body is not bincode of a ClientFrame.
         let mut junk = RawConn::connect(addr);

@@ -18,7 +18,7 @@ fn members_fetching_together_trade_pieces() {
     let lab = Lab::new(fetchers + 1, uplink).expect("network namespaces with tbf (ip netns, tc; run as root)");
     let tracker = NsTracker::start(&lab.bridge_ns, BRIDGE_IP).expect("tracker manager in the bridge namespace");
     let (author_ns, author_ip) = lab.members[0].clone();
-    let mut author = Member::create_group("author", Some(&author_ns), author_ip.into(), tracker.addr, DEFAULTS).expect("author's group");
+    let mut author = Member::create_group("author", Some(&author_ns), author_ip.into(), tracker.addr, &tracker.admin_token, DEFAULTS).expect("author's group");
     author.mount().expect("author's mount");
     let mut members = Vec::new();
     for (i, (ns, ip)) in lab.members[1..].iter().enumerate() {

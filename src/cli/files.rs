@@ -69,11 +69,13 @@ pub fn locate(path: &Path, flag: Option<&Path>, config: &Config) -> anyhow::Resu
     Ok(Located { mount, file: FileId(md.ino()), rel, state })
 }
 
-/// An authenticated one-shot connection for `m`.
-pub async fn authenticated(m: &Membership) -> anyhow::Result<Connection> {
-    let credential = m.credential().map_err(anyhow::Error::msg)?;
-    let mut conn = Connection::connect(&m.tracker).await.with_context(|| format!("connecting to the tracker {}", m.tracker))?;
-    conn.request(Request::Authenticate { credential, peer_addr: None }).await.context("authenticating")?;
+/// An authenticated one-shot connection for `m`, whose key is in `st`.
+pub async fn authenticated(st: &StateDir, m: &Membership) -> anyhow::Result<Connection> {
+    let login = st.login(m)?;
+    let mut conn =
+        Connection::connect(&m.tracker, &login.tls).await.with_context(|| format!("connecting to the tracker {}", m.tracker))?;
+    let auth = Request::Authenticate { group: login.group, member: login.member, peer_addr: None };
+    conn.request(auth).await.context("authenticating")?;
     Ok(conn)
 }
 
@@ -91,7 +93,7 @@ fn refusal(what: &str, e: ClientError) -> anyhow::Error {
 pub async fn lock(target: &Located, ttl: Option<Duration>, config: &Config) -> anyhow::Result<()> {
     let m = target.state.load()?;
     let ttl = ttl.or(config.for_state(target.state.root()).policy.lock_ttl);
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&target.state, &m).await?;
     let ttl_ms = ttl.map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64);
     let shown = target.shown();
     match conn.request(Request::LockExplicit { file: target.file, ttl_ms }).await.map_err(|e| refusal(&shown, e))? {
@@ -106,7 +108,7 @@ pub async fn lock(target: &Located, ttl: Option<Duration>, config: &Config) -> a
 
 pub async fn unlock(target: &Located) -> anyhow::Result<()> {
     let m = target.state.load()?;
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
     conn.request(Request::UnlockFile { file: target.file }).await.map_err(|e| refusal(&shown, e))?;
     println!("unlocked {shown}");
@@ -128,7 +130,7 @@ fn name_of(names: &HashMap<MemberId, String>, id: MemberId) -> String {
 
 pub async fn versions(target: &Located) -> anyhow::Result<()> {
     let m = target.state.load()?;
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
     let resp = conn.request(Request::ListVersions { file: target.file }).await.map_err(|e| refusal(&shown, e))?;
     let Response::Versions(vs) = resp else { bail!("unexpected answer: {resp:?}") };
@@ -149,7 +151,7 @@ pub async fn versions(target: &Located) -> anyhow::Result<()> {
 
 pub async fn restore(target: &Located, version: u64) -> anyhow::Result<()> {
     let m = target.state.load()?;
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
     let resp = conn
         .request(Request::Restore { file: target.file, version: Version(version), lease: None })
@@ -204,7 +206,7 @@ impl Paths {
 /// Prints the action log: every event after `after`, or the last `limit`.
 pub async fn log(state: &StateDir, after: Option<u64>, limit: usize) -> anyhow::Result<()> {
     let m = state.load()?;
-    let mut conn = authenticated(&m).await?;
+    let mut conn = authenticated(state, &m).await?;
     let names = member_names(&mut conn).await?;
     let Response::Files { files, .. } = conn.request(Request::ListFiles).await? else { bail!("unexpected answer to ListFiles") };
     let paths = Paths::new(files);

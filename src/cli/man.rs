@@ -148,8 +148,8 @@ fn titorrent_page() -> String {
     p.push_str(&esc(&cmd.get_long_about().map(|s| s.to_string()).unwrap_or(about)));
     p.push_str("\n.PP\n");
     p.push_str(&esc(
-        "A member's state directory holds its credential (member.toml, mode 0600) and its cache; each mount has \
-its own. Every command takes -h or --help. Flags override the configuration file, titorrent.conf(5).",
+        "A member's state directory holds its key (member-identity.pem), its membership with the tracker's pinned key \
+(member.toml) and its cache, all readable by their owner only (0700/0600); each mount has its own. Every command takes -h or --help. Flags override the configuration file, titorrent.conf(5).",
     ));
     p.push('\n');
     if let Some(after) = cmd.get_after_help() {

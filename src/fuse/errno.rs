@@ -25,7 +25,7 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::NotWritable => Errno::EBADF,
         ModelError::Unsupported(_) => Errno::EOPNOTSUPP,
         ModelError::Refused(p) => match p {
-            ProtoError::NotAuthenticated => Errno::EACCES,
+            ProtoError::NotAuthenticated | ProtoError::NotAdmin => Errno::EACCES,
             ProtoError::NoSuchFile => Errno::ENOENT,
             ProtoError::AlreadyExists => Errno::EEXIST,
             ProtoError::NotADirectory => Errno::ENOTDIR,

@@ -3,13 +3,33 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::BufReader;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::frame::{closed, read_frame, write_frame};
 use super::ClientError;
-use titorrent_tracker::proto::{ClientFrame, Request, Response, ServerFrame, PROTOCOL_VERSION};
+use titorrent_tracker::proto::{ClientFrame, Fingerprint, Request, Response, ServerFrame, PROTOCOL_VERSION};
+use titorrent_tracker::tls::ClientTls;
+
+pub(crate) type TlsRead = BufReader<ReadHalf<TlsStream<TcpStream>>>;
+pub(crate) type TlsWrite = WriteHalf<TlsStream<TcpStream>>;
+
+/// TCP, then TLS 1.3 with this member's key, checking the tracker's
+/// against the pinned one; returns the halves, this end's address and the
+/// tracker's fingerprint.
+pub(crate) async fn dial(addr: &str, tls: &ClientTls) -> Result<(TlsRead, TlsWrite, SocketAddr, Fingerprint), ClientError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out("connecting to the tracker"))??;
+    stream.set_nodelay(true)?;
+    let local = stream.local_addr()?;
+    let (stream, fingerprint) = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(addr, stream))
+        .await
+        .map_err(|_| timed_out("the TLS handshake with the tracker"))??;
+    let (rd, wr) = tokio::io::split(stream);
+    Ok((BufReader::new(rd), wr, local, fingerprint))
+}
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,22 +40,19 @@ fn timed_out(what: &str) -> ClientError {
 
 /// One request at a time; events and notices the tracker pushes are skipped.
 pub struct Connection {
-    rd: BufReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+    rd: TlsRead,
+    wr: TlsWrite,
     local: SocketAddr,
+    tracker_key: Fingerprint,
     next_id: u64,
 }
 
 impl Connection {
-    /// Connects to `addr` (host:port) and exchanges Hellos.
-    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timed_out("connecting to the tracker"))??;
-        stream.set_nodelay(true)?;
-        let local = stream.local_addr()?;
-        let (rd, wr) = stream.into_split();
-        let mut c = Connection { rd: BufReader::new(rd), wr, local, next_id: 1 };
+    /// Connects to `addr` (host:port) over TLS (see [`dial`]) and
+    /// exchanges Hellos.
+    pub async fn connect(addr: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        let (rd, wr, local, tracker_key) = dial(addr, tls).await?;
+        let mut c = Connection { rd, wr, local, tracker_key, next_id: 1 };
         write_frame(&mut c.wr, &ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
         let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut c.rd))
             .await
@@ -74,6 +91,11 @@ impl Connection {
     /// This end's address (its IP is how this machine reaches the tracker).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The fingerprint of the tracker's key, as its TLS handshake proved.
+    pub fn tracker_key(&self) -> Fingerprint {
+        self.tracker_key
     }
 }
 

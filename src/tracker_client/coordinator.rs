@@ -11,7 +11,7 @@ impl From<ClientError> for CoordError {
         match e {
             ClientError::Offline => CoordError::Offline,
             ClientError::Refused(p) => CoordError::Refused(p),
-            other @ (ClientError::Io(_) | ClientError::Frame(_) | ClientError::Protocol(_)) => {
+            other @ (ClientError::Io(_) | ClientError::Frame(_) | ClientError::Tls(_) | ClientError::Protocol(_)) => {
                 CoordError::Failed(other.to_string())
             }
         }

@@ -19,6 +19,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &ClientFrame) -> Result<(), ClientError> {
     let bytes = encode_frame(f)?;
     w.write_all(&bytes).await?;
+    w.flush().await?;
     Ok(())
 }
 

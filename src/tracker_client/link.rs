@@ -22,17 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::connection::{check_hello, CONNECT_TIMEOUT};
+use super::connection::{check_hello, dial, TlsRead, TlsWrite, CONNECT_TIMEOUT};
 use super::frame::{closed, read_frame};
-use super::ClientError;
+use super::{ClientError, Login};
 use titorrent_tracker::proto::{
-    encode_frame, ClientFrame, Credential, Event, FileEntry, InfoHash, Request, Response, Seq, ServerFrame,
+    encode_frame, ClientFrame, Event, FileEntry, InfoHash, Request, Response, Seq, ServerFrame,
     PROTOCOL_VERSION,
 };
 
@@ -108,12 +106,13 @@ impl Live {
 
 struct Config {
     addr: String,
-    credential: Credential,
+    login: Login,
     peer_port: u16,
 }
 
 impl TrackerLink {
-    /// Starts the background task: connect, Hello, Authenticate{credential,
+    /// Starts the background task: connect (TLS with `login`'s key, the
+    /// tracker's checked against its pin), Hello, Authenticate{group, member,
     /// peer_addr}, Subscribe{from: last_seq}; on any connection loss emits
     /// Offline and retries with backoff (100 ms doubling to 2 s),
     /// resubscribing from the last seq it delivered. peer_port: the
@@ -123,7 +122,7 @@ impl TrackerLink {
     /// Must be called within a Tokio runtime.
     pub fn start(
         tracker_addr: String,
-        credential: Credential,
+        login: Login,
         peer_port: u16,
         last_seq: Option<Seq>,
     ) -> (TrackerLink, mpsc::UnboundedReceiver<LinkEvent>) {
@@ -135,8 +134,8 @@ impl TrackerLink {
             cancel: cancel.clone(),
         });
         let (events, rx) = mpsc::unbounded_channel();
-        let cfg = Config { addr: tracker_addr, credential, peer_port };
-        let span = tracing::info_span!("tracker_link", tracker = %cfg.addr, member = %cfg.credential.member);
+        let cfg = Config { addr: tracker_addr, login, peer_port };
+        let span = tracing::info_span!("tracker_link", tracker = %cfg.addr, member = %cfg.login.member);
         tokio::spawn(tracing::Instrument::instrument(run(inner.clone(), cfg, last_seq, events), span));
         let link = TrackerLink { inner, _stop_on_drop: Arc::new(cancel.drop_guard()) };
         (link, rx)
@@ -269,6 +268,7 @@ async fn run(inner: Arc<Inner>, cfg: Config, mut last_seq: Option<Seq>, events: 
 fn refused_or_lost(e: ClientError) -> End {
     match e {
         ClientError::Refused(_) | ClientError::Protocol(_) => End::Refused(e),
+        ClientError::Tls(titorrent_tracker::tls::TlsError::WrongTracker { .. }) => End::Refused(e),
         other => End::Lost(other),
     }
 }
@@ -403,28 +403,25 @@ fn send_probe(live: &Live) -> bool {
     !matches!(live.out.try_send(bytes), Err(mpsc::error::TrySendError::Closed(_)))
 }
 
-type Handshake = (BufReader<tokio::net::tcp::OwnedReadHalf>, OwnedWriteHalf, Option<(Seq, Vec<FileEntry>)>);
+type Handshake = (TlsRead, TlsWrite, Option<(Seq, Vec<FileEntry>)>);
 
 /// Connect, Hello, Authenticate, Subscribe (pipelined), and their answers.
 async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientError> {
-    let stream = TcpStream::connect(&cfg.addr).await?;
-    stream.set_nodelay(true)?;
-    let local = stream.local_addr()?;
+    let (mut rd, mut wr, local, _) = dial(&cfg.addr, &cfg.login.tls).await?;
     let peer_addr = (cfg.peer_port != 0).then(|| SocketAddr::new(local.ip(), cfg.peer_port));
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
     let mut hello = Vec::new();
     for f in [
         ClientFrame::Hello { version: PROTOCOL_VERSION },
         ClientFrame::Request {
             id: AUTH_ID,
-            req: Request::Authenticate { credential: cfg.credential.clone(), peer_addr },
+            req: Request::Authenticate { group: cfg.login.group, member: cfg.login.member, peer_addr },
         },
         ClientFrame::Request { id: SUBSCRIBE_ID, req: Request::Subscribe { from } },
     ] {
         hello.extend(encode_frame(&f)?);
     }
     wr.write_all(&hello).await?;
+    wr.flush().await?;
     check_hello(read_frame(&mut rd).await?)?;
     match expect_response(&mut rd, AUTH_ID).await? {
         Response::Authenticated { .. } => {}
@@ -437,10 +434,7 @@ async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientE
     }
 }
 
-async fn expect_response(
-    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    id: u64,
-) -> Result<Response, ClientError> {
+async fn expect_response(rd: &mut TlsRead, id: u64) -> Result<Response, ClientError> {
     match read_frame(rd).await? {
         Some(ServerFrame::Response { id: got, resp }) if got == id => match resp {
             // An unauthenticated Subscribe also answers NotAuthenticated.
@@ -453,7 +447,7 @@ async fn expect_response(
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, cancel: CancellationToken) {
+async fn write_loop(wr: TlsWrite, mut rx: mpsc::Receiver<Vec<u8>>, cancel: CancellationToken) {
     let mut w = BufWriter::new(wr);
     loop {
         let bytes = tokio::select! {

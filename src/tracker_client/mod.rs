@@ -18,7 +18,18 @@ mod tests;
 pub use connection::Connection;
 pub use link::{LinkEvent, TrackerLink};
 
-use titorrent_tracker::proto::{FrameError, ProtoError};
+use titorrent_tracker::proto::{FrameError, GroupId, MemberId, ProtoError};
+use titorrent_tracker::tls::{ClientTls, TlsError};
+
+/// Who this member is to the tracker, and which tracker it trusts: its
+/// ids, its key (the TLS client certificate that authenticates it) and the
+/// tracker's pinned fingerprint.
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub group: GroupId,
+    pub member: MemberId,
+    pub tls: ClientTls,
+}
 
 /// How a request to the tracker failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +45,9 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("tracker frame: {0}")]
     Frame(#[from] FrameError),
+    /// TLS failed, or the tracker is not the pinned one.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// The tracker said something out of protocol, or said goodbye.
     #[error("tracker protocol: {0}")]
     Protocol(String),

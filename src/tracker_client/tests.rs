@@ -14,6 +14,25 @@ use tokio::time::Instant;
 use super::*;
 use titorrent_tracker::proto::*;
 use titorrent_tracker::server::{Tracker, TrackerConfig};
+use titorrent_tracker::tls::{ClientTls, Identity};
+
+/// A fresh member key, trusting `pin` (or any tracker).
+fn key(pin: Option<Fingerprint>) -> ClientTls {
+    ClientTls { identity: Arc::new(Identity::generate().unwrap()), pin }
+}
+
+/// A connection with a fresh key that pins `srv`'s.
+async fn connect(srv: &Server) -> (Connection, ClientTls) {
+    let tls = key(Some(srv.tracker.fingerprint()));
+    (Connection::connect(&srv.addr.to_string(), &tls).await.unwrap(), tls)
+}
+
+/// A TLS listener with a key of its own, as a fake tracker.
+async fn fake_tracker() -> (TcpListener, tokio_rustls::TlsAcceptor, Fingerprint) {
+    let id = Identity::generate().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(titorrent_tracker::tls::server_config(&id).unwrap());
+    (TcpListener::bind("127.0.0.1:0").await.unwrap(), acceptor, id.fingerprint())
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -77,20 +96,28 @@ async fn create(c: &mut Connection, name: &str) -> FileEntry {
 async fn one_shot_connection_requests_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let mut c = Connection::connect(&srv.addr.to_string()).await.unwrap();
+    let (mut c, _) = connect(&srv).await;
     assert_eq!(c.local_addr().ip(), srv.addr.ip());
+    assert_eq!(c.tracker_key(), srv.tracker.fingerprint());
     assert!(matches!(c.request(Request::ListFiles).await, Err(ClientError::Refused(ProtoError::NotAuthenticated))));
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { credential, .. } = c.request(req).await.unwrap() else { panic!() };
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { group, .. } = c.request(req).await.unwrap() else { panic!() };
     let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
         panic!()
     };
-    let mut b = Connection::connect(&srv.addr.to_string()).await.unwrap();
-    let join = Request::Join { group: credential.group, invite: code, member_name: "ben".into(), peer_addr: None };
+    let (mut b, _) = connect(&srv).await;
+    let join = Request::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
     assert!(matches!(b.request(join).await.unwrap(), Response::Joined { .. }));
     let Response::Members(ms) = b.request(Request::ListMembers).await.unwrap() else { panic!() };
     assert_eq!(ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["ana", "ben"]);
-    assert!(Connection::connect("127.0.0.1:1").await.is_err());
+    assert!(Connection::connect("127.0.0.1:1", &key(None)).await.is_err());
+    // A tracker with another key than the pinned one is refused by name.
+    let wrong = Fingerprint([1; 32]);
+    let err = Connection::connect(&srv.addr.to_string(), &key(Some(wrong))).await.err().expect("refused");
+    assert!(
+        matches!(&err, ClientError::Tls(titorrent_tracker::tls::TlsError::WrongTracker { got, .. }) if *got == srv.tracker.fingerprint()),
+        "{err}"
+    );
     srv.stop().await;
 }
 
@@ -99,9 +126,10 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let addr = srv.addr;
-    let mut c = Connection::connect(&addr.to_string()).await.unwrap();
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { credential: ana, .. } = c.request(req).await.unwrap() else { panic!() };
+    let (mut c, tls) = connect(&srv).await;
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let ana = Login { group, member, tls };
     drop(c);
 
     let (link, mut rx) = TrackerLink::start(addr.to_string(), ana.clone(), 6881, None);
@@ -164,8 +192,8 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     // It comes back on the same data; while the link is still away (the
     // old port is not served yet), another member changes things.
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let mut other = Connection::connect(&srv.addr.to_string()).await.unwrap();
-    let auth = Request::Authenticate { credential: ana.clone(), peer_addr: None };
+    let mut other = Connection::connect(&srv.addr.to_string(), &ana.tls).await.unwrap();
+    let auth = Request::Authenticate { group: ana.group, member: ana.member, peer_addr: None };
     assert!(matches!(other.request(auth).await.unwrap(), Response::Authenticated { .. }));
     for name in ["away1", "away2"] {
         create(&mut other, name).await;
@@ -204,8 +232,8 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
 
 #[tokio::test]
 async fn link_to_nowhere_is_offline_at_once() {
-    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([0; 32]) };
-    let (link, _rx) = TrackerLink::start("127.0.0.1:1".into(), cred, 0, None);
+    let login = Login { group: GroupId(1), member: MemberId(1), tls: key(None) };
+    let (link, _rx) = TrackerLink::start("127.0.0.1:1".into(), login, 0, None);
     let t = Instant::now();
     assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -219,12 +247,13 @@ async fn link_detects_a_tracker_that_stopped_answering() {
     use titorrent_tracker::proto::{decode_body, encode_frame};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor, fp) = fake_tracker().await;
     let addr = listener.local_addr().unwrap();
-    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([7; 32]) };
-    let me = MemberInfo { id: MemberId(1), name: "ana".into(), online: true, peer_addr: None };
+    let login = Login { group: GroupId(1), member: MemberId(1), tls: key(Some(fp)) };
+    let me = MemberInfo { id: MemberId(1), name: "ana".into(), online: true, peer_addr: None, key: Fingerprint([0; 32]) };
     let silent = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s = acceptor.accept(s).await.unwrap();
         let mut frames = Vec::new();
         for f in [
             ServerFrame::Hello { version: PROTOCOL_VERSION },
@@ -249,7 +278,7 @@ async fn link_detects_a_tracker_that_stopped_answering() {
             seen += 1;
         }
     });
-    let (link, mut rx) = TrackerLink::start(addr.to_string(), cred, 0, None);
+    let (link, mut rx) = TrackerLink::start(addr.to_string(), login, 0, None);
     assert_eq!(next(&mut rx).await, LinkEvent::Online);
     assert!(matches!(next(&mut rx).await, LinkEvent::Snapshot { .. }));
     let started = Instant::now();
@@ -268,11 +297,12 @@ async fn a_refused_credential_is_retried_slowly() {
     use titorrent_tracker::proto::encode_frame;
     use tokio::io::AsyncWriteExt;
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor, fp) = fake_tracker().await;
     let addr = listener.local_addr().unwrap();
-    let cred = Credential { group: GroupId(1), member: MemberId(1), secret: Secret([7; 32]) };
-    let (link, mut rx) = TrackerLink::start(addr.to_string(), cred, 0, None);
-    let (mut s, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let login = Login { group: GroupId(1), member: MemberId(1), tls: key(Some(fp)) };
+    let (link, mut rx) = TrackerLink::start(addr.to_string(), login, 0, None);
+    let (s, _) = tokio::time::timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut s = acceptor.accept(s).await.unwrap();
     let mut frames = Vec::new();
     for f in [
         ServerFrame::Hello { version: PROTOCOL_VERSION },
@@ -282,6 +312,7 @@ async fn a_refused_credential_is_retried_slowly() {
         frames.extend(encode_frame(&f).unwrap());
     }
     s.write_all(&frames).await.unwrap();
+    s.shutdown().await.unwrap();
     drop(s);
     // Fast backoff would be back within 100 ms; a refusal waits far longer.
     assert!(tokio::time::timeout(Duration::from_secs(1), listener.accept()).await.is_err(), "retried at once");
@@ -308,15 +339,18 @@ async fn next_wanted(rx: &mut UnboundedReceiver<LinkEvent>) -> (InfoHash, Socket
 async fn want_reaches_another_link_as_wanted() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let mut c = Connection::connect(&srv.addr.to_string()).await.unwrap();
-    let req = Request::CreateGroup { group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { credential: ana, .. } = c.request(req).await.unwrap() else { panic!() };
+    let (mut c, tls) = connect(&srv).await;
+    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let ana = Login { group, member, tls };
     let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
         panic!()
     };
-    let join = Request::Join { group: ana.group, invite: code, member_name: "ben".into(), peer_addr: None };
-    let Response::Joined { credential: ben } = c.request(join).await.unwrap() else { panic!() };
-    drop(c);
+    let (mut b, tls) = connect(&srv).await;
+    let join = Request::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
+    let Response::Joined { member } = b.request(join).await.unwrap() else { panic!() };
+    let ben = Login { group, member, tls };
+    drop((c, b));
 
     let (ana_link, mut ana_rx) = TrackerLink::start(srv.addr.to_string(), ana, 6881, None);
     let (ben_link, mut ben_rx) = TrackerLink::start(srv.addr.to_string(), ben, 6882, None);

@@ -1,17 +1,18 @@
 //! Load generator for profiling the tracker: N blocking clients, each
-//! locking and unlocking a file of its own over one TCP connection, one
+//! locking and unlocking a file of its own over one TLS connection, one
 //! request in flight (what `titorrent-bench --only P4` measures).
-//! `cargo run --release -p titorrent-tracker --example lockload -- ADDR [CLIENTS] [SECS]`
+//! `cargo run --release -p titorrent-tracker --example lockload -- ADDR ADMIN-TOKEN-FILE [CLIENTS] [SECS]`
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use titorrent_tracker::tls::{ClientTls, Identity};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use titorrent_tracker::proto::*;
 
 struct C {
-    s: TcpStream,
+    s: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     id: u64,
 }
 
@@ -19,6 +20,8 @@ impl C {
     fn connect(addr: &str) -> C {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_nodelay(true).unwrap();
+        let tls = ClientTls { identity: Arc::new(Identity::generate().unwrap()), pin: None };
+        let (s, _) = tls.connect_blocking(addr, s).expect("TLS");
         let mut c = C { s, id: 0 };
         c.send(&ClientFrame::Hello { version: PROTOCOL_VERSION });
         assert!(matches!(c.recv(), ServerFrame::Hello { .. }));
@@ -26,6 +29,7 @@ impl C {
     }
     fn send(&mut self, f: &ClientFrame) {
         self.s.write_all(&encode_frame(f).unwrap()).unwrap();
+        self.s.flush().unwrap();
     }
     fn recv(&mut self) -> ServerFrame {
         let mut len = [0u8; 4];
@@ -48,11 +52,12 @@ impl C {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr = args.get(1).expect("ADDR").clone();
-    let n: usize = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(8);
-    let secs: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(10);
+    let admin_token = std::fs::read_to_string(args.get(2).expect("ADMIN-TOKEN-FILE")).expect("admin token").trim().to_string();
+    let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(8);
+    let secs: u64 = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(10);
     let mut first = C::connect(&addr);
-    let Response::Created { credential, .. } =
-        first.req(Request::CreateGroup { group_name: "load".into(), member_name: "c0".into(), peer_addr: None })
+    let Response::Created { group, .. } =
+        first.req(Request::CreateGroup { admin_token, group_name: "load".into(), member_name: "c0".into(), peer_addr: None })
     else {
         panic!()
     };
@@ -60,7 +65,7 @@ fn main() {
     let mut cs = vec![first];
     for i in 1..n {
         let mut c = C::connect(&addr);
-        let r = c.req(Request::Join { group: credential.group, invite: code.clone(), member_name: format!("c{i}"), peer_addr: None });
+        let r = c.req(Request::Join { group, invite: code.clone(), member_name: format!("c{i}"), peer_addr: None });
         assert!(matches!(r, Response::Joined { .. }), "{r:?}");
         cs.push(c);
     }

@@ -7,5 +7,8 @@ pub mod proto;
 #[cfg(feature = "io")]
 pub mod frame_io;
 
+#[cfg(feature = "io")]
+pub mod tls;
+
 #[cfg(feature = "server")]
 pub mod server;

@@ -1,14 +1,22 @@
 //! The tracker manager's client protocol: typed IDs, requests, responses,
 //! pushed events, and the length-prefixed bincode framing they travel in.
 //!
-//! Wire format: every frame is a 4-byte big-endian length followed by that
+//! Transport: TLS 1.3 (see `tls`), both sides showing a self-signed
+//! certificate; a client pins the tracker's [`Fingerprint`], the tracker
+//! knows each member by its own. Plain HTTP announces share the port: a
+//! connection whose first byte is a TLS handshake record (0x16) is the
+//! client protocol, one that starts with a letter is HTTP, and a plaintext
+//! frame (first byte 0, an older client) gets a plaintext Hello and
+//! Goodbye saying that TLS is required.
+//!
+//! Wire format, inside TLS: every frame is a 4-byte big-endian length followed by that
 //! many bytes of bincode (standard config) encoding one [`ClientFrame`] or
 //! [`ServerFrame`]. The first frame each side sends is a `Hello` carrying
 //! [`PROTOCOL_VERSION`]; a peer speaking another version is refused. The
-//! client speaks first: the tracker's port also serves HTTP announces, and
-//! the tracker tells the two apart by the first byte a client sends (a
-//! frame's is 0: its length is below [`MAX_FRAME`], under 2^24). A frame
-//! longer than [`MAX_FRAME`] is malformed and closes the connection.
+//! client speaks first. A frame longer than [`MAX_FRAME`] is malformed and
+//! closes the connection; so is one over 64 KiB before the connection has
+//! authenticated, and a connection that has not authenticated within 10 s
+//! (the tracker's defaults) is closed.
 //!
 //! Requests carry a client-chosen `id`; the matching response carries the
 //! same `id`. Events are pushed unsolicited, in sequence order, after a
@@ -20,7 +28,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -103,7 +111,9 @@ pub enum FileKind {
 pub struct FileEntry {
     pub id: FileId,
     pub parent: FileId,
-    /// One path component: never empty, never `.` or `..`, never contains `/` or NUL.
+    /// One path component: never empty, never `.` or `..`, never contains
+    /// `/` or a control character (NUL, escape, newline: what a terminal
+    /// would act on when `titorrent log` prints it).
     pub name: String,
     pub kind: FileKind,
     pub size: u64,
@@ -126,6 +136,8 @@ pub struct MemberInfo {
     /// Where this member's BitTorrent session listens, as it reported when it
     /// last authenticated.
     pub peer_addr: Option<SocketAddr>,
+    /// The member's key: the fingerprint of the certificate it connects with.
+    pub key: Fingerprint,
 }
 
 /// Who holds a lock, as the tracker tells someone who was refused it.
@@ -147,34 +159,47 @@ pub struct Lease {
     pub version: Version,
 }
 
-/// A member's secret, handed out once by `CreateGroup` or `Join`. The tracker
-/// keeps only its hash.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Secret(pub [u8; 32]);
+/// The SHA-256 of a certificate (DER): who a tracker or a member is. Every
+/// connection to the tracker is TLS 1.3 in which both sides show a
+/// self-signed certificate and prove they hold its key; the member list
+/// carries each member's, an invitation the tracker's.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 32]);
 
-impl fmt::Debug for Secret {
+impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
+        f.write_str(&hex::encode(self.0))
     }
 }
-
-/// What a member needs to authenticate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credential {
-    pub group: GroupId,
-    pub member: MemberId,
-    pub secret: Secret,
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", hex::encode(self.0))
+    }
+}
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+    /// 64 hex digits (`:` between bytes allowed, as `openssl x509
+    /// -fingerprint` prints them).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let digits: String = s.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&digits).map_err(|e| format!("a fingerprint is 64 hex digits: {e}"))?;
+        bytes.try_into().map(Fingerprint).map_err(|_| "a fingerprint is 64 hex digits (SHA-256)".to_string())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Allowed before authentication. Creates a group whose first member is
-    /// the caller; the connection is then authenticated as that member.
-    CreateGroup { group_name: String, member_name: String, peer_addr: Option<SocketAddr> },
+    /// Allowed before authentication, with the tracker's admin token (made
+    /// at its first start; refused `NotAdmin` otherwise). Creates a group
+    /// whose first member is the caller; the connection is then
+    /// authenticated as that member.
+    CreateGroup { admin_token: String, group_name: String, member_name: String, peer_addr: Option<SocketAddr> },
     /// Allowed before authentication. Redeems an invite; the connection is
     /// then authenticated as the new member.
     Join { group: GroupId, invite: String, member_name: String, peer_addr: Option<SocketAddr> },
-    Authenticate { credential: Credential, peer_addr: Option<SocketAddr> },
+    /// Succeeds only on a connection whose TLS client certificate is the
+    /// member's (the one it created the group or joined with).
+    Authenticate { group: GroupId, member: MemberId, peer_addr: Option<SocketAddr> },
     /// `ttl_ms` 0 means the tracker's default (one day); `uses` 0 means one.
     CreateInvite { ttl_ms: u64, uses: u32 },
     ListMembers,
@@ -269,8 +294,9 @@ pub struct VersionInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Ok,
-    Created { group: GroupId, credential: Credential },
-    Joined { credential: Credential },
+    /// The caller's key is the certificate it showed on this connection.
+    Created { group: GroupId, member: MemberId },
+    Joined { member: MemberId },
     Authenticated { member: MemberInfo, group_name: String },
     Invite { code: String, expires: UnixMillis },
     Members(Vec<MemberInfo>),
@@ -301,6 +327,8 @@ pub enum ProtoError {
     NotAuthenticated,
     #[error("invite unknown, expired or used up")]
     BadInvite,
+    #[error("creating a group needs this tracker's admin token (titorrent create-group --admin-token FILE)")]
+    NotAdmin,
     #[error("no such file")]
     NoSuchFile,
     #[error("a file with that name already exists")]
@@ -439,7 +467,7 @@ pub fn validate_name(name: &str) -> Result<(), ProtoError> {
         || name == "."
         || name == ".."
         || name.contains('/')
-        || name.contains('\0')
+        || name.chars().any(char::is_control)
         || name.len() > 255;
     if bad {
         Err(ProtoError::InvalidName(name.escape_debug().to_string()))
@@ -471,7 +499,7 @@ mod tests {
 
     #[test]
     fn names_with_slash_or_dots_are_refused() {
-        for n in ["", ".", "..", "a/b", "a\0b"] {
+        for n in ["", ".", "..", "a/b", "a\0b", "a\x1b[2Jb", "line\nbreak", "tab\there", "del\x7f"] {
             assert!(validate_name(n).is_err(), "{n:?}");
         }
         assert!(validate_name("notes (1).txt").is_ok());

@@ -1,10 +1,14 @@
 //! The tracker server over real TCP: membership, authentication, framing
 //! robustness, locks and leases, publish CAS, event streaming, persistence;
-//! `Want` notices in `peers`.
+//! `Want` notices in `peers`; strangers (admin token, pre-authentication
+//! limits, floods) in `strangers`; what members may not publish in
+//! `validation`.
 
 mod common;
 mod peers;
 mod requests;
+mod strangers;
+mod validation;
 
 use std::time::Duration;
 
@@ -33,13 +37,14 @@ async fn create_group_invite_and_join() {
     let mut alice = Client::connect(srv.addr).await;
     let created = alice
         .req(Request::CreateGroup {
+            admin_token: ADMIN.into(),
             group_name: "team".into(),
             member_name: "alice".into(),
             peer_addr: Some("0.0.0.0:6881".parse().unwrap()),
         })
         .await;
-    let Response::Created { group, credential: a_cred } = created else { panic!("{created:?}") };
-    assert_eq!(a_cred.group, group);
+    let Response::Created { group, member } = created else { panic!("{created:?}") };
+    let a_cred = Credential { group, member, identity: alice.identity.clone() };
     match alice.req(Request::Subscribe { from: None }).await {
         Response::Snapshot { files, .. } => {
             assert_eq!(files.len(), 1);
@@ -60,9 +65,10 @@ async fn create_group_invite_and_join() {
             peer_addr: Some("127.0.0.1:7000".parse().unwrap()),
         })
         .await;
-    let Response::Joined { credential: b_cred } = joined else { panic!("{joined:?}") };
+    let Response::Joined { member } = joined else { panic!("{joined:?}") };
+    let b_cred = Credential { group, member, identity: bob.identity.clone() };
     assert_ne!(b_cred.member, a_cred.member);
-    assert_ne!(b_cred.secret, a_cred.secret);
+    assert_ne!(b_cred.identity.fingerprint(), a_cred.identity.fingerprint());
 
     // Alice's subscription sees bob join and come online.
     let evs = alice.events_until(|e| matches!(e.kind, EventKind::MemberOnline(ref m) if m.name == "bob")).await;
@@ -107,13 +113,15 @@ async fn create_group_invite_and_join() {
     let b = ms.iter().find(|m| m.id == b_cred.member).unwrap();
     assert_eq!(b.peer_addr, Some("127.0.0.1:7000".parse().unwrap()));
 
-    // Bob's credential authenticates a new connection; a wrong secret does not.
+    // The member list carries each member's key.
+    assert_eq!((a.key, b.key), (a_cred.identity.fingerprint(), b_cred.identity.fingerprint()));
+
+    // Bob's key authenticates a new connection as bob; another key naming
+    // bob does not (eve knows bob's ids, which are no secret).
     let mut bob2 = Client::authed(srv.addr, &b_cred).await;
     assert!(matches!(bob2.req(Request::ListFiles).await, Response::Files { .. }));
-    let mut forged = b_cred.clone();
-    forged.secret.0[0] ^= 1;
     let mut eve = Client::connect(srv.addr).await;
-    let r = eve.req(Request::Authenticate { credential: forged, peer_addr: None }).await;
+    let r = eve.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, Response::Error(ProtoError::NotAuthenticated));
     assert_eq!(eve.req(Request::ListFiles).await, Response::Error(ProtoError::NotAuthenticated));
 
@@ -154,14 +162,16 @@ async fn unauthenticated_requests_reveal_nothing() {
         assert_eq!(a, Response::Error(ProtoError::NotAuthenticated));
         assert_eq!(a, b);
     }
-    // Bad credentials: same answer for a real member with a wrong secret,
-    // an unknown member, and an unknown group.
-    let mut wrong = cred.clone();
-    wrong.secret.0[5] ^= 0xff;
-    let unknown_member = Credential { member: MemberId(4242), ..cred.clone() };
-    let unknown_group = Credential { group: GroupId(4242), ..cred.clone() };
-    for c in [wrong, unknown_member, unknown_group] {
-        let r = anon.req(Request::Authenticate { credential: c, peer_addr: None }).await;
+    // Bad credentials: same answer for a real member over a connection
+    // with another key, an unknown member, and an unknown group.
+    for (group, member) in [(cred.group, cred.member), (cred.group, MemberId(4242)), (GroupId(4242), cred.member)] {
+        let r = anon.req(Request::Authenticate { group, member, peer_addr: None }).await;
+        assert_eq!(r, Response::Error(ProtoError::NotAuthenticated));
+    }
+    // With alice's key, the ids must still match.
+    let mut alice_key = Client::connect_as(srv.addr, cred.identity.clone()).await;
+    for (group, member) in [(cred.group, MemberId(4242)), (GroupId(4242), cred.member)] {
+        let r = alice_key.req(Request::Authenticate { group, member, peer_addr: None }).await;
         assert_eq!(r, Response::Error(ProtoError::NotAuthenticated));
     }
     // Nothing was created.
@@ -171,7 +181,7 @@ async fn unauthenticated_requests_reveal_nothing() {
 }
 
 /// Reads until the server closes the connection (EOF or reset).
-async fn closed_by_server(s: &mut TcpStream) -> Vec<ServerFrame> {
+async fn closed_by_server(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<ServerFrame> {
     let mut frames = Vec::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -191,23 +201,33 @@ async fn bad_frames_close_only_that_connection() {
 
     let hello = encode_frame(&ClientFrame::Hello { version: PROTOCOL_VERSION }).unwrap();
     // Garbage body after a valid Hello.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     s.write_all(&hello).await.unwrap();
     s.write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).await.unwrap();
     let frames = closed_by_server(&mut s).await;
     assert!(matches!(frames.as_slice(), [ServerFrame::Hello { .. }]), "{frames:?}");
 
     // Oversized length prefix.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     s.write_all(&hello).await.unwrap();
     s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     closed_by_server(&mut s).await;
 
-    // Pure garbage instead of a Hello (a TLS ClientHello's first bytes:
-    // a 369 MB length prefix).
+    // Garbage instead of a TLS ClientHello (a whole record: one cut short
+    // waits for the rest until the handshake deadline).
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).await.unwrap();
     closed_by_server(&mut s).await;
+
+    // A client of the protocol in the clear (an older titorrent): told
+    // that TLS is required, in frames it can read, then closed.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let frames = closed_by_server(&mut s).await;
+    assert!(
+        matches!(frames.as_slice(), [ServerFrame::Hello { .. }, ServerFrame::Goodbye { reason }] if reason.contains("TLS")),
+        "{frames:?}"
+    );
 
     // HTTP that is not an announce: a 404, then closed.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
@@ -217,7 +237,7 @@ async fn bad_frames_close_only_that_connection() {
     assert!(reply.starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&reply));
 
     // Wrong protocol version: Goodbye with a reason, then closed.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     s.write_all(&encode_frame(&ClientFrame::Hello { version: PROTOCOL_VERSION + 1 }).unwrap()).await.unwrap();
     let frames = closed_by_server(&mut s).await;
     assert!(
@@ -226,14 +246,14 @@ async fn bad_frames_close_only_that_connection() {
     );
 
     // A request before Hello: Goodbye too.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     let req = ClientFrame::Request { id: 1, req: Request::ListFiles };
     s.write_all(&encode_frame(&req).unwrap()).await.unwrap();
     let frames = closed_by_server(&mut s).await;
     assert!(matches!(frames.last(), Some(ServerFrame::Goodbye { .. })), "{frames:?}");
 
     // A half-sent frame then EOF.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     s.write_all(&hello).await.unwrap();
     s.write_all(&[0, 0, 1, 0, 1, 2]).await.unwrap();
     s.shutdown().await.unwrap();
@@ -245,8 +265,9 @@ async fn bad_frames_close_only_that_connection() {
     let (mut again, _) = new_group(srv.addr, "zed").await;
     assert!(matches!(again.req(Request::ListFiles).await, Response::Files { .. }));
     // The tracker is still accepting: a raw Hello gets its Hello.
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut s = tls_raw(srv.addr).await;
     s.write_all(&hello).await.unwrap();
+    s.flush().await.unwrap();
     assert!(matches!(read_server_frame(&mut s).await.unwrap(), Some(ServerFrame::Hello { .. })));
     srv.stop().await;
 }
@@ -633,8 +654,8 @@ async fn state_survives_reopen() {
     // The invite is still good; ids keep growing.
     let mut carol = Client::connect(srv.addr).await;
     let r = carol.req(Request::Join { group: a_cred.group, invite: code, member_name: "carol".into(), peer_addr: None }).await;
-    let Response::Joined { credential: c_cred } = r else { panic!("{r:?}") };
-    assert!(c_cred.member > b_cred.member);
+    let Response::Joined { member } = r else { panic!("{r:?}") };
+    assert!(member > b_cred.member);
     let (g, _) = alice.create_file(FileId::ROOT, "g", FileKind::File, false).await;
     assert!(g.id > f.id);
     // The log resumes where it was.
@@ -726,12 +747,16 @@ async fn acknowledged_state_survives_kill_9() {
             .expect("spawn titorrent-tracker");
         let stdout = child.stdout.take().unwrap();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("no listening line").unwrap().unwrap();
-        let addr = line.strip_prefix("titorrent-tracker listening on ").expect(&line).parse().expect(&line);
-        (child, addr)
+        loop {
+            let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("no listening line").unwrap().unwrap();
+            if let Some(addr) = line.strip_prefix("titorrent-tracker listening on ") {
+                return (child, addr.parse().expect(&line));
+            }
+        }
     }
 
     let dir = tempfile::tempdir().unwrap();
+    write_admin_token(dir.path());
     let (mut child, addr) = spawn(dir.path()).await;
     let (mut alice, a_cred) = new_group(addr, "alice").await;
     let (mut bob, b_cred) = join(addr, &mut alice, a_cred.group, "bob").await;
@@ -769,4 +794,32 @@ async fn acknowledged_state_survives_kill_9() {
     assert!(bob.lock(h.id).await.is_ok(), "a released lease came back");
     assert_eq!(bob.req(Request::Unlock { lease: held.id }).await, Response::Ok);
     assert!(alice.lock(f.id).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_client_pins_the_tracker_key_which_survives_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use titorrent_tracker::tls::{ClientTls, Identity, TlsError};
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let real = srv.tracker.fingerprint();
+    let me = Arc::new(Identity::generate().unwrap());
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let (_, got) = ClientTls { identity: me.clone(), pin: Some(real) }.connect("t", tcp).await.unwrap();
+    assert_eq!(got, real);
+    // Another key than the invite or state names: refused, naming both.
+    let expected = Fingerprint([9; 32]);
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let err = ClientTls { identity: me.clone(), pin: Some(expected) }.connect(&srv.addr.to_string(), tcp).await.unwrap_err();
+    assert!(matches!(err, TlsError::WrongTracker { got, expected: e, .. } if got == real && e == expected), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("the tracker at {} is not the one this invite/state names", srv.addr)), "{msg}");
+    assert!(msg.contains(&real.to_string()) && msg.contains(&expected.to_string()), "{msg}");
+    let key = dir.path().join(titorrent_tracker::server::IDENTITY_FILE);
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    srv.stop().await;
+    let srv = Server::start(dir.path(), TTL).await;
+    assert_eq!(srv.tracker.fingerprint(), real, "the tracker's key is long-lived");
+    srv.stop().await;
 }

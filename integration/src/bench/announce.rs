@@ -144,7 +144,7 @@ fn member_key(tracker: &TrackerProc) -> anyhow::Result<(RawConn, String)> {
     let mut c = RawConn::connect(tracker.addr());
     c.hello();
     let peer_addr = Some(MEMBER_PEER.parse()?);
-    match c.request(1, Request::CreateGroup { group_name: "p8".into(), member_name: "m".into(), peer_addr }) {
+    match c.request(1, Request::CreateGroup { admin_token: tracker.admin_token(), group_name: "p8".into(), member_name: "m".into(), peer_addr }) {
         Response::Created { .. } => {}
         other => bail!("CreateGroup answered {other:?}"),
     }

@@ -117,7 +117,7 @@ impl Client {
 fn tracker_pairs(tracker: &TrackerProc, n: usize, duration: Duration, group_name: &str) -> anyhow::Result<(usize, Duration, Vec<Duration>)> {
     let mut first = RawConn::connect(tracker.addr());
     first.hello();
-    let group = match first.request(1, Request::CreateGroup { group_name: group_name.into(), member_name: "c0".into(), peer_addr: None }) {
+    let group = match first.request(1, Request::CreateGroup { admin_token: tracker.admin_token(), group_name: group_name.into(), member_name: "c0".into(), peer_addr: None }) {
         Response::Created { group, .. } => group,
         other => bail!("CreateGroup answered {other:?}"),
     };

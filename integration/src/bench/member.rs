@@ -64,10 +64,21 @@ impl Member {
         Ok(out)
     }
 
-    pub fn create_group(name: &str, ns: Option<&str>, ip: IpAddr, tracker: SocketAddr, config: &str) -> anyhow::Result<Member> {
+    /// `admin_token`: the tracker's admin token file.
+    pub fn create_group(
+        name: &str,
+        ns: Option<&str>,
+        ip: IpAddr,
+        tracker: SocketAddr,
+        admin_token: &std::path::Path,
+        config: &str,
+    ) -> anyhow::Result<Member> {
         let m = Member::new(name, ns, ip, config)?;
         let state = m.state.to_string_lossy().to_string();
-        m.cli(&["create-group", "--tracker", &tracker.to_string(), "--group", "p7", "--member", name, "--state", &state])?;
+        let token = admin_token.to_string_lossy().to_string();
+        let tracker = tracker.to_string();
+        let args = ["create-group", "--tracker", &tracker, "--admin-token", &token, "--group", "p7", "--member", name, "--state", &state];
+        m.cli(&args)?;
         Ok(m)
     }
 

@@ -132,6 +132,8 @@ fn remove_stale() {
 pub struct NsTracker {
     _dir: TempDir,
     pub addr: SocketAddr,
+    /// Its admin token's file (what `create-group --admin-token` reads).
+    pub admin_token: std::path::PathBuf,
     daemon: Daemon,
 }
 
@@ -156,7 +158,8 @@ impl NsTracker {
             daemon.own_stdout().lines().find_map(|l| l.strip_prefix(LISTENING).and_then(|a| a.trim().parse().ok()))
         })
         .ok_or_else(|| anyhow!("the tracker in {ns} did not listen: {}", process::tail(&daemon.stderr(), 10)))?;
-        Ok(NsTracker { _dir: dir, addr, daemon })
+        let admin_token = data.join("admin-token");
+        Ok(NsTracker { _dir: dir, addr, admin_token, daemon })
     }
 }
 

@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     ));
     let tracker = NsTracker::start(&lab.bridge_ns, BRIDGE_IP)?;
     let (seed_ns, seed_ip) = lab.members[0].clone();
-    let mut seed = Member::create_group("seed", Some(&seed_ns), seed_ip.into(), tracker.addr, DEFAULTS)?;
+    let mut seed = Member::create_group("seed", Some(&seed_ns), seed_ip.into(), tracker.addr, &tracker.admin_token, DEFAULTS)?;
     seed.mount()?;
     let mut peers = Vec::new();
     for (i, (ns, ip)) in lab.members[1..].iter().enumerate() {

@@ -93,7 +93,7 @@ impl Group {
         let lab = Lab::new(MEMBERS, 256 << 20).expect("network namespaces (ip netns, tc; run as root)");
         let tracker = NsTracker::start_with_lease_ttl(&lab.bridge_ns, BRIDGE_IP, Some(plan.lease_ttl_s)).expect("tracker in the bridge namespace");
         let (ns, ip) = lab.members[0].clone();
-        let mut members = vec![Member::create_group("m0", Some(&ns), ip.into(), tracker.addr, DEFAULTS).expect("m0's group")];
+        let mut members = vec![Member::create_group("m0", Some(&ns), ip.into(), tracker.addr, &tracker.admin_token, DEFAULTS).expect("m0's group")];
         for m in 1..MEMBERS {
             let invite = members[0].invite().expect("invite");
             let (ns, ip) = lab.members[m].clone();

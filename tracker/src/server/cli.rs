@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// can be listed, fetched and restored.
     #[arg(long, value_name = "K", value_parser = parse_keep_versions)]
     pub keep_versions: Option<usize>,
+    /// File holding the admin token that creating a group needs (default:
+    /// DIR/admin-token). Made at first start if missing (mode 0600), and
+    /// then printed once; give it to `titorrent create-group --admin-token`.
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 const MAX_RETENTION_SECS: f64 = 100.0 * 365.0 * 86_400.0;
@@ -75,12 +80,14 @@ impl ServeArgs {
         if let Some(k) = self.keep_versions {
             cfg.keep_versions = k;
         }
+        cfg.admin_token_file = self.admin_token_file.clone();
         cfg
     }
 }
 
-/// Opens the state, binds, prints `titorrent-tracker listening on ADDR`
-/// (the bound address) on stdout, and serves until Ctrl-C / SIGTERM. The
+/// Opens the state, binds, prints `titorrent-tracker key fingerprint HEX`,
+/// at the first start `titorrent-tracker admin token TOKEN (kept in FILE)`,
+/// and `titorrent-tracker listening on ADDR` (the bound address) on stdout, and serves until Ctrl-C / SIGTERM. The
 /// caller sets up logging.
 pub async fn run(args: ServeArgs) -> Result<(), TrackerError> {
     let tracker = Tracker::open(args.config())?;
@@ -90,6 +97,12 @@ pub async fn run(args: ServeArgs) -> Result<(), TrackerError> {
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
+        writeln!(out, "titorrent-tracker key fingerprint {}", tracker.fingerprint())?;
+        let (token, file) = tracker.admin_token();
+        if tracker.admin_token_made() {
+            // Once: it stays in its file (0600) for create-group.
+            writeln!(out, "titorrent-tracker admin token {token} (kept in {})", file.display())?;
+        }
         writeln!(out, "titorrent-tracker listening on {addr}")?;
         out.flush()?;
     }

@@ -22,18 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::commit::Ticket;
+use super::limits::{PreAuth, PREAUTH_MAX_FRAME};
 use super::ops::Auth;
 use super::subscribe::Pump;
 use super::Tracker;
 use crate::proto::{
-    decode_body, encode_frame_into, ClientFrame, FrameError, MemberId, ProtoError, Request, Response, Seq,
+    decode_body, encode_frame_into, ClientFrame, Fingerprint, FrameError, MemberId, ProtoError, Request, Response, Seq,
     ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
 };
 
@@ -41,8 +41,6 @@ use crate::proto::{
 /// over before it blocks: a slow client stalls its own pump and reads,
 /// nobody else.
 const OUT_QUEUE: usize = 256;
-/// How long a new connection may take to send its Hello.
-pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer room kept free before each read.
 const READ_ROOM: usize = 16 * 1024;
 /// A write buffer grown past this (a large snapshot) is given back.
@@ -57,16 +55,27 @@ pub(crate) enum Out {
 
 type Waiting = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// Serves the binary protocol; the client's Hello is due by `hello_by`.
-pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: SocketAddr, hello_by: tokio::time::Instant) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
+/// Serves the binary protocol on an accepted TLS stream whose client
+/// showed the certificate `key`. Until it authenticates it holds
+/// `preauth`, may send frames of [`PREAUTH_MAX_FRAME`] at most, and is
+/// closed at `auth_by`.
+pub(crate) async fn run<S>(
+    tracker: Arc<Tracker>,
+    mut stream: S,
+    remote: SocketAddr,
+    key: Fingerprint,
+    preauth: PreAuth,
+    auth_by: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cancel = tracker.cancel.child_token();
     let (push, push_rx) = mpsc::channel(OUT_QUEUE);
     let mut conn = Conn {
         tracker,
         remote,
+        key,
+        preauth: Some(preauth),
         auth: None,
         revoked: None,
         push,
@@ -78,7 +87,7 @@ pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: So
         out: Vec::with_capacity(4096),
         closing: None,
     };
-    let reason = conn.serve(&mut stream, push_rx, hello_by).await;
+    let reason = conn.serve(&mut stream, push_rx, auth_by).await;
     tracing::debug!(%remote, "connection closing: {reason}");
     if let Some(p) = conn.pump.take() {
         p.abort();
@@ -93,6 +102,11 @@ pub(crate) async fn run(tracker: Arc<Tracker>, mut stream: TcpStream, remote: So
 struct Conn {
     tracker: Arc<Tracker>,
     remote: SocketAddr,
+    /// The fingerprint of the client's TLS certificate: the key it proved
+    /// it holds.
+    key: Fingerprint,
+    /// Held until the connection first authenticates.
+    preauth: Option<PreAuth>,
     auth: Option<Auth>,
     /// Resolves when the authenticated member leaves the group.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -148,11 +162,11 @@ async fn wait_head(head: &mut Option<(u64, Response, Waiting)>) -> Result<(), St
 }
 
 impl Conn {
-    async fn serve(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         mut push_rx: mpsc::Receiver<Out>,
-        hello_deadline: tokio::time::Instant,
+        auth_deadline: tokio::time::Instant,
     ) -> Stop {
         let mut inbuf = BytesMut::with_capacity(READ_ROOM);
         let cancel = self.cancel.clone();
@@ -186,8 +200,8 @@ impl Conn {
                     self.revoked = None;
                     self.goodbye("the member left the group".into());
                 }
-                _ = tokio::time::sleep_until(hello_deadline), if open && !self.hello => {
-                    self.goodbye("no Hello received in time".into());
+                _ = tokio::time::sleep_until(auth_deadline), if open && self.preauth.is_some() => {
+                    self.goodbye("not authenticated in time".into());
                 }
                 r = stream.read_buf(&mut inbuf), if open => match r {
                     // (Possibly in the middle of a frame: the rest is dropped.)
@@ -216,13 +230,15 @@ impl Conn {
     fn on_input(&mut self, inbuf: &mut BytesMut) {
         while self.closing.is_none() && inbuf.len() >= 4 {
             let len = u32::from_be_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
-            if len > MAX_FRAME {
-                tracing::info!(remote = %self.remote, "closing connection: frame of {len} bytes");
+            let limit = if self.preauth.is_some() { PREAUTH_MAX_FRAME } else { MAX_FRAME };
+            if len > limit {
+                tracing::info!(remote = %self.remote, "closing connection: frame of {len} bytes (limit {limit})");
                 self.close(Stop::Bad(FrameError::TooLarge(len).to_string()));
                 return;
             }
+            // The buffer grows as bytes arrive (see `serve`), never to the
+            // declared length: a stalled sender costs what it sent.
             if inbuf.len() < 4 + len {
-                inbuf.reserve(4 + len - inbuf.len());
                 return;
             }
             let frame = decode_body::<ClientFrame>(&inbuf[4..4 + len]);
@@ -334,18 +350,22 @@ impl Conn {
     fn dispatch(&mut self, req: Request) -> Result<(Response, Option<Ticket>), ProtoError> {
         let t = &self.tracker;
         match req {
-            Request::CreateGroup { group_name, member_name, peer_addr } => {
-                let (resp, wait, auth) = t.create_group(group_name, member_name, peer_addr, self.remote)?;
+            Request::CreateGroup { admin_token, group_name, member_name, peer_addr } => {
+                if !t.admin.matches(&admin_token) {
+                    tracing::info!(remote = %self.remote, "group creation refused: not the admin token");
+                    return Err(ProtoError::NotAdmin);
+                }
+                let (resp, wait, auth) = t.create_group(group_name, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, wait))
             }
             Request::Join { group, invite, member_name, peer_addr } => {
-                let (resp, wait, auth) = t.join(group, &invite, member_name, peer_addr, self.remote)?;
+                let (resp, wait, auth) = t.join(group, &invite, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, wait))
             }
-            Request::Authenticate { credential, peer_addr } => {
-                let (resp, auth) = t.authenticate(&credential, peer_addr, self.remote)?;
+            Request::Authenticate { group, member, peer_addr } => {
+                let (resp, auth) = t.authenticate(group, member, &self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
                 Ok((resp, None))
             }
@@ -402,6 +422,7 @@ impl Conn {
         }
         self.revoked = Some(Box::pin(auth.revoked.clone().cancelled_owned()));
         self.auth = Some(auth);
+        self.preauth = None;
     }
 
     fn subscribe(&mut self, id: u64, from: Option<Seq>) {

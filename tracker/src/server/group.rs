@@ -101,11 +101,52 @@ pub(crate) struct MemberState {
     /// Cancelled when the member leaves: its connections stop being
     /// authenticated and close.
     pub revoked: CancellationToken,
+    /// The version of each file this member last reported holding whole
+    /// (`Have`): a repeated report logs nothing.
+    pub haves: HashMap<FileId, crate::proto::Version>,
+    /// How many more `Have` events it may log now (a token bucket).
+    pub have_budget: HaveBudget,
 }
 
 impl MemberState {
     pub fn new(rec: MemberRec) -> MemberState {
-        MemberState { rec, conns: 0, revoked: CancellationToken::new() }
+        MemberState {
+            rec,
+            conns: 0,
+            revoked: CancellationToken::new(),
+            haves: HashMap::new(),
+            have_budget: HaveBudget::new(),
+        }
+    }
+}
+
+/// `Have` events a member may log: [`HAVE_BURST`] at once, refilled at
+/// [`HAVE_RATE`] a second. Reports over it are answered and dropped (they
+/// only say who could serve a version).
+pub(crate) struct HaveBudget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+pub(crate) const HAVE_BURST: f64 = 5_000.0;
+pub(crate) const HAVE_RATE: f64 = 500.0;
+
+impl HaveBudget {
+    pub fn new() -> Self {
+        HaveBudget { tokens: HAVE_BURST, at: std::time::Instant::now() }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * HAVE_RATE).min(HAVE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -165,6 +206,7 @@ impl GroupState {
             name: ms.rec.name.clone(),
             online: ms.conns > 0,
             peer_addr: ms.rec.peer_addr,
+            key: ms.rec.key,
         })
     }
 
@@ -411,4 +453,19 @@ pub(crate) struct FinishedTxn {
     pub next_seq: u64,
     pub next_file: u64,
     pub lazy: bool,
+}
+
+#[cfg(test)]
+mod have_budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_have_budget_empties_and_refills() {
+        let mut b = HaveBudget::new();
+        let taken = (0..(HAVE_BURST as usize + 100)).filter(|_| b.take()).count();
+        assert!((HAVE_BURST as usize..HAVE_BURST as usize + 20).contains(&taken), "{taken}");
+        b.at -= std::time::Duration::from_millis(100);
+        let refilled = (0..1000).filter(|_| b.take()).count();
+        assert!((40..=60).contains(&refilled), "{refilled}");
+    }
 }

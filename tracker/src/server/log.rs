@@ -134,7 +134,7 @@ mod tests {
     fn one_pass_prunes_a_backlog_of_several_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let t = Tracker::open(TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() }).unwrap();
-        let (_, _, auth) = t.create_group("g".into(), "alice".into(), None, "127.0.0.1:1".parse().unwrap()).unwrap();
+        let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, "127.0.0.1:1".parse().unwrap()).unwrap();
         let Ok((Response::File { entry: f, .. }, _)) =
             t.create_file(&auth, FileId::ROOT, "f".into(), FileKind::File, 0o644, false)
         else {

@@ -13,11 +13,15 @@
 //!   announce keys and swarms.
 //! - [`http`]: the HTTP announce endpoint, on the same port as the binary
 //!   protocol (told apart by the first byte).
+//! - [`metainfo`]: what a published torrent must be.
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
 //! - [`sweep`]: lease expiry and log retention.
+//! - [`limits`]: connection caps, the pre-authentication deadline and
+//!   frame limit, the admin token that creating a group needs.
 //! - [`cli`]: the `titorrent-tracker` flags, shared with `titorrent tracker`.
+//! - [`private`]: owner-only modes for the data directory (and members' state).
 //!
 //! Durability: a reply that promises durability (group created, joined,
 //! file created, explicit lock granted, published, invite created,
@@ -39,9 +43,12 @@ mod commit;
 mod conn;
 mod group;
 mod http;
+mod limits;
 mod log;
+mod metainfo;
 mod ops;
 mod peers;
+pub mod private;
 mod store;
 mod subscribe;
 mod sweep;
@@ -49,6 +56,8 @@ mod tree;
 mod versions;
 
 pub use cli::{run, ServeArgs};
+pub use limits::Limits;
+pub use metainfo::test_torrent;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -64,9 +73,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::proto::{FileId, FileKind, GroupId, ProtoError, UnixMillis, Version, VersionInfo, DEFAULT_LEASE_TTL_MS};
+use crate::proto::{
+    FileId, FileKind, Fingerprint, GroupId, ProtoError, ServerFrame, UnixMillis, Version, VersionInfo,
+    DEFAULT_LEASE_TTL_MS, PROTOCOL_VERSION,
+};
 use commit::{CommitQueue, Committer, Ticket};
 use group::{Group, GroupState, MemberState, Txn};
+use crate::tls::Identity;
 use store::{Store, WriteSet};
 
 /// How the tracker is run.
@@ -82,6 +95,12 @@ pub struct TrackerConfig {
     /// Versions kept per file, the current one included (at least 1): each
     /// with its torrent, listed by `ListVersions`, restorable.
     pub keep_versions: usize,
+    /// The file holding the admin token (made at first start if missing);
+    /// `None`: `admin-token` in `data_dir`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Connection caps and what a connection may do before it
+    /// authenticates.
+    pub limits: Limits,
 }
 
 impl Default for TrackerConfig {
@@ -91,6 +110,8 @@ impl Default for TrackerConfig {
             lease_ttl: Duration::from_millis(DEFAULT_LEASE_TTL_MS),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             keep_versions: 10,
+            admin_token_file: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -113,9 +134,22 @@ pub enum TrackerError {
         #[source]
         source: io::Error,
     },
+    #[error("the admin token file {path}")]
+    AdminToken {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the tracker's key: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
+
+/// The tracker's key and certificate, in its data directory (0600).
+pub const IDENTITY_FILE: &str = "tracker-identity.pem";
+/// The admin token's file in the data directory, unless configured.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// The tracker manager: groups, members, file tables, locks and event logs.
 pub struct Tracker {
@@ -127,6 +161,14 @@ pub struct Tracker {
     committer: Committer,
     /// Announce keys and swarms (memory only).
     announces: peers::Announces,
+    /// TLS for every client connection: the tracker's identity, a client
+    /// certificate required (see `tls`).
+    tls: tokio_rustls::TlsAcceptor,
+    fingerprint: Fingerprint,
+    admin: limits::AdminToken,
+    /// Whether this start made the admin token (it is printed once).
+    admin_made: bool,
+    gate: Arc<limits::Gate>,
     /// Taken by the first `serve`, which starts the background tasks.
     commit_rx: Mutex<Option<CommitQueue>>,
     cancel: CancellationToken,
@@ -143,6 +185,17 @@ impl Tracker {
     /// version; a smaller K than last time drops the excess), in one batch.
     pub fn open(cfg: TrackerConfig) -> Result<Arc<Tracker>, TrackerError> {
         let store = Store::open(&cfg.data_dir)?;
+        let (identity, made) = Identity::load_or_create(&cfg.data_dir.join(IDENTITY_FILE))?;
+        if made {
+            tracing::info!(fingerprint = %identity.fingerprint(), "made the tracker's key");
+        }
+        let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?);
+        let admin_path = cfg.admin_token_file.clone().unwrap_or_else(|| cfg.data_dir.join(ADMIN_TOKEN_FILE));
+        let (admin, admin_made) = limits::AdminToken::load_or_create(&admin_path)
+            .map_err(|source| TrackerError::AdminToken { path: admin_path.clone(), source })?;
+        if admin_made {
+            tracing::info!(file = %admin_path.display(), "made the admin token (needed to create a group)");
+        }
         let loaded = store.load()?;
         let now = now_ms();
         let grace_until = now.saturating_add(duration_ms(cfg.lease_ttl));
@@ -196,13 +249,18 @@ impl Tracker {
         tracing::info!(dir = %cfg.data_dir.display(), groups = groups.len(), "tracker state opened");
         let (committer, commit_rx) = Committer::new();
         Ok(Arc::new(Tracker {
-            cfg,
+            cfg: cfg.clone(),
             store,
             groups: RwLock::new(groups),
             next_group: AtomicU64::new(max_group + 1),
             next_member: AtomicU64::new(max_member + 1),
             committer,
             announces,
+            tls,
+            fingerprint: identity.fingerprint(),
+            admin,
+            admin_made,
+            gate: limits::Gate::new(cfg.limits.clone()),
             commit_rx: Mutex::new(Some(commit_rx)),
             cancel: CancellationToken::new(),
         }))
@@ -234,6 +292,23 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// The tracker's key fingerprint (SHA-256 of its certificate): what
+    /// invitations carry and members pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The admin token (what `CreateGroup` needs), for a process that
+    /// embeds the tracker; and the file it is kept in.
+    pub fn admin_token(&self) -> (&str, &std::path::Path) {
+        (self.admin.token(), &self.admin.path)
+    }
+
+    /// Whether this start made the admin token (print it once).
+    pub fn admin_token_made(&self) -> bool {
+        self.admin_made
     }
 
     /// Stops serving: listeners return, connections close, background
@@ -333,23 +408,78 @@ fn kept_at_open(
     Ok(newer)
 }
 
-/// One accepted connection: HTTP (an announce) or the binary protocol,
-/// told apart by its first byte (see `http.rs`). Clients of the binary
-/// protocol speak first (their Hello); one that says nothing within the
-/// Hello timeout gets the tracker's Hello and a Goodbye.
+/// One accepted connection: HTTP (an announce), TLS (the client
+/// protocol), or an older client's plaintext frames, told apart by the
+/// first byte (see `http.rs` and `proto.rs`). Clients of the protocol speak
+/// first (the TLS handshake, then their Hello); one that has not
+/// authenticated within the pre-authentication timeout is closed. Over a
+/// cap (see `limits.rs`), a connection is closed at once.
 async fn accept(t: Arc<Tracker>, stream: TcpStream, remote: std::net::SocketAddr) {
-    let hello_by = tokio::time::Instant::now() + conn::HELLO_TIMEOUT;
+    let (slot, preauth) = match t.gate.admit(remote.ip()) {
+        Ok(x) => x,
+        // A flood would flood the log too: not above debug.
+        Err(full) => return tracing::debug!(%remote, "closing connection: {full}"),
+    };
+    let auth_by = tokio::time::Instant::now() + t.gate.limits().preauth_timeout;
     let mut first = [0u8; 1];
     let peeked = tokio::select! {
         _ = t.cancel.cancelled() => return,
-        r = tokio::time::timeout_at(hello_by, stream.peek(&mut first)) => r,
+        r = tokio::time::timeout_at(auth_by, stream.peek(&mut first)) => r,
     };
     match peeked {
         // Closed (or failed) before saying anything.
         Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(_)) if http::is_http(first[0]) => http::serve(t, stream, remote).await,
-        _ => conn::run(t, stream, remote, hello_by).await,
+        Ok(Ok(_)) if http::is_http(first[0]) => {
+            // Announces need no authentication (their key is in the URL);
+            // hyper bounds how long the headers may take.
+            drop(preauth);
+            http::serve(t, stream, remote).await
+        }
+        Ok(Ok(_)) if first[0] == TLS_HANDSHAKE => {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let handshake = tokio::select! {
+                _ = t.cancel.cancelled() => return,
+                r = tokio::time::timeout_at(auth_by, t.tls.accept(stream)) => r,
+            };
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::info!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::info!(%remote, "closing connection: no TLS handshake in time"),
+            };
+            let Some(key) = crate::tls::peer_fingerprint(tls.get_ref().1) else {
+                return tracing::info!(%remote, "closing connection: no client certificate");
+            };
+            conn::run(t, tls, remote, key, preauth, auth_by).await
+        }
+        Ok(Ok(_)) => plaintext_refused(stream, remote).await,
+        Err(_) => tracing::debug!(%remote, "closing connection: silent"),
     }
+    drop(slot);
+}
+
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// An older client speaking frames in the clear: it is told why, in frames
+/// it can read, and nothing it sent is looked at.
+async fn plaintext_refused(mut stream: TcpStream, remote: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    tracing::info!(%remote, "refusing a plaintext client connection");
+    let mut out = Vec::new();
+    let reason = format!("this tracker speaks protocol {PROTOCOL_VERSION} over TLS only: upgrade titorrent");
+    let frames = [ServerFrame::Hello { version: PROTOCOL_VERSION }, ServerFrame::Goodbye { reason }];
+    for f in &frames {
+        if crate::proto::encode_frame_into(&mut out, f).is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Spawns a task in `span`. The tasks here handle their own errors.

@@ -28,8 +28,8 @@ use super::group::{Group, GroupState, MemberState, Txn};
 use super::store::{InviteRec, LockRec, MemberRec, WriteSet};
 use super::{now_ms, Tracker};
 use crate::proto::{
-    Credential, EventKind, FileEntry, FileId, FileKind, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
-    ProtoError, Response, Secret, Seq, UnixMillis, Version, VersionInfo,
+    EventKind, FileEntry, FileId, FileKind, Fingerprint, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
+    ProtoError, Response, Seq, UnixMillis, Version, VersionInfo,
 };
 
 /// The longest an explicit lock lasts (and what `ttl_ms` 0 asks for).
@@ -82,12 +82,6 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn new_secret() -> Secret {
-    let mut s = [0u8; 32];
-    OsRng.fill_bytes(&mut s);
-    Secret(s)
-}
-
 fn check_label(what: &str, s: &str) -> Result<(), ProtoError> {
     if s.trim().is_empty() || s.len() > MAX_LABEL_LEN || s.chars().any(char::is_control) {
         return Err(ProtoError::BadRequest(format!(
@@ -97,14 +91,11 @@ fn check_label(what: &str, s: &str) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// A member reporting 0.0.0.0:port means "my address as you see it".
+/// A member's BitTorrent address: the IP its connection comes from (a
+/// member cannot send the others to dial someone else's address), the
+/// port it reports.
 fn fix_peer(given: Option<SocketAddr>, remote: SocketAddr) -> Option<SocketAddr> {
-    given.map(|mut a| {
-        if a.ip().is_unspecified() {
-            a.set_ip(remote.ip());
-        }
-        a
-    })
+    given.map(|a| SocketAddr::new(remote.ip(), a.port()))
 }
 
 fn lease_of(f: FileId, rec: &LockRec, version: Version) -> Lease {
@@ -118,6 +109,7 @@ impl Tracker {
         self: &Arc<Self>,
         group_name: String,
         member_name: String,
+        key: Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
     ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
@@ -126,13 +118,7 @@ impl Tracker {
         let now = now_ms();
         let g = GroupId(self.next_group.fetch_add(1, Ordering::Relaxed));
         let m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
-        let secret = new_secret();
-        let rec = MemberRec {
-            group: g,
-            name: member_name,
-            secret_hash: sha256(&secret.0),
-            peer_addr: fix_peer(peer_addr, remote),
-        };
+        let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote) };
         let root = FileEntry {
             id: FileId::ROOT,
             parent: FileId::ROOT,
@@ -153,7 +139,8 @@ impl Tracker {
             txn.w.put_member(m, &rec)?;
             txn.w.put_file(g, &root)?;
             txn.event(m, EventKind::FileCreated(root.clone()))?;
-            let joined = MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr };
+            let joined =
+                MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr, key: rec.key };
             txn.event(m, EventKind::MemberJoined(joined))?;
             self.commit(&group, &mut st, txn, false)?;
             st.insert_file(root);
@@ -163,8 +150,7 @@ impl Tracker {
         self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "group created");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
-        let credential = Credential { group: g, member: m, secret };
-        Ok((Response::Created { group: g, credential }, ticket, auth))
+        Ok((Response::Created { group: g, member: m }, ticket, auth))
     }
 
     pub(crate) fn join(
@@ -172,6 +158,7 @@ impl Tracker {
         g: GroupId,
         invite: &str,
         member_name: String,
+        key: Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
     ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
@@ -180,7 +167,6 @@ impl Tracker {
         let code_hash = sha256(invite.as_bytes());
         let now = now_ms();
         let m;
-        let secret = new_secret();
         {
             let mut st = group.state.lock();
             let inv = match self.store.invite(&code_hash)? {
@@ -188,12 +174,7 @@ impl Tracker {
                 _ => return Err(ProtoError::BadInvite),
             };
             m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
-            let rec = MemberRec {
-                group: g,
-                name: member_name,
-                secret_hash: sha256(&secret.0),
-                peer_addr: fix_peer(peer_addr, remote),
-            };
+            let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote) };
             let mut txn = Txn::new(g, &st, now);
             if inv.uses_left <= 1 {
                 txn.w.del_invite(&code_hash);
@@ -201,7 +182,8 @@ impl Tracker {
                 txn.w.put_invite(&code_hash, &InviteRec { uses_left: inv.uses_left - 1, ..inv })?;
             }
             txn.w.put_member(m, &rec)?;
-            let joined = MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr };
+            let joined =
+                MemberInfo { id: m, name: rec.name.clone(), online: false, peer_addr: rec.peer_addr, key: rec.key };
             txn.event(m, EventKind::MemberJoined(joined))?;
             self.commit(&group, &mut st, txn, false)?;
             st.members.insert(m, MemberState::new(rec));
@@ -209,32 +191,33 @@ impl Tracker {
         self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "member joined");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
-        Ok((Response::Joined { credential: Credential { group: g, member: m, secret } }, ticket, auth))
+        Ok((Response::Joined { member: m }, ticket, auth))
     }
 
+    /// `key` is the fingerprint of the certificate the connection showed
+    /// (and proved it holds the key of) in its TLS handshake.
     pub(crate) fn authenticate(
         self: &Arc<Self>,
-        cred: &Credential,
+        g: GroupId,
+        m: MemberId,
+        key: &Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
     ) -> Result<(Response, Auth), ProtoError> {
-        // Same work whether or not group and member exist: hash, compare.
+        // Same work whether or not group and member exist: compare.
         const NO_MEMBER: [u8; 32] = [0xa5; 32];
-        let presented = sha256(&cred.secret.0);
-        let group = self.group(cred.group);
-        let stored = group
-            .as_ref()
-            .and_then(|g| g.state.lock().members.get(&cred.member).map(|ms| ms.rec.secret_hash));
-        let matches = ct_eq(&presented, stored.as_ref().unwrap_or(&NO_MEMBER));
+        let group = self.group(g);
+        let stored = group.as_ref().and_then(|gr| gr.state.lock().members.get(&m).map(|ms| ms.rec.key.0));
+        let matches = ct_eq(&key.0, stored.as_ref().unwrap_or(&NO_MEMBER));
         let group = match group {
-            Some(g) if matches && stored.is_some() => g,
+            Some(gr) if matches && stored.is_some() => gr,
             _ => return Err(ProtoError::NotAuthenticated),
         };
-        let (_, auth) = self.attach(&group, cred.member, peer_addr, remote, false)?;
+        let (_, auth) = self.attach(&group, m, peer_addr, remote, false)?;
         // (The guard is released before `auth` could drop: its Drop locks.)
         let answer = {
             let st = group.state.lock();
-            st.member_info(cred.member).map(|member| Response::Authenticated { member, group_name: st.name.clone() })
+            st.member_info(m).map(|member| Response::Authenticated { member, group_name: st.name.clone() })
         };
         Ok((answer.ok_or(ProtoError::NotAuthenticated)?, auth))
     }
@@ -262,7 +245,7 @@ impl Tracker {
             txn.w.put_member(m, &rec)?;
         }
         if changed || coming_online {
-            let info = MemberInfo { id: m, name: rec.name.clone(), online: true, peer_addr: peer };
+            let info = MemberInfo { id: m, name: rec.name.clone(), online: true, peer_addr: peer, key: rec.key };
             txn.event(m, EventKind::MemberOnline(info))?;
         }
         let ticket = self.commit(group, &mut st, txn, want_ticket)?;
@@ -393,7 +376,8 @@ impl Tracker {
             kind,
             size: 0,
             mtime: now,
-            mode: mode & 0o7777,
+            // No setuid, setgid or sticky bit is shared.
+            mode: mode & 0o777,
             version: Version(0),
             info_hash: None,
             author: m,
@@ -603,6 +587,9 @@ impl Tracker {
             Some((f, _)) if f == file => {}
             _ => return Err(ProtoError::NoLease),
         }
+        if let Some(ih) = info_hash {
+            super::metainfo::check(&torrent, size, ih)?;
+        }
         let new = FileEntry {
             version: Version(cur.version.0 + 1),
             size,
@@ -677,12 +664,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unspecified_peer_ip_is_replaced_by_the_remote_ip() {
+    fn the_peer_ip_is_the_connections() {
         let remote: SocketAddr = "10.1.2.3:5555".parse().unwrap();
         let fixed = fix_peer(Some("0.0.0.0:6881".parse().unwrap()), remote);
         assert_eq!(fixed, Some("10.1.2.3:6881".parse().unwrap()));
-        let kept = fix_peer(Some("192.168.1.9:6881".parse().unwrap()), remote);
-        assert_eq!(kept, Some("192.168.1.9:6881".parse().unwrap()));
+        // Another address than the connection's is not believed.
+        let claimed = fix_peer(Some("192.168.1.9:6881".parse().unwrap()), remote);
+        assert_eq!(claimed, Some("10.1.2.3:6881".parse().unwrap()));
         assert_eq!(fix_peer(None, remote), None);
     }
 

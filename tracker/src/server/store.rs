@@ -47,7 +47,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::TrackerError;
 use crate::proto::{
-    Event, FileEntry, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
+    Event, FileEntry, Fingerprint, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
 };
 
 const TREE: &str = "tracker-v1";
@@ -119,7 +119,10 @@ pub(crate) struct GroupRec {
 pub(crate) struct MemberRec {
     pub group: GroupId,
     pub name: String,
-    pub secret_hash: [u8; 32],
+    /// The fingerprint of the member's certificate. (A record from before
+    /// protocol 5 held the SHA-256 of a bearer secret here, in the same
+    /// layout: no certificate hashes to it, so that member must join again.)
+    pub key: Fingerprint,
     pub peer_addr: Option<SocketAddr>,
 }
 
@@ -307,10 +310,13 @@ pub(crate) struct Store {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, TrackerError> {
         let open_err = |source| TrackerError::Open { path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(sled::Error::Io(e)))?;
+        // It holds the tracker's keys and every group's file table.
+        super::private::make_private(dir, "tracker data").map_err(|e| open_err(sled::Error::Io(e)))?;
         let db = sled::Config::new().path(dir).open().map_err(open_err)?;
         let tree = db.open_tree(TREE).map_err(open_err)?;
+        // What sled just created under a permissive umask (an embedding
+        // process's): the directory is private already, this is for depth.
+        super::private::tighten(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
         Ok(Store { db, tree })
     }
 

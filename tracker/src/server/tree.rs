@@ -120,7 +120,7 @@ impl Tracker {
     }
 
     /// Shares a mode and/or mtime change (no new version). Permission bits
-    /// only are kept from `mode`.
+    /// only are kept from `mode`: no setuid, setgid or sticky bit.
     pub(crate) fn set_attr(&self, auth: &Auth, file: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) -> Outcome {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
@@ -128,7 +128,7 @@ impl Tracker {
         let cur = st.files.get(&file).cloned().ok_or(ProtoError::NoSuchFile)?;
         refuse_if_held_by_other(&st, file, m, now)?;
         let new = FileEntry {
-            mode: mode.map_or(cur.mode, |md| md & 0o7777),
+            mode: mode.map_or(cur.mode, |md| md & 0o777),
             mtime: mtime.unwrap_or(cur.mtime),
             ..cur.clone()
         };
@@ -154,9 +154,22 @@ impl Tracker {
         if cur.version != version || cur.kind != FileKind::File {
             return Ok((Response::Ok, None));
         }
+        // Once per member and version, and at a bounded rate: a member
+        // cannot flood the log with them.
+        let ms = st.members.get_mut(&m).ok_or(ProtoError::NotAuthenticated)?;
+        if ms.haves.get(&file) == Some(&version) {
+            return Ok((Response::Ok, None));
+        }
+        if !ms.have_budget.take() {
+            tracing::debug!(member = %m, "Have over the rate limit: dropped");
+            return Ok((Response::Ok, None));
+        }
         let mut txn = Txn::new(group.id, &st, now_ms());
         txn.event(m, EventKind::Have { file, version, member: m })?;
         let ticket = self.commit(group, &mut st, txn, false)?;
+        if let Some(ms) = st.members.get_mut(&m) {
+            ms.haves.insert(file, version);
+        }
         Ok((Response::Ok, ticket))
     }
 }
@@ -173,7 +186,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::proto::{InfoHash, LeaseId, Version};
+    use crate::proto::{LeaseId, Version};
     use crate::server::store::WriteSet;
     use crate::server::{Tracker, TrackerConfig};
 
@@ -185,7 +198,8 @@ mod tests {
     }
 
     fn publish(t: &Tracker, auth: &Auth, f: FileId, base: u64, lease: LeaseId) {
-        let r = t.publish(auth, f, Version(base), lease, 5, 1, Some(InfoHash([7; 20])), b"d4:infodee".to_vec(), true);
+        let (ih, torrent) = crate::server::test_torrent(7, 5);
+        let r = t.publish(auth, f, Version(base), lease, 5, 1, Some(ih), torrent, true);
         assert!(matches!(r, Ok((Response::Published(_), _))), "{:?}", r.map(|r| r.0));
     }
 
@@ -199,7 +213,7 @@ mod tests {
         let t: Arc<Tracker> =
             Tracker::open(TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() }).unwrap();
         let remote = "127.0.0.1:1".parse().unwrap();
-        let (_, _, auth) = t.create_group("g".into(), "alice".into(), None, remote).unwrap();
+        let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, remote).unwrap();
         let g = auth.group.id;
         let (a, la) = file(&t, &auth, "a");
         let (b, lb) = file(&t, &auth, "b");

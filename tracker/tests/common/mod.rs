@@ -11,16 +11,52 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use titorrent_tracker::proto::*;
 use titorrent_tracker::server::{Tracker, TrackerConfig};
+use titorrent_tracker::tls::{ClientTls, Identity};
+
+/// What a test member needs to authenticate: its ids and its key.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub group: GroupId,
+    pub member: MemberId,
+    pub identity: Arc<Identity>,
+}
+
+/// A TLS connection to the tracker with `identity`, trusting whatever
+/// tracker answers (tests check pinning separately).
+pub async fn tls_connect_as(addr: SocketAddr, identity: Arc<Identity>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let (s, _) = ClientTls { identity, pin: None }.connect(&addr.to_string(), tcp).await.expect("TLS handshake");
+    s
+}
+
+/// Same, with a fresh key.
+pub async fn tls_raw(addr: SocketAddr) -> TlsStream<TcpStream> {
+    tls_connect_as(addr, Arc::new(Identity::generate().unwrap())).await
+}
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The admin token of every test tracker (written into its data dir
+/// before it first opens it).
+pub const ADMIN: &str = "test-admin-token";
+
+/// Puts [`ADMIN`] where the tracker on `dir` reads its admin token.
+pub fn write_admin_token(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(titorrent_tracker::server::ADMIN_TOKEN_FILE);
+    if !p.exists() {
+        std::fs::write(p, ADMIN).unwrap();
+    }
+}
 
 pub fn config(dir: &Path, lease_ttl: Duration) -> TrackerConfig {
     TrackerConfig { data_dir: dir.to_path_buf(), lease_ttl, ..TrackerConfig::default() }
@@ -69,6 +105,7 @@ impl Server {
 
     pub async fn start_cfg_on(cfg: TrackerConfig, addr: SocketAddr) -> Server {
         let dir = cfg.data_dir.clone();
+        write_admin_token(&dir);
         let tracker = poll("the database to be free", WAIT, || {
             let cfg = cfg.clone();
             async move { Tracker::open(cfg).ok() }
@@ -99,8 +136,9 @@ impl Server {
 /// A raw-frame client: sequential requests, events and `Wanted` notices
 /// buffered.
 pub struct Client {
-    rd: BufReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+    rd: BufReader<ReadHalf<TlsStream<TcpStream>>>,
+    wr: WriteHalf<TlsStream<TcpStream>>,
+    pub identity: Arc<Identity>,
     next_id: u64,
     pub events: VecDeque<Event>,
     pub wanted: VecDeque<(InfoHash, SocketAddr)>,
@@ -119,11 +157,16 @@ pub async fn read_server_frame(rd: &mut (impl AsyncReadExt + Unpin)) -> std::io:
 }
 
 impl Client {
+    /// Connects with a fresh key.
     pub async fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).await.expect("connect");
-        s.set_nodelay(true).unwrap();
-        let (rd, wr) = s.into_split();
-        let mut c = Client { rd: BufReader::new(rd), wr, next_id: 1, events: VecDeque::new(), wanted: VecDeque::new() };
+        Client::connect_as(addr, Arc::new(Identity::generate().unwrap())).await
+    }
+
+    pub async fn connect_as(addr: SocketAddr, identity: Arc<Identity>) -> Client {
+        let s = tls_connect_as(addr, identity.clone()).await;
+        let (rd, wr) = tokio::io::split(s);
+        let mut c =
+            Client { rd: BufReader::new(rd), wr, identity, next_id: 1, events: VecDeque::new(), wanted: VecDeque::new() };
         c.write(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await;
         match c.frame().await {
             Some(ServerFrame::Hello { version }) => assert_eq!(version, PROTOCOL_VERSION),
@@ -138,8 +181,8 @@ impl Client {
 
     /// Authenticates reporting `peer` as its BitTorrent address.
     pub async fn authed_at(addr: SocketAddr, cred: &Credential, peer: Option<SocketAddr>) -> Client {
-        let mut c = Client::connect(addr).await;
-        match c.req(Request::Authenticate { credential: cred.clone(), peer_addr: peer }).await {
+        let mut c = Client::connect_as(addr, cred.identity.clone()).await;
+        match c.req(Request::Authenticate { group: cred.group, member: cred.member, peer_addr: peer }).await {
             Response::Authenticated { .. } => c,
             other => panic!("authenticate: {other:?}"),
         }
@@ -148,6 +191,7 @@ impl Client {
     pub async fn write(&mut self, f: &ClientFrame) {
         let bytes = encode_frame(f).unwrap();
         self.wr.write_all(&bytes).await.expect("write");
+        self.wr.flush().await.expect("flush");
     }
 
     /// Next frame, `None` when the server closed.
@@ -254,9 +298,13 @@ impl Client {
 /// Creates a group; returns the creator's connection and credential.
 pub async fn new_group(addr: SocketAddr, member: &str) -> (Client, Credential) {
     let mut c = Client::connect(addr).await;
-    let req = Request::CreateGroup { group_name: "team".into(), member_name: member.into(), peer_addr: None };
+    let req =
+        Request::CreateGroup { admin_token: ADMIN.into(), group_name: "team".into(), member_name: member.into(), peer_addr: None };
     match c.req(req).await {
-        Response::Created { credential, .. } => (c, credential),
+        Response::Created { group, member } => {
+            let identity = c.identity.clone();
+            (c, Credential { group, member, identity })
+        }
         other => panic!("create group: {other:?}"),
     }
 }
@@ -267,13 +315,23 @@ pub async fn join(addr: SocketAddr, inviter: &mut Client, group: GroupId, member
     let mut c = Client::connect(addr).await;
     let req = Request::Join { group, invite: code, member_name: member.into(), peer_addr: None };
     match c.req(req).await {
-        Response::Joined { credential } => (c, credential),
+        Response::Joined { member } => {
+            let identity = c.identity.clone();
+            (c, Credential { group, member, identity })
+        }
         other => panic!("join: {other:?}"),
     }
 }
 
+/// A valid one-file torrent of 5 bytes (the tracker checks what it is
+/// given), distinct per `tag`.
 pub fn fake_torrent(tag: u8) -> (InfoHash, Vec<u8>) {
-    (InfoHash([tag; 20]), format!("d4:infod6:lengthi5e4:name1:{}ee", tag as char).into_bytes())
+    torrent_of(tag, 5)
+}
+
+/// A valid one-file torrent of `size` bytes.
+pub fn torrent_of(tag: u8, size: u64) -> (InfoHash, Vec<u8>) {
+    titorrent_tracker::server::test_torrent(tag, size)
 }
 
 /// One HTTP/1.1 GET over a fresh connection (`Connection: close`): the

@@ -34,22 +34,22 @@ async fn want_reaches_the_other_members_of_the_group_only() {
     let (_, e) = join(srv.addr, &mut other, d.group, "ed").await;
     drop((setup, other));
 
-    let mut alice = subscribed(srv.addr, &a, peer("10.0.0.1:6881")).await;
+    let mut alice = subscribed(srv.addr, &a, peer("127.0.0.1:6881")).await;
     // Alice again, subscribed too, with no BitTorrent address.
     let mut alice2 = subscribed(srv.addr, &a, None).await;
-    let mut bob = subscribed(srv.addr, &b, peer("10.0.0.2:6882")).await;
+    let mut bob = subscribed(srv.addr, &b, peer("127.0.0.1:6882")).await;
     // Bob again, not subscribed: it is told nothing.
-    let mut bob_quiet = Client::authed_at(srv.addr, &b, peer("10.0.0.2:6882")).await;
-    let mut carol = subscribed(srv.addr, &c, peer("10.0.0.3:6883")).await;
-    let mut dave = subscribed(srv.addr, &d, peer("10.0.1.4:6884")).await;
-    let mut ed = subscribed(srv.addr, &e, peer("10.0.1.5:6885")).await;
+    let mut bob_quiet = Client::authed_at(srv.addr, &b, peer("127.0.0.1:6882")).await;
+    let mut carol = subscribed(srv.addr, &c, peer("127.0.0.1:6883")).await;
+    let mut dave = subscribed(srv.addr, &d, peer("127.0.0.1:6884")).await;
+    let mut ed = subscribed(srv.addr, &e, peer("127.0.0.1:6885")).await;
 
     let (nowhere, wanted, from_bob, from_ed) =
         (InfoHash([1; 20]), InfoHash([2; 20]), InfoHash([3; 20]), InfoHash([4; 20]));
     // Without an address, a Want is answered and goes nowhere.
     assert_eq!(alice2.req(Request::Want { info_hash: nowhere }).await, Response::Ok);
     assert_eq!(alice.req(Request::Want { info_hash: wanted }).await, Response::Ok);
-    let alice_at = "10.0.0.1:6881".parse().unwrap();
+    let alice_at = "127.0.0.1:6881".parse().unwrap();
     for (who, c) in [("bob", &mut bob), ("carol", &mut carol)] {
         assert_eq!(c.next_wanted().await, (wanted, alice_at), "{who}");
     }
@@ -58,12 +58,12 @@ async fn want_reaches_the_other_members_of_the_group_only() {
     // see it before the marker.
     assert_eq!(bob.req(Request::Want { info_hash: from_bob }).await, Response::Ok);
     assert_eq!(ed.req(Request::Want { info_hash: from_ed }).await, Response::Ok);
-    let bob_at = "10.0.0.2:6882".parse().unwrap();
+    let bob_at = "127.0.0.1:6882".parse().unwrap();
     for (who, c) in [("alice", &mut alice), ("alice again", &mut alice2)] {
         assert_eq!(c.next_wanted().await, (from_bob, bob_at), "{who} was sent its own Want");
     }
     assert_eq!(carol.next_wanted().await, (from_bob, bob_at));
-    assert_eq!(dave.next_wanted().await, (from_ed, "10.0.1.5:6885".parse().unwrap()), "another group's Want");
+    assert_eq!(dave.next_wanted().await, (from_ed, "127.0.0.1:6885".parse().unwrap()), "another group's Want");
     // Bob's own connections got neither his Want nor anything else more.
     assert!(matches!(bob_quiet.req(Request::ListMembers).await, Response::Members(_)));
     assert!(bob_quiet.wanted.is_empty(), "{:?}", bob_quiet.wanted);

@@ -41,7 +41,7 @@ async fn publish(c: &mut Client, file: FileId, base: u64, lease: Option<LeaseId>
         Some(l) => (true, l),
         None => (false, c.lock(file).await.expect("lock to publish").id),
     };
-    let (ih, torrent) = fake_torrent(tag);
+    let (ih, torrent) = torrent_of(tag, 100 + tag as u64);
     let req = Request::Publish {
         file,
         base: Version(base),
@@ -329,15 +329,15 @@ async fn leave_revokes_the_credential_and_releases_locks() {
     assert_eq!(bob.req(Request::Leave).await, err(ProtoError::NotAuthenticated));
     assert!(matches!(bob2.frame().await, Some(ServerFrame::Goodbye { .. })));
     assert_eq!(bob2.frame().await, None);
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred.clone(), peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     srv.stop().await;
 
     // Still gone after a reopen, and bob's id (the highest) is not reused.
     let srv = Server::start(dir.path(), TTL).await;
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred.clone(), peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     let mut alice = Client::authed(srv.addr, &a_cred).await;
     let (_, c_cred) = join(srv.addr, &mut alice, a_cred.group, "carol").await;
@@ -368,13 +368,13 @@ async fn the_last_k_versions_are_kept_with_their_torrents() {
     }
     let vs = versions(&mut bob, f.id).await;
     assert_eq!(vs.iter().map(|v| v.version.0).collect::<Vec<_>>(), [5, 4, 3], "newest first, K of them");
-    assert_eq!(vs[0].info_hash, Some(fake_torrent(b'5').0));
+    assert_eq!(vs[0].info_hash, Some(torrent_of(b'5', 100 + 53).0));
     assert_eq!((vs[0].size, vs[0].mtime, vs[0].author), (100 + b'5' as u64, 1004, a_cred.member));
     assert_eq!(vs[1].author, b_cred.member);
     assert!(vs.iter().all(|v| v.at >= t0 && v.at <= now()));
     for v in 3..=5u64 {
         let r = bob.req(Request::GetTorrent { file: f.id, version: Version(v) }).await;
-        assert_eq!(r, Response::Torrent(fake_torrent(b'0' + v as u8).1), "v{v}");
+        assert_eq!(r, Response::Torrent(torrent_of(b'0' + v as u8, 100 + 48 + v).1), "v{v}");
     }
     for v in 0..=2u64 {
         let r = bob.req(Request::GetTorrent { file: f.id, version: Version(v) }).await;
@@ -426,7 +426,7 @@ async fn restore_makes_an_old_version_current_again() {
     assert_eq!(evs.last().unwrap().kind, EventKind::Restored { entry: v3.clone(), from: Version(1) });
     assert_eq!(evs.last().unwrap().by, b_cred.member);
     let r = alice.req(Request::GetTorrent { file: f.id, version: Version(3) }).await;
-    assert_eq!(r, Response::Torrent(fake_torrent(b'a').1));
+    assert_eq!(r, Response::Torrent(torrent_of(b'a', 100 + 97).1));
     let vs = versions(&mut alice, f.id).await;
     assert_eq!(
         vs.iter().map(|v| (v.version.0, v.info_hash)).collect::<Vec<_>>(),
@@ -733,11 +733,11 @@ async fn changes_survive_a_reopen() {
     assert_eq!(versions(&mut alice, f.id).await, versions_before);
     assert_eq!(versions_before.len(), 4);
     let r = alice.req(Request::GetTorrent { file: f.id, version: Version(3) }).await;
-    assert_eq!(r, Response::Torrent(fake_torrent(b'1').1));
+    assert_eq!(r, Response::Torrent(torrent_of(b'1', 100 + 49).1));
     let (log_after, _) = read_log(&mut alice, None, 0).await;
     assert_eq!(log_after[..log_before.len()], log_before[..]);
-    let mut again = Client::connect(srv.addr).await;
-    let r = again.req(Request::Authenticate { credential: b_cred, peer_addr: None }).await;
+    let mut again = Client::connect_as(srv.addr, b_cred.identity.clone()).await;
+    let r = again.req(Request::Authenticate { group: b_cred.group, member: b_cred.member, peer_addr: None }).await;
     assert_eq!(r, err(ProtoError::NotAuthenticated));
     let (mut carol, _) = join(srv.addr, &mut alice, a_cred.group, "carol").await;
     assert!(is_locked_by(&Response::Error(carol.lock(f.id).await.unwrap_err()), "alice"));
@@ -760,7 +760,7 @@ async fn a_publish_retried_after_a_tracker_restart_is_answered_again() {
     let (mut alice, a_cred) = new_group(srv.addr, "alice").await;
     let (f, _) = alice.create_file(FileId::ROOT, "f", FileKind::File, false).await;
     let lease = alice.lock(f.id).await.unwrap();
-    let (ih, torrent) = fake_torrent(b'7');
+    let (ih, torrent) = torrent_of(b'7', 107);
     let req = Request::Publish {
         file: f.id,
         base: Version(0),
