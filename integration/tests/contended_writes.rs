@@ -212,3 +212,29 @@ fn opening_a_name_another_member_keeps_replacing_never_fails_with_enoent() {
         });
     });
 }
+
+#[test]
+fn a_create_of_a_name_another_member_just_unlinked_creates_it() {
+    scenario(Duration::from_secs(180), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        for round in 0..20 {
+            let name = format!("gone-{round}");
+            fs::write(alice.path(&name), b"alice's\n").unwrap();
+            // Bob's kernel caches the name (and its inode).
+            wait_for(SEE, &format!("bob sees {name}"), || fs::metadata(bob.path(&name)).map_err(|e| e.to_string()));
+            fs::remove_file(alice.path(&name)).unwrap();
+            // At once, through the cached name: O_CREAT must create, never ENOENT.
+            let mut errors = BTreeMap::new();
+            let mut open = OpenOptions::new();
+            open.write(true).create(true).truncate(true);
+            let mut f = open_retrying(&bob.path(&name), &open, &mut errors);
+            f.write_all(b"bob's\n").unwrap();
+            drop(f);
+            assert!(errors.is_empty(), "round {round}: bob's open(O_CREAT) of {name} failed with errno (count) {errors:?}");
+            wait_for(SEE, &format!("alice reads bob's {name}"), || match fs::read(alice.path(&name)) {
+                Ok(b) if b == b"bob's\n" => Ok(()),
+                other => Err(format!("{other:?}")),
+            });
+        }
+    });
+}

@@ -481,7 +481,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// last change, or a day old.
     pub fn open_read(&self, id: FileId) -> Result<Fh> {
         let mut inner = self.inner.lock();
-        let mtime = inner.entry(id).ok_or(ModelError::NotFound)?.mtime;
+        // Unknown: the kernel's cached name is older than a removal here;
+        // its fresh lookup finds what the name is now.
+        let mtime = inner.entry(id).ok_or(ModelError::Replaced)?.mtime;
         let now = now_ms();
         let last = inner.atimes.get(&id).copied().unwrap_or(mtime);
         if last <= mtime || now.saturating_sub(last) > 86_400_000 {
@@ -508,13 +510,15 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !mode.write {
             return self.open_read(id);
         }
-        let entry = self.attr(id)?;
+        // Unknown, or an orphan: the name the kernel resolved now names
+        // another file (a rename over it, or an unlink and a create) or
+        // none; with ESTALE the kernel looks it up again, and an
+        // open(O_CREAT) of a name just unlinked creates it.
+        let entry = self.attr(id).map_err(|_| ModelError::Replaced)?;
         if entry.kind == FileKind::Dir {
             return Err(ModelError::IsDir);
         }
         if self.inner.lock().tree.get(id).is_none() {
-            // An orphan: the name the kernel resolved now names another file
-            // (a rename over it) or none.
             return Err(ModelError::Replaced);
         }
         let gate = self.write_open_gate(id);

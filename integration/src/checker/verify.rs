@@ -4,7 +4,8 @@
 //! - **errno**: every call fails only with an errno allowed for it:
 //!   appends and increments retry `EBUSY` and must then succeed; name
 //!   operations may see `EBUSY`, `EEXIST`, `ENOENT`, `ENOTEMPTY`,
-//!   `ENOTDIR`, `EISDIR`. During a fault that touches the member (its daemon
+//!   `ENOTDIR`, `EISDIR`, except that an `O_CREAT` open in a directory that
+//!   always exists never gets `ENOENT`. During a fault that touches the member (its daemon
 //!   stopped, the tracker away) `EROFS` and `ENOTCONN` are allowed too.
 //!   `EIO` and `ESTALE` never are.
 //! - **appends**: every acknowledged line (its close returned 0) is in the
@@ -24,7 +25,7 @@
 //!   conflict copy).
 
 use super::history::{excerpt, Outcome, Record};
-use super::workload::{COUNTERS, LOGS};
+use super::workload::{COUNTERS, LOGS, TEMP_DIRS};
 use std::collections::{BTreeMap, HashMap};
 
 /// Everything a run observed.
@@ -62,12 +63,18 @@ pub fn conflict_copies<'a>(tree: &'a BTreeMap<String, Option<Vec<u8>>>, path: &s
         .collect()
 }
 
-fn allowed(op: &str, errno: i32, in_fault: bool) -> bool {
+fn allowed(r: &Record, errno: i32) -> bool {
     let name_ops = [libc::EBUSY, libc::EEXIST, libc::ENOENT, libc::ENOTEMPTY, libc::ENOTDIR, libc::EISDIR];
     let fault = [libc::EROFS, libc::ENOTCONN, libc::EBUSY];
-    match op {
-        "append" | "increment" => in_fault && fault.contains(&errno),
-        _ => name_ops.contains(&errno) || (in_fault && fault.contains(&errno)),
+    let in_fault = r.in_fault && fault.contains(&errno);
+    // An open with O_CREAT in a directory that always exists never gets
+    // ENOENT (it did, for a name another member had just unlinked).
+    let creates = matches!(r.op, "create" | "create-x" | "rewrite" | "hold");
+    let parent_may_be_gone = r.paths[0].rsplit_once('/').is_some_and(|(dir, _)| TEMP_DIRS.contains(&dir));
+    match r.op {
+        "append" | "increment" => in_fault,
+        _ if creates && errno == libc::ENOENT => parent_may_be_gone,
+        _ => name_ops.contains(&errno) || in_fault,
     }
 }
 
@@ -76,7 +83,7 @@ pub fn check(o: &Observed) -> Vec<Violation> {
     let mut v = |rule, path: &str, what: String| out.push(Violation { rule, path: path.to_string(), what });
     for r in &o.records {
         match r.outcome {
-            Outcome::Err(e) if !allowed(r.op, e, r.in_fault) => {
+            Outcome::Err(e) if !allowed(r, e) => {
                 v("errno", &r.paths[0], format!("{} failed with errno {e} ({}): {r}", r.op, std::io::Error::from_raw_os_error(e)))
             }
             _ => {}
@@ -254,6 +261,11 @@ mod tests {
         r.outcome = Outcome::Err(libc::ENOENT);
         r.in_fault = false;
         assert!(rules(&o(&r)).is_empty());
+        // A create in a directory that always exists: never ENOENT.
+        let mut c = rec(1, "create", "scratch/d0/n0", "", Outcome::Err(libc::ENOENT));
+        assert_eq!(rules(&o(&c)), vec!["errno"]);
+        c.paths = vec!["scratch/t0/n0".into()];
+        assert!(rules(&o(&c)).is_empty(), "t0 comes and goes");
     }
 
     #[test]
