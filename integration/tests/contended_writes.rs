@@ -20,25 +20,29 @@ use titorrent_integration::{alice_and_bob, scenario, wait_for, Peer};
 /// Lines (or increments) each member makes.
 const EACH: usize = 60;
 
-/// Opens `path` with `open`, retrying while another member holds the lock
-/// (EBUSY, the one refusal a contended open may get). Any other error is
-/// counted by errno, for the test to assert none happened.
-fn open_retrying(path: &Path, open: &OpenOptions, errors: &mut BTreeMap<i32, usize>) -> fs::File {
+/// Runs `call` until it succeeds, retrying while another member holds the
+/// lock (EBUSY, the one refusal a contended call may get). Any other error
+/// is counted by errno, for the test to assert none happened.
+fn retrying<T>(what: &str, errors: &mut BTreeMap<i32, usize>, mut call: impl FnMut() -> std::io::Result<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match open.open(path) {
-            Ok(f) => return f,
+        match call() {
+            Ok(v) => return v,
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(0);
                 if errno != libc::EBUSY {
                     *errors.entry(errno).or_default() += 1;
                 }
-                assert!(std::time::Instant::now() < deadline, "{} stayed unopenable: {e}", path.display());
+                assert!(std::time::Instant::now() < deadline, "{what} kept failing: {e}");
                 // Polling the lock: the holder closes within milliseconds.
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
+}
+
+fn open_retrying(path: &Path, open: &OpenOptions, errors: &mut BTreeMap<i32, usize>) -> fs::File {
+    retrying(&format!("opening {}", path.display()), errors, || open.open(path))
 }
 
 /// Runs `work(peer index, mountpoint, errors)` on both members at once;
@@ -177,15 +181,7 @@ fn opening_a_name_another_member_keeps_replacing_never_fails_with_enoent() {
                     let tmp = root.join("config.tmp");
                     fs::write(&tmp, format!("{n}\n")).expect("write config.tmp");
                     // EBUSY while bob holds config open for write: retried.
-                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                    while let Err(e) = fs::rename(&tmp, root.join("config")) {
-                        let errno = e.raw_os_error().unwrap_or(0);
-                        if errno != libc::EBUSY {
-                            *errors.entry(errno).or_default() += 1;
-                        }
-                        assert!(std::time::Instant::now() < deadline, "config.tmp never renamed: {e}");
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
+                    retrying("renaming config.tmp over config", errors, || fs::rename(&tmp, root.join("config")));
                 } else {
                     // bob opens the name for read and for write, and reads it.
                     let mut f = open_retrying(&root.join("config"), OpenOptions::new().read(true).write(true), errors);
