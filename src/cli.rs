@@ -1,12 +1,17 @@
 //! The `titorrent` command line, defined once with clap: every subcommand,
 //! its flags, help and examples. `main.rs` only dispatches.
 
+pub mod export;
 pub mod files;
+pub mod group;
 pub mod man;
+pub mod members;
 pub mod mountinfo;
 pub mod pin;
 pub mod progress;
 pub mod status;
+pub mod trash;
+pub mod up;
 pub mod xattr;
 
 use clap::{Args, Parser, Subcommand};
@@ -105,6 +110,40 @@ directory until you delete it.")]
         #[arg(long)]
         yes: bool,
     },
+    /// Remove another member from the group (the owner or an admin).
+    #[command(after_help = "Example:\n  titorrent remove bob --state ~/.local/share/titorrent/team\n\n\
+Its key stops working at once: the tracker closes its connections, every other member cuts its peer links \
+with it and refuses it from then on, and its locks are released. An admin cannot remove the owner or \
+another admin.")]
+    Remove {
+        /// The member's name, as `titorrent members` prints it.
+        #[arg(value_name = "MEMBER")]
+        member: String,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Make a member an admin, or (with --revoke) a plain member again (the owner only).
+    #[command(after_help = "Example:\n  titorrent admin carol --state ~/.local/share/titorrent/team\n\n\
+The group's creator is its owner. Admins remove members and break locks (titorrent unlock --force).")]
+    Admin {
+        #[arg(value_name = "MEMBER")]
+        member: String,
+        /// Take the role away instead.
+        #[arg(long)]
+        revoke: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Set the longest explicit lock (titorrent lock) a member may take (the owner or an admin).
+    #[command(after_help = "Example:\n  titorrent lock-limit 8h --state ~/.local/share/titorrent/team\n\n\
+0 sets it back to the tracker's maximum, one week. Locks already held keep their expiry.")]
+    LockLimit {
+        /// The limit (e.g. 30m, 8h, 2d; 0: the tracker's maximum).
+        #[arg(value_name = "DURATION", value_parser = parse_duration)]
+        limit: std::time::Duration,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Mount the group's folder (runs in the foreground until unmounted).
     #[command(after_help = "Examples:\n  titorrent mount /mnt/shared --state ~/.local/share/titorrent/team\n  \
 titorrent mount /mnt/shared --state /var/lib/titorrent/team --read-only --upload-limit 1M\n\n\
@@ -131,11 +170,16 @@ Others' opens for write fail with EBUSY while the lock is held; reading is never
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         ttl: Option<std::time::Duration>,
     },
-    /// Release a lock this member holds on a file.
-    #[command(after_help = "Example:\n  titorrent unlock /mnt/shared/plan.odt")]
+    /// Release a lock this member holds on a file (or, with --force, anyone's).
+    #[command(after_help = "Examples:\n  titorrent unlock /mnt/shared/plan.odt\n  titorrent unlock --force /mnt/shared/plan.odt\n\n\
+--force (the owner or an admin) breaks another member's lock; the action log records who did it, and the \
+holder's unpublished edit comes back to it as a conflict copy.")]
     Unlock {
         #[command(flatten)]
         target: PathInMount,
+        /// Break the lock whoever holds it.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the group's action log: time, member, action, path.
     #[command(after_help = "Examples:\n  titorrent log /mnt/shared\n  titorrent log --state ~/.local/share/titorrent/team --after 120")]
@@ -168,6 +212,30 @@ Others' opens for write fail with EBUSY while the lock is held; reading is never
         #[arg(value_name = "VERSION", value_parser = parse_version)]
         version: u64,
     },
+    /// List what was deleted (or replaced by a rename) in the group and can still be brought back.
+    #[command(after_help = "Examples:\n  titorrent trash /mnt/shared\n  titorrent trash /mnt/shared/photos\n\n\
+A deleted file stays in the trash for the tracker's --trash-retention (30 days unless set), \
+with the versions the tracker kept of it.")]
+    Trash {
+        /// A directory inside a titorrent mount: what was under it (default: the whole group).
+        #[arg(value_name = "PATH", default_value = ".")]
+        path: PathBuf,
+        /// This member's state directory, if the mount does not say.
+        #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
+        state: Option<PathBuf>,
+    },
+    /// Bring a deleted file, or everything that was under a deleted directory, back from the trash.
+    #[command(after_help = "Examples:\n  titorrent undelete /mnt/shared/plan.odt\n  titorrent undelete /mnt/shared/photos\n\n\
+The file comes back where it was, with its last content (no bytes move); \
+directories it was in are made again. A name that is taken again is refused: rename that file first.")]
+    Undelete {
+        /// Where the file (or directory) was, inside a titorrent mount.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// This member's state directory, if the mount does not say.
+        #[arg(long, value_name = "DIR", env = "TITORRENT_STATE")]
+        state: Option<PathBuf>,
+    },
     /// Keep a file or folder local: fetch it all now and keep it in the cache.
     #[command(after_help = "Examples:\n  titorrent pin /mnt/shared/photos\n  titorrent pin /mnt/shared/big.iso --no-wait\n\n\
 Shows bytes, rate and time left while fetching (a bar on a terminal, a line every few seconds otherwise).")]
@@ -181,6 +249,29 @@ Shows bytes, rate and time left while fetching (a bar on a terminal, a line ever
         /// Give up waiting after this long (e.g. 600, 30m); the pin stays.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
+    },
+    /// Serve a file's current version to standard BitTorrent clients for a while.
+    #[command(after_help = "Examples:\n  titorrent export /mnt/shared/release.iso --ttl 2h\n  titorrent export /mnt/shared/release.iso --revoke\n\n\
+Members' links are TLS and refuse everyone else; an export is the one, explicit way in for a standard client \
+(transmission, libtorrent, aria2): this member serves that one version, in plain BitTorrent, on its export \
+port until the time runs out or --revoke. Writes the version's .torrent with an announce URL that works for \
+that one version until then (the tracker lists this member's export address to clients that announce it), \
+and prints it with a magnet link naming the export address (x.pe). The export outlives a restart of the \
+mount or of the tracker (served again on the same port, listed at the tracker again). Other versions and files \
+are never served to non-members.")]
+    Export {
+        /// A file inside a titorrent mount.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// How long to serve it (e.g. 600, 30m, 2h; default 1h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+        ttl: std::time::Duration,
+        /// Stop serving it now.
+        #[arg(long)]
+        revoke: bool,
+        /// Where to write the .torrent (default: exports/INFO_HASH.torrent in the state directory).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Stop keeping a file or folder local; its cached pieces may be evicted.
     #[command(after_help = "Example:\n  titorrent unpin /mnt/shared/photos")]
@@ -241,6 +332,15 @@ pub struct MountArgs {
     /// Mount read-write even if the config says read_only (mount option `rw`).
     #[arg(long)]
     pub read_write: bool,
+    /// Serve every local user, each as themselves (mount option `allow_other`; the default for a mount by root; a user's mount needs user_allow_other in /etc/fuse.conf).
+    #[arg(long, conflicts_with = "no_allow_other")]
+    pub allow_other: bool,
+    /// Serve the mounting user only, even as root (mount option `noallow_other`).
+    #[arg(long)]
+    pub no_allow_other: bool,
+    /// Do not let programs in the folder be executed (mount option `noexec`, which fstab's `user` option implies).
+    #[arg(long)]
+    pub noexec: bool,
 }
 
 #[derive(Debug, Args)]

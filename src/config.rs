@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "upload_limit",
     "download_limit",
     "read_only",
+    "allow_other",
     "replication",
     "pin",
     "cache.dir",
@@ -79,6 +80,8 @@ pub struct Settings {
     pub upload_limit: Option<Rate>,
     pub download_limit: Option<Rate>,
     pub read_only: Option<bool>,
+    /// Serve every local user (FUSE `allow_other`); unset: when root mounts.
+    pub allow_other: Option<bool>,
     pub replication: Option<Replication>,
     pub pin: Option<Vec<PinPath>>,
     pub cache: Option<CacheSettings>,
@@ -264,6 +267,7 @@ pub struct ShareSettings {
     pub upload_limit: Option<u32>,
     pub download_limit: Option<u32>,
     pub read_only: Option<bool>,
+    pub allow_other: Option<bool>,
     pub policy: MountPolicy,
 }
 
@@ -339,6 +343,7 @@ impl Config {
             upload_limit: pick!(|s| s.upload_limit).and_then(Rate::limit),
             download_limit: pick!(|s| s.download_limit).and_then(Rate::limit),
             read_only: pick!(|s| s.read_only),
+            allow_other: pick!(|s| s.allow_other),
             policy: MountPolicy {
                 tracker: pick!(|s| s.tracker.as_ref().map(|t| t.0.clone())),
                 cache_dir: pick!(|s| s.cache.as_ref().and_then(|c| c.dir.as_deref()).map(expand_home)),
@@ -433,6 +438,7 @@ lock_ttl = "8h"
 [share.team]
 upload_limit = 1000
 read_only = true
+allow_other = false
 pin = ["only/this"]
 "#,
         )
@@ -442,6 +448,7 @@ pin = ["only/this"]
         assert_eq!(team.upload_limit, Some(1000));
         assert_eq!(team.download_limit, None, "0 is unlimited");
         assert_eq!(team.read_only, Some(true));
+        assert_eq!(team.allow_other, Some(false));
         assert_eq!(team.listen, Some("0.0.0.0:6881".parse().unwrap()));
         assert_eq!(team.policy.pins, [PathBuf::from("only/this")]);
         assert_eq!(team.policy.cache_max_size, Some(20 << 30));
@@ -452,7 +459,7 @@ pin = ["only/this"]
         assert_eq!(team.policy.tracker.as_deref(), Some("tracker.lan:7070"));
         let other = c.for_state(Path::new("/x/other"));
         assert_eq!(other.upload_limit, Some(2 << 20));
-        assert_eq!(other.read_only, None);
+        assert_eq!((other.read_only, other.allow_other), (None, None));
         assert_eq!(other.policy.pins, [PathBuf::from("docs"), PathBuf::from("photos/2024")]);
     }
 
@@ -514,9 +521,9 @@ pin = ["only/this"]
     fn every_key_is_in_the_keys_list() {
         // A new field in Settings must be added to KEYS (and so to the man page).
         let s = Settings::default();
-        let Settings { state: _, tracker: _, listen: _, upload_limit: _, download_limit: _, read_only: _, replication: _, pin: _, cache: _, lease: _, share: _ } = s;
+        let Settings { state: _, tracker: _, listen: _, upload_limit: _, download_limit: _, read_only: _, allow_other: _, replication: _, pin: _, cache: _, lease: _, share: _ } = s;
         let CacheSettings { dir: _, max_size: _, idle: _ } = CacheSettings::default();
         let LeaseSettings { renew_interval: _, lock_ttl: _ } = LeaseSettings::default();
-        assert_eq!(KEYS.len(), 14);
+        assert_eq!(KEYS.len(), 15);
     }
 }

@@ -85,6 +85,10 @@ impl StateDir {
     pub fn torrents(&self) -> PathBuf {
         self.root.join("torrents")
     }
+    /// The versions exported to standard clients, kept across restarts.
+    pub fn exports(&self) -> PathBuf {
+        self.root.join("exports.bin")
+    }
     pub fn conflicts(&self) -> PathBuf {
         self.root.join("conflicts")
     }

@@ -1,7 +1,9 @@
 //! Finds the binaries under test: the ones cargo built next to the test
 //! executable, in `target/<profile>/`.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The member's CLI and mount daemon.
 pub const TITORRENT: &str = "titorrent";
@@ -35,4 +37,37 @@ pub fn bin(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// Makes /sbin/mount.titorrent the helper under test (a symlink), once.
+pub fn install_mount_helper() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(why) = DONE.get_or_init(|| {
+        crate::require_fuse();
+        let ours = bin("mount_titorrent");
+        let target = Path::new("/sbin/mount.titorrent");
+        match fs::symlink_metadata(target) {
+            Ok(md) if !md.file_type().is_symlink() => {
+                let same = fs::canonicalize(target).ok() == fs::canonicalize(&ours).ok()
+                    || std::env::var_os("TITORRENT_BIN_DIR").is_some();
+                return if same {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "/sbin/mount.titorrent is an installed helper, not {}: remove it, or test the installed \
+                         binaries with TITORRENT_BIN_DIR",
+                        ours.display()
+                    ))
+                };
+            }
+            Ok(_) if fs::read_link(target).ok().as_deref() == Some(ours.as_path()) => return Ok(()),
+            _ => {}
+        }
+        let tmp = PathBuf::from(format!("/sbin/.mount.titorrent.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&ours, &tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        fs::rename(&tmp, target).map_err(|e| format!("cannot install {}: {e}", target.display()))
+    }) {
+        panic!("{why}");
+    }
 }

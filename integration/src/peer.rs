@@ -246,6 +246,11 @@ impl Peer {
         self.tracker
     }
 
+    /// The mount daemon's pid while mounted (for its CPU time in /proc).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|d| d.pid())
+    }
+
     pub fn is_mounted(&self) -> bool {
         self.daemon.is_some()
     }

@@ -65,6 +65,8 @@ pub fn errno<T>(r: &std::io::Result<T>) -> Option<i32> {
 pub enum Node {
     Dir { mode: u32 },
     File { mode: u32, mtime_s: i64, bytes: Vec<u8> },
+    /// A symbolic link and its target (never followed).
+    Symlink(String),
     Other(String),
 }
 
@@ -73,6 +75,7 @@ impl fmt::Debug for Node {
         match self {
             Node::Dir { mode } => write!(f, "dir {mode:o}"),
             Node::File { mode, mtime_s, bytes } => write!(f, "file {mode:o} mtime {mtime_s} {} bytes", bytes.len()),
+            Node::Symlink(t) => write!(f, "symlink -> {t}"),
             Node::Other(s) => f.write_str(s),
         }
     }
@@ -163,7 +166,8 @@ fn node_difference(got: &Node, want: &Node, how: Compare) -> Option<String> {
                 None
             }
         }
-        (a, b) => Some(format!("{a:?}, expected {b:?}")),
+        (Node::Symlink(a), Node::Symlink(b)) => (a != b).then(|| format!("symlink -> {a}, expected -> {b}")),
+        (a, b) => (a != b).then(|| format!("{a:?}, expected {b:?}")),
     }
 }
 
@@ -181,6 +185,8 @@ fn read_into(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Node>) -> std:
         } else if md.is_file() {
             let bytes = std::fs::read(e.path())?;
             out.insert(rel, Node::File { mode, mtime_s: md.mtime(), bytes });
+        } else if md.is_symlink() {
+            out.insert(rel, Node::Symlink(std::fs::read_link(e.path())?.to_string_lossy().into_owned()));
         } else {
             out.insert(rel, Node::Other(format!("{:?}", md.file_type())));
         }

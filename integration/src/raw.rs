@@ -122,7 +122,7 @@ impl RawConn {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv(left) {
                 Ok(ServerFrame::Response { id: got, resp }) if got == id => return resp,
-                Ok(ServerFrame::Event(_) | ServerFrame::Wanted { .. }) => {}
+                Ok(ServerFrame::Events { .. } | ServerFrame::Wanted { .. }) => {}
                 other => panic!("expected the response to {req:?} (id {id}), got {other:?}"),
             }
         }

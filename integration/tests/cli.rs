@@ -1,7 +1,7 @@
 //! The command line as a user meets it: mount(8) and /etc/fstab through
 //! mount.titorrent, the configuration file and its errors, the commands
 //! that act on files of a mount (lock, unlock, versions, restore, log,
-//! status), leaving a group, and the man pages.
+//! status, trash, undelete), leaving a group, and the man pages.
 //!
 //! Needs root, /dev/fuse, fusermount3, mount(8) and man(1) (`man-db`), and
 //! the binaries built (`cargo build --workspace`). The mount(8) tests make
@@ -13,7 +13,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use titorrent_integration::bins;
 use titorrent_integration::mounts;
@@ -51,39 +50,6 @@ fn one_line(out: &CliOutput) -> String {
     let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr ({}), got:\n{}", out.status, out.stderr);
     lines[0].to_string()
-}
-
-/// Makes /sbin/mount.titorrent the helper under test (a symlink), once.
-fn install_helper() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(why) = DONE.get_or_init(|| {
-        titorrent_integration::require_fuse();
-        let ours = bins::bin("mount_titorrent");
-        let target = Path::new("/sbin/mount.titorrent");
-        match fs::symlink_metadata(target) {
-            Ok(md) if !md.file_type().is_symlink() => {
-                let same = fs::canonicalize(target).ok() == fs::canonicalize(&ours).ok()
-                    || std::env::var_os("TITORRENT_BIN_DIR").is_some();
-                return if same {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "/sbin/mount.titorrent is an installed helper, not {}: remove it, or test the installed \
-                         binaries with TITORRENT_BIN_DIR",
-                        ours.display()
-                    ))
-                };
-            }
-            Ok(_) if fs::read_link(target).ok().as_deref() == Some(ours.as_path()) => return Ok(()),
-            _ => {}
-        }
-        let tmp = PathBuf::from(format!("/sbin/.mount.titorrent.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&ours, &tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        fs::rename(&tmp, target).map_err(|e| format!("cannot install {}: {e}", target.display()))
-    }) {
-        panic!("{why}");
-    }
 }
 
 /// Whether process `pid` is still running (a zombie counts as gone).
@@ -152,7 +118,7 @@ fn temp_dir(prefix: &str) -> tempfile::TempDir {
 #[test]
 fn an_fstab_line_mounts_with_mount_dir_and_umount_ends_the_daemon() {
     scenario(Duration::from_secs(180), || {
-        install_helper();
+        titorrent_integration::bins::install_mount_helper();
         let tracker = TrackerProc::start();
         let alice = Peer::create_group(&tracker, "alice");
         let mnt = alice.mountpoint().to_path_buf();
@@ -194,7 +160,7 @@ fn an_fstab_line_mounts_with_mount_dir_and_umount_ends_the_daemon() {
 #[test]
 fn mount_t_titorrent_ro_reads_the_folder_and_refuses_writes_with_erofs() {
     scenario(Duration::from_secs(180), || {
-        install_helper();
+        titorrent_integration::bins::install_mount_helper();
         let tracker = TrackerProc::start();
         let mut alice = Peer::create_group(&tracker, "alice");
         let bob = Peer::join(&tracker, &alice, "bob");
@@ -235,7 +201,7 @@ fn mount_t_titorrent_ro_reads_the_folder_and_refuses_writes_with_erofs() {
 #[test]
 fn mount_failures_say_why_in_one_line() {
     scenario(Duration::from_secs(180), || {
-        install_helper();
+        titorrent_integration::bins::install_mount_helper();
         let mut tracker = TrackerProc::start();
         let alice = Peer::create_group(&tracker, "alice");
         let bob = Peer::join(&tracker, &alice, "bob");
@@ -404,6 +370,67 @@ fn lock_versions_restore_and_log_act_on_paths_inside_a_mount() {
         let out = titorrent([OsStr::new("lock"), "/".as_ref()]);
         assert_eq!(out.status.code(), Some(1));
         assert!(one_line(&out).contains("is not inside a titorrent mount"), "{}", out.stderr);
+        bob.unmount();
+        alice.unmount();
+    });
+}
+
+#[test]
+fn a_deleted_file_and_a_deleted_folder_come_back_from_the_trash_on_every_member() {
+    scenario(Duration::from_secs(240), || {
+        let tracker = TrackerProc::start();
+        let mut alice = Peer::create_group(&tracker, "alice");
+        let mut bob = Peer::join(&tracker, &alice, "bob");
+        alice.mount();
+        bob.mount();
+        let report: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        fs::create_dir_all(alice.path("photos/2026")).unwrap();
+        fs::write(alice.path("report.bin"), &report).unwrap();
+        fs::write(alice.path("photos/2026/a.jpg"), b"first photo").unwrap();
+        fs::write(alice.path("photos/2026/b.jpg"), b"second photo").unwrap();
+        let same = |p: &Peer, rel: &str, want: &[u8]| {
+            let path = p.path(rel);
+            wait_for(SEE, &format!("{} reads {rel}", p.name()), || match fs::read(&path) {
+                Ok(got) if got == want => Ok(()),
+                Ok(got) => Err(format!("{} bytes, not the {} written", got.len(), want.len())),
+                Err(e) => Err(e.to_string()),
+            })
+        };
+        same(&bob, "report.bin", &report);
+        same(&bob, "photos/2026/b.jpg", b"second photo");
+
+        // Bob deletes a file and a whole folder; alice sees them go.
+        fs::remove_file(bob.path("report.bin")).unwrap();
+        fs::remove_dir_all(bob.path("photos")).unwrap();
+        wait_until(SEE, "alice sees both go", || !alice.path("report.bin").exists() && !alice.path("photos").exists());
+
+        // Alice lists the trash: who deleted what, where it was.
+        let out = titorrent([OsStr::new("trash"), alice.mountpoint().as_os_str()]).ok("titorrent trash");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines[0].starts_with("DELETED") && lines[0].ends_with("PATH"), "{}", out.stdout);
+        for path in ["report.bin", "photos/2026/a.jpg", "photos/2026/b.jpg"] {
+            assert!(lines.iter().any(|l| l.contains(" bob ") && l.ends_with(&format!("  {path}"))), "no {path} by bob in:\n{}", out.stdout);
+        }
+        let out = titorrent([OsStr::new("trash"), alice.path("photos").as_os_str()]).ok("titorrent trash PATH");
+        assert_eq!(out.stdout.lines().count(), 3, "only what was under photos/:\n{}", out.stdout);
+
+        // Back where they were, bytes exact, on both members.
+        let out = titorrent([OsStr::new("undelete"), alice.path("report.bin").as_os_str()]).ok("titorrent undelete FILE");
+        assert_eq!(out.stdout.trim(), format!("brought back {}", alice.path("report.bin").display()));
+        let out = titorrent([OsStr::new("undelete"), alice.path("photos").as_os_str()]).ok("titorrent undelete DIR");
+        assert!(out.stdout.contains("brought back 2 files"), "{}", out.stdout);
+        for p in [&alice, &bob] {
+            same(p, "report.bin", &report);
+            same(p, "photos/2026/a.jpg", b"first photo");
+            same(p, "photos/2026/b.jpg", b"second photo");
+        }
+        let out = titorrent([OsStr::new("trash"), alice.mountpoint().as_os_str()]).ok("titorrent trash");
+        assert_eq!(out.stdout.trim(), "the trash is empty", "{}", out.stdout);
+
+        // Nothing there: refused in one line.
+        let out = titorrent([OsStr::new("undelete"), alice.path("never.txt").as_os_str()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(one_line(&out).contains("nothing in the trash was at"), "{}", out.stderr);
         bob.unmount();
         alice.unmount();
     });

@@ -666,6 +666,14 @@ fn versions_are_listed_restored_and_only_the_last_k_kept() {
         let k = 10;
         for i in 1..=12 {
             fs::write(alice.path("draft.txt"), format!("draft number {i}\n")).unwrap();
+            // close(2) does not wait for FUSE's release: the next open can
+            // join this session before its publish starts, and two writes
+            // then make one version (CI saw v11 hold draft 12). Each write
+            // is its own version once its publish is answered.
+            wait_for(SEE, &format!("alice's version xattr says {i}"), || {
+                let v = getfattr(&alice.path("draft.txt"), "user.titorrent.version")?;
+                if v == i.to_string() { Ok(()) } else { Err(v) }
+            });
         }
         wait_for_content(&bob, "draft.txt", b"draft number 12\n", SEE);
         // Bob may read v12 before alice's daemon has applied the answer to

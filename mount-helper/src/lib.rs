@@ -32,7 +32,7 @@ pub const LOG_FILE: &str = "mount.log";
 /// Options this helper understands (`NAME` or `NAME=VALUE`); mount.titorrent(8)
 /// documents each (a test checks). `-` and `_` are interchangeable.
 pub const OWN_OPTIONS: &[&str] =
-    &["ro", "listen", "upload_limit", "download_limit", "config", "timeout", "log"];
+    &["ro", "allow_other", "noallow_other", "exec", "noexec", "listen", "upload_limit", "download_limit", "config", "timeout", "log"];
 
 /// Generic mount(8) options that concern mount(8), systemd or the kernel's
 /// defaults for FUSE, not titorrent: accepted and ignored.
@@ -40,7 +40,7 @@ pub const OWN_OPTIONS: &[&str] =
 /// cannot mean "override read_only from the config file".
 pub const IGNORED_OPTIONS: &[&str] = &[
     "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev", "_rnetdev", "nofail",
-    "suid", "nosuid", "dev", "nodev", "exec", "noexec", "async", "sync", "dirsync", "atime", "noatime", "diratime",
+    "suid", "nosuid", "dev", "nodev", "async", "sync", "dirsync", "atime", "noatime", "diratime",
     "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime", "silent",
     "loud", "iversion", "noiversion", "mand", "nomand",
 ];
@@ -66,6 +66,12 @@ pub struct Invocation {
 pub struct Options {
     /// `ro`; `None` leaves it to the config file.
     pub read_only: Option<bool>,
+    /// `allow_other` / `noallow_other`; `None` leaves it to the config file
+    /// (and then to who mounts).
+    pub allow_other: Option<bool>,
+    /// `noexec` (which fstab's `user` and `users` imply; a later `exec`
+    /// undoes it): programs in the folder cannot be executed.
+    pub noexec: bool,
     pub listen: Option<String>,
     pub upload_limit: Option<String>,
     pub download_limit: Option<String>,
@@ -80,6 +86,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             read_only: None,
+            allow_other: None,
+            noexec: false,
             listen: None,
             upload_limit: None,
             download_limit: None,
@@ -186,6 +194,10 @@ pub fn parse_options(s: &str, sloppy: bool, opts: &mut Options) -> Result<(), Fa
         };
         match key.as_str() {
             "ro" if value.is_none() => opts.read_only = Some(true),
+            "allow_other" if value.is_none() => opts.allow_other = Some(true),
+            "noallow_other" if value.is_none() => opts.allow_other = Some(false),
+            "noexec" if value.is_none() => opts.noexec = true,
+            "exec" if value.is_none() => opts.noexec = false,
             "listen" => opts.listen = Some(need(value)?),
             "upload_limit" => opts.upload_limit = Some(need(value)?),
             "download_limit" => opts.download_limit = Some(need(value)?),
@@ -254,6 +266,14 @@ pub fn titorrent_args(inv: &Invocation, dir: &Path, state: &Path) -> Vec<OsStrin
         Some(true) => a.push("--read-only".into()),
         Some(false) => a.push("--read-write".into()),
         None => {}
+    }
+    match o.allow_other {
+        Some(true) => a.push("--allow-other".into()),
+        Some(false) => a.push("--no-allow-other".into()),
+        None => {}
+    }
+    if o.noexec {
+        a.push("--noexec".into());
     }
     for (flag, v) in [("--listen", &o.listen), ("--upload-limit", &o.upload_limit), ("--download-limit", &o.download_limit)] {
         if let Some(v) = v {
@@ -444,17 +464,20 @@ mod tests {
 
     #[test]
     fn mount8_argv_is_understood() {
-        let inv = parse(&["/var/lib/titorrent/team", "/mnt/team", "-sv", "-o", "noauto,user,_netdev,ro,listen=127.0.0.1:0,upload-limit=2M,x-systemd.automount,bogus"]).unwrap();
+        let inv = parse(&["/var/lib/titorrent/team", "/mnt/team", "-sv", "-o", "noauto,user,_netdev,ro,noallow_other,noexec,nosuid,listen=127.0.0.1:0,upload-limit=2M,x-systemd.automount,bogus"]).unwrap();
         assert_eq!(inv.source, "/var/lib/titorrent/team");
         assert_eq!(inv.dir, PathBuf::from("/mnt/team"));
         assert!(inv.sloppy && inv.verbose && !inv.fake);
-        assert_eq!(inv.opts.read_only, Some(true));
+        assert_eq!((inv.opts.read_only, inv.opts.allow_other), (Some(true), Some(false)));
         assert_eq!(inv.opts.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(inv.opts.upload_limit.as_deref(), Some("2M"));
         assert_eq!(inv.opts.dropped, ["bogus"]);
         let args = titorrent_args(&inv, Path::new("/mnt/team"), Path::new("/s"));
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, ["mount", "/mnt/team", "--state", "/s", "--read-only", "--listen", "127.0.0.1:0", "--upload-limit", "2M"]);
+        assert_eq!(args, ["mount", "/mnt/team", "--state", "/s", "--read-only", "--no-allow-other", "--noexec", "--listen", "127.0.0.1:0", "--upload-limit", "2M"]);
+        // What mount(8) passes for `user,exec`: the later exec wins.
+        let inv = parse(&["/s", "/mnt/team", "-o", "rw,noexec,nosuid,nodev,exec,user"]).unwrap();
+        assert!(!inv.opts.noexec);
     }
 
     #[test]

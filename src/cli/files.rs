@@ -106,21 +106,22 @@ pub async fn lock(target: &Located, ttl: Option<Duration>, config: &Config) -> a
     Ok(())
 }
 
-pub async fn unlock(target: &Located) -> anyhow::Result<()> {
+pub async fn unlock(target: &Located, force: bool) -> anyhow::Result<()> {
     let m = target.state.load()?;
     let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
-    conn.request(Request::UnlockFile { file: target.file }).await.map_err(|e| refusal(&shown, e))?;
+    let req = if force { Request::ForceUnlock { file: target.file } } else { Request::UnlockFile { file: target.file } };
+    conn.request(req).await.map_err(|e| refusal(&shown, e))?;
     println!("unlocked {shown}");
     Ok(())
 }
 
-async fn member_names(conn: &mut Connection) -> anyhow::Result<HashMap<MemberId, String>> {
+pub(crate) async fn member_names(conn: &mut Connection) -> anyhow::Result<HashMap<MemberId, String>> {
     let Response::Members(ms) = conn.request(Request::ListMembers).await? else { bail!("unexpected answer to ListMembers") };
     Ok(ms.into_iter().map(|m| (m.id, m.name)).collect())
 }
 
-fn name_of(names: &HashMap<MemberId, String>, id: MemberId) -> String {
+pub(crate) fn name_of(names: &HashMap<MemberId, String>, id: MemberId) -> String {
     match names.get(&id) {
         Some(n) => n.clone(),
         None if id == MemberId(0) => "(tracker)".into(),
@@ -257,6 +258,7 @@ fn log_line(e: &Event, names: &HashMap<MemberId, String>, paths: &Paths) -> Stri
             ("restored", format!("{} (v{from} as v{})", paths.in_dir(entry.parent, &entry.name), entry.version))
         }
         EventKind::Have { file, version, .. } => ("has", format!("{} (v{version})", paths.or_id(*file))),
+        EventKind::Purged { file } => ("purged", format!("file #{file} (its time in the trash ended)")),
     };
     format!("#{:<5} {}  {:<12} {:<9} {what}", e.seq.0, local_time(e.at), who, action).trim_end().to_string()
 }
@@ -297,6 +299,8 @@ mod tests {
             version: Version(version),
             info_hash: Some(InfoHash([0; 20])),
             author: MemberId(2),
+            owner: Default::default(),
+            ctime: 0,
         }
     }
 

@@ -216,6 +216,23 @@ mount \-t titorrent team /mnt/team \-o ro,upload_limit=1M
 and stopped with
 .BR umount (8);
 the daemon then goes offline cleanly.
+.SH FILE TYPES
+Regular files, directories and symbolic links are shared with the group. A
+symbolic link's target is kept in the tracker's file table (up to 4095 bytes)
+and is never followed by the daemon: another member reads the same target,
+dangling or not. FIFOs, Unix sockets and device nodes made in the mount
+(mkfifo, mknod, bind) work there but belong to the member that made them:
+the others never list them, and they are gone at the next mount. A device
+node is never shared, and the mount is nodev (and nosuid): a device node in
+it keeps its number, for tar and backups, but cannot be opened (EACCES). Hard links (ln, link(2)) to regular files and symbolic links are shared too: every
+name is the same file on every member (one inode number, st_nlink counting
+the names, an edit through one name read through the others), and removing
+one name keeps the others. A hard link to a FIFO, socket or device node is
+another local name of it. Hard links to directories are refused (EPERM). Setuid, and a file's setgid and sticky bits, are never shared
+with the group; the member that sets them keeps them for itself. A
+directory's setgid and sticky bits are shared: on every member a setgid
+directory gives new entries its group and new subdirectories its setgid
+bit.
 .SH ENVIRONMENT
 .TP
 .B TITORRENT_STATE

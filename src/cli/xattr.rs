@@ -14,6 +14,9 @@ pub const STATE_DIR: &str = "user.titorrent.state_dir";
 pub const STATUS: &str = "user.titorrent.status";
 /// "1" while a file or folder is pinned.
 pub const PIN: &str = "user.titorrent.pin";
+/// Seconds to serve a file's version to standard clients (`titorrent export`); reads back `ADDR UNTIL`.
+pub const EXPORT: &str = "user.titorrent.export";
+pub const INFO_HASH: &str = "user.titorrent.info_hash";
 /// How many bytes of a file are in the local cache (decimal).
 pub const BYTES_LOCAL: &str = "user.titorrent.bytes_local";
 

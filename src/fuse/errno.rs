@@ -24,9 +24,11 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::Replaced => Errno::ESTALE,
         ModelError::NotWritable => Errno::EBADF,
         ModelError::Unsupported(_) => Errno::EOPNOTSUPP,
+        ModelError::NotLinkable => Errno::EPERM,
+        ModelError::NotSymlink => Errno::EINVAL,
         ModelError::Refused(p) => match p {
-            ProtoError::NotAuthenticated | ProtoError::NotAdmin => Errno::EACCES,
-            ProtoError::NoSuchFile => Errno::ENOENT,
+            ProtoError::NotAuthenticated | ProtoError::NotAdmin | ProtoError::NotAllowed => Errno::EACCES,
+            ProtoError::NoSuchFile | ProtoError::NoSuchMember => Errno::ENOENT,
             ProtoError::AlreadyExists => Errno::EEXIST,
             ProtoError::NotADirectory => Errno::ENOTDIR,
             ProtoError::NotEmpty => Errno::ENOTEMPTY,
@@ -82,6 +84,7 @@ mod tests {
         assert_eq!(to_errno("open", &ModelError::Locked { path: "a".into(), holder }), Errno::EBUSY);
         assert_eq!(to_errno("open", &ModelError::Offline), Errno::EROFS);
         assert_eq!(to_errno("read", &ModelError::Content(ContentError::NoSpace)), Errno::ENOSPC);
+        assert_eq!(to_errno("readlink", &ModelError::NotSymlink), Errno::EINVAL);
         let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(to_errno("write", &ModelError::Io(enospc)), Errno::ENOSPC);
     }

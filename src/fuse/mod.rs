@@ -6,8 +6,9 @@
 pub mod errno;
 mod iomode;
 pub mod mount;
+mod owners;
 
-use crate::model::{Content, Coordinator, Fh, Folder, KernelCache, ModelError, OpenMode, ReadPlan};
+use crate::model::{AttrChange, Content, Coordinator, Fh, Folder, KernelCache, MknodKind, ModelError, NodeType, OpenMode, ReadPlan};
 use iomode::{IoModes, Mode};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -16,9 +17,11 @@ use fuser::{
 };
 use parking_lot::Mutex;
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind};
+use owners::Owners;
+use titorrent_tracker::proto::{FileEntry, FileId, Owner};
 
 /// How long the kernel may trust attributes and names without asking. Other
 /// members' changes are pushed into the kernel by invalidation, so this only
@@ -31,8 +34,7 @@ const NAME_MAX: u32 = crate::model::NAME_MAX as u32;
 pub struct TitorrentFs<C: Content, T: Coordinator> {
     folder: Arc<Folder<C, T>>,
     rt: tokio::runtime::Handle,
-    uid: u32,
-    gid: u32,
+    owners: Arc<Owners>,
     /// Whether the kernel accepted FUSE passthrough at init.
     passthrough: bool,
     /// The I/O mode of every open handle, and the backing ids of the
@@ -44,37 +46,54 @@ impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     pub fn new(folder: Arc<Folder<C, T>>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        TitorrentFs { folder, rt, uid, gid, passthrough: false, io: Arc::default() }
+        TitorrentFs { folder, rt, owners: Arc::new(Owners::new(uid, gid)), passthrough: false, io: Arc::default() }
     }
 
     fn attr(&self, e: &FileEntry) -> FileAttr {
-        file_attr(e, self.folder.atime(e), self.uid, self.gid)
+        file_attr(e, self.folder.node_type(e), self.folder.atime(e), self.folder.nlink(e), &self.owners)
+    }
+}
+
+/// Who a file made by this request belongs to: the caller's fsuid and fsgid.
+fn owner_of(owners: &Owners, req: &Request) -> Owner {
+    owners.owner(req.uid(), req.gid())
+}
+
+fn file_type(ty: NodeType) -> FileType {
+    match ty {
+        NodeType::File => FileType::RegularFile,
+        NodeType::Dir => FileType::Directory,
+        NodeType::Symlink => FileType::Symlink,
+        NodeType::Fifo => FileType::NamedPipe,
+        NodeType::Socket => FileType::Socket,
+        NodeType::CharDevice(_) => FileType::CharDevice,
+        NodeType::BlockDevice(_) => FileType::BlockDevice,
     }
 }
 
 /// A file's attributes as the kernel gets them; `atime` is this member's
 /// own (see `Folder::atime`).
-pub fn file_attr(e: &FileEntry, atime: u64, uid: u32, gid: u32) -> FileAttr {
+pub fn file_attr(e: &FileEntry, ty: NodeType, atime: u64, nlink: u32, owners: &Owners) -> FileAttr {
     let mtime = UNIX_EPOCH + Duration::from_millis(e.mtime);
     let atime = UNIX_EPOCH + Duration::from_millis(atime);
-    let (kind, nlink) = match e.kind {
-        FileKind::Dir => (FileType::Directory, 2),
-        FileKind::File => (FileType::RegularFile, 1),
-    };
+    // An entry from before protocol 12 has no ctime: its mtime stands in.
+    let ctime = UNIX_EPOCH + Duration::from_millis(if e.ctime == 0 { e.mtime } else { e.ctime });
+    let (uid, gid) = owners.ids(&e.owner);
+    let kind = file_type(ty);
     FileAttr {
         ino: INodeNo(e.id.0),
         size: e.size,
         blocks: e.size.div_ceil(512),
         atime,
         mtime,
-        ctime: mtime,
+        ctime,
         crtime: mtime,
         kind,
         perm: (e.mode & 0o7777) as u16,
         nlink,
         uid,
         gid,
-        rdev: 0,
+        rdev: ty.rdev(),
         blksize: 4096,
         flags: 0,
     }
@@ -101,6 +120,9 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // O_TRUNC arrives with open() instead of as a separate setattr, so a
         // truncating open is one locked edit.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS);
+        // A symbolic link's target never changes (a new one is a new
+        // entry): the kernel may keep it in its page cache.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         // Listings carry every entry's attributes (READDIRPLUS): `ls -l` and
         // `find -ls` then stat from the kernel's cache instead of sending a
         // LOOKUP per name. The table is in memory, so attributes cost us
@@ -134,8 +156,8 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -148,38 +170,111 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         reply: ReplyAttr,
     ) {
         let folder = self.folder.clone();
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners.clone();
         let id = fid(ino);
         let fh = fh.map(|f| Fh(f.0));
+        // Whether the caller may chown, chmod or set times is the kernel's
+        // check (default_permissions) before this is called.
+        let owner = match (uid, gid) {
+            (None, None) => None,
+            _ => match self.folder.attr(id) {
+                Ok(cur) => Some(Owner {
+                    user: uid.map_or(cur.owner.user.clone(), |u| self.owners.user_name(u)),
+                    group: gid.map_or(cur.owner.group.clone(), |g| self.owners.group_name(g)),
+                }),
+                Err(e) => return reply.error(errno::to_errno("setattr", &e)),
+            },
+        };
         self.rt.spawn(async move {
             let res: Result<FileEntry, ModelError> = async {
                 if let Some(size) = size {
                     folder.set_size(id, fh, size).await?;
                 }
-                if let Some(t) = atime {
-                    folder.set_atime(id, millis(t))?;
-                }
-                folder.set_attrs(id, mode, mtime.map(millis)).await
+                let change = AttrChange { mode, mtime: mtime.map(millis), atime: atime.map(millis), owner };
+                folder.set_attrs(id, change).await
             }
             .await;
             match res {
-                Ok(e) => reply.attr(&TTL, &file_attr(&e, folder.atime(&e), uid, gid)),
+                Ok(e) => reply.attr(&TTL, &file_attr(&e, folder.node_type(&e), folder.atime(&e), folder.nlink(&e), &owners)),
                 Err(e) => reply.error(errno::to_errno("setattr", &e)),
             }
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(e),
         };
         let folder = self.folder.clone();
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners.clone();
+        let owner = owner_of(&owners, req);
         self.rt.spawn(async move {
-            match folder.mkdir(fid(parent), &name, mode & !umask).await {
-                Ok(e) => reply.entry(&TTL, &file_attr(&e, e.mtime, uid, gid), Generation(0)),
+            match folder.mkdir(fid(parent), &name, mode & !umask, owner).await {
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, NodeType::Dir, e.mtime, 2, &owners), Generation(0)),
                 Err(e) => reply.error(errno::to_errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target) = match (name_str(link_name), name_str(target.as_os_str())) {
+            (Ok(n), Ok(t)) => (n.to_string(), t.to_string()),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let folder = self.folder.clone();
+        let owners = self.owners.clone();
+        let owner = owner_of(&owners, req);
+        self.rt.spawn(async move {
+            match folder.symlink(fid(parent), &name, &target, owner).await {
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, NodeType::Symlink, e.mtime, 1, &owners), Generation(0)),
+                Err(e) => reply.error(errno::to_errno("symlink", &e)),
+            }
+        });
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(newname) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let folder = self.folder.clone();
+        let owners = self.owners.clone();
+        self.rt.spawn(async move {
+            match folder.link(fid(ino), fid(newparent), &name).await {
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, folder.node_type(&e), folder.atime(&e), folder.nlink(&e), &owners), Generation(0)),
+                Err(e) => reply.error(errno::to_errno("link", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.folder.readlink(fid(ino)) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno::to_errno("readlink", &e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => MknodKind::Regular,
+            libc::S_IFIFO => MknodKind::Fifo,
+            libc::S_IFSOCK => MknodKind::Socket,
+            libc::S_IFCHR => MknodKind::CharDevice(rdev),
+            libc::S_IFBLK => MknodKind::BlockDevice(rdev),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let folder = self.folder.clone();
+        let owners = self.owners.clone();
+        let owner = owner_of(&owners, req);
+        self.rt.spawn(async move {
+            match folder.mknod(fid(parent), &name, kind, mode & !umask & 0o7777, owner).await {
+                Ok(e) => reply.entry(&TTL, &file_attr(&e, folder.node_type(&e), e.mtime, folder.nlink(&e), &owners), Generation(0)),
+                Err(e) => reply.error(errno::to_errno("mknod", &e)),
             }
         });
     }
@@ -267,7 +362,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -280,14 +375,15 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
             Err(e) => return reply.error(e),
         };
         let folder = self.folder.clone();
-        let (uid, gid) = (self.uid, self.gid);
+        let owners = self.owners.clone();
+        let owner = owner_of(&owners, req);
         let io = self.io.clone();
         let open = open_mode(OpenFlags(flags));
         let exclusive = flags & libc::O_EXCL != 0;
         self.rt.spawn(async move {
-            match folder.create(fid(parent), &name, mode & !umask, open, exclusive).await {
+            match folder.create(fid(parent), &name, mode & !umask, open, exclusive, owner).await {
                 Ok((e, fh)) => {
-                    let (attr, fh) = (file_attr(&e, e.mtime, uid, gid), FileHandle(fh.0));
+                    let (attr, fh) = (file_attr(&e, NodeType::File, e.mtime, folder.nlink(&e), &owners), FileHandle(fh.0));
                     match io.lock().open_write(e.id.0, fh.0, open.append) {
                         Mode::BesidePassthrough(b) | Mode::Passthrough(b) => {
                             reply.created_passthrough(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, &b)
@@ -373,7 +469,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.folder.attr(fid(ino)) {
-            Ok(e) if e.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(e) if e.kind.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno::to_errno("opendir", &e)),
         }
@@ -385,8 +481,7 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
             Err(e) => return reply.error(errno::to_errno("readdir", &e)),
         };
         for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            let ft = if kind == FileKind::Dir { FileType::Directory } else { FileType::RegularFile };
-            if reply.add(INodeNo(child.0), (i + 1) as u64, ft, &name) {
+            if reply.add(INodeNo(child.0), (i + 1) as u64, file_type(kind), &name) {
                 break;
             }
         }
@@ -483,11 +578,11 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 
 impl<C: Content, T: Coordinator> TitorrentFs<C, T> {
     /// A directory's entries, `.` and `..` first, in the order offsets count.
-    fn dir_entries(&self, ino: INodeNo) -> Result<Vec<(FileId, FileKind, String)>, ModelError> {
+    fn dir_entries(&self, ino: INodeNo) -> Result<Vec<(FileId, NodeType, String)>, ModelError> {
         let id = fid(ino);
         let kids = self.folder.readdir(id)?;
         let parent = self.folder.attr(id).map(|e| e.parent).unwrap_or(FileId::ROOT);
-        let dots = [(id, FileKind::Dir, ".".to_string()), (parent, FileKind::Dir, "..".to_string())];
+        let dots = [(id, NodeType::Dir, ".".to_string()), (parent, NodeType::Dir, "..".to_string())];
         Ok(dots.into_iter().chain(kids).collect())
     }
 

@@ -1,6 +1,8 @@
 //! The model's error type: every way a filesystem operation can fail, typed,
 //! so that the FUSE layer can turn each into exactly one errno in one place.
+//! The ports' own errors (`ContentError`, `CoordError`) are in `ports.rs`.
 
+use super::ports::{ContentError, CoordError};
 use titorrent_tracker::proto::{LockHolder, ProtoError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,13 @@ pub enum ModelError {
     Replaced,
     #[error("file not open for writing")]
     NotWritable,
+    /// link(2) to a directory, a symbolic link or a FIFO/socket: only
+    /// regular files get second names here.
+    #[error("only regular files can have hard links here")]
+    NotLinkable,
+    /// readlink of something that is not a symbolic link.
+    #[error("not a symbolic link")]
+    NotSymlink,
     #[error("operation not supported yet: {0}")]
     Unsupported(&'static str),
     #[error("the tracker refused: {0}")]
@@ -42,33 +51,6 @@ pub enum ModelError {
     Protocol(String),
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// How fetching, storing or publishing content failed (implemented by the
-/// swarm; fakes in tests).
-#[derive(Debug, thiserror::Error)]
-pub enum ContentError {
-    #[error("torrent does not match its info hash")]
-    HashMismatch,
-    #[error("no space left on the cache disk")]
-    NoSpace,
-    #[error("version not known to the swarm")]
-    NotFound,
-    #[error("I/O: {0}")]
-    Io(#[source] std::io::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// How a request to the tracker failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CoordError {
-    #[error("not connected to the tracker")]
-    Offline,
-    #[error("refused: {0}")]
-    Refused(#[source] ProtoError),
-    #[error("tracker connection failed: {0}")]
-    Failed(String),
 }
 
 impl From<CoordError> for ModelError {

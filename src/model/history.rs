@@ -36,6 +36,17 @@ impl History {
         out
     }
 
+    /// Forgets `id`'s history; returns the versions no other file's
+    /// history names.
+    pub fn remove(&mut self, id: FileId) -> Vec<InfoHash> {
+        let mut out: Vec<InfoHash> = self.per_file.remove(&id).map(Vec::from).unwrap_or_default();
+        for h in &out {
+            release(&mut self.refs, *h);
+        }
+        out.retain(|h| !self.refs.contains_key(h));
+        out
+    }
+
     /// Whether some file's history still names `ih`.
     pub fn holds(&self, ih: &InfoHash) -> bool {
         self.refs.contains_key(ih)
@@ -75,5 +86,10 @@ mod tests {
         assert!(h.push(a, ih(2), 2).is_empty());
         assert_eq!(h.push(a, ih(5), 2), vec![ih(3)]);
         assert!(h.holds(&ih(2)) && h.holds(&ih(5)) && !h.holds(&ih(3)));
+        // A purged file's versions go, except those another file names.
+        assert!(h.push(b, ih(2), 2).is_empty());
+        assert_eq!(h.remove(a), vec![ih(5)]);
+        assert!(h.holds(&ih(2)) && !h.holds(&ih(5)));
+        assert!(h.remove(a).is_empty(), "already gone");
     }
 }

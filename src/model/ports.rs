@@ -1,13 +1,16 @@
 //! The small interfaces the model needs from the outside world: content
-//! (the swarm), coordination (the tracker), and the kernel's caches. The
-//! model names no librqbit or fuser type; adapters implement these.
+//! (the swarm), coordination (the tracker), and the kernel's caches, with
+//! the types and errors that cross them. The model names no librqbit or
+//! fuser type; adapters implement these (`swarm/port.rs`,
+//! `tracker_client/coordinator.rs`, `fuse::KernelNotifier`).
 
-use super::error::{ContentError, CoordError};
 use bytes::Bytes;
+use titorrent_tracker::proto::ProtoError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use titorrent_tracker::proto::{FileId, InfoHash, Request, Response};
+use std::time::{Duration, SystemTime};
+use titorrent_tracker::proto::{FileId, InfoHash, MemberId, MemberInfo, Request, Response};
 
 /// A version's content as the swarm made it available.
 #[derive(Clone, Debug)]
@@ -15,6 +18,19 @@ pub struct PublishedContent {
     pub info_hash: InfoHash,
     pub torrent: Vec<u8>,
     pub size: u64,
+}
+
+/// What an edit changed of the version it started from, so that the swarm
+/// reuses the rest: the base's piece hashes when publishing, and on the
+/// other members the bytes of the base they hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// The version the edit started from (its bytes are where the staging
+    /// copy came from).
+    pub base: InfoHash,
+    /// Sorted, disjoint `[start, end)` byte ranges that may differ from the
+    /// base; every other byte below the base's size is the base's.
+    pub dirty: Vec<(u64, u64)>,
 }
 
 /// How much of a version to fetch.
@@ -56,7 +72,9 @@ pub trait Content: Send + Sync + 'static {
     /// Hashes a finished staging file, puts its bytes into the store (a hard
     /// link, not a copy) and seeds it. The staging file stays where it is:
     /// the caller removes it once it has noted the info hash durably.
-    fn publish(&self, staging: &Path, name: &str) -> impl Future<Output = Result<PublishedContent, ContentError>> + Send;
+    /// With a `delta`, only its dirty pieces are hashed and the version
+    /// names its base, for the members to reuse what they hold of it.
+    fn publish(&self, staging: &Path, name: &str, delta: Option<Delta>) -> impl Future<Output = Result<PublishedContent, ContentError>> + Send;
     /// Makes a version known (validating `torrent` against `info_hash`) and
     /// fetches all of it or only what reads ask for, as `fetch` says.
     fn ensure(
@@ -76,7 +94,20 @@ pub trait Content: Send + Sync + 'static {
     fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf>;
     /// (bytes local, total) of a version this member knows.
     fn progress(&self, info_hash: InfoHash) -> Option<(u64, u64)>;
-    fn add_peers(&self, peers: &[SocketAddr]);
+    /// A member is known or changed (joined, came online, went offline, has
+    /// a new address): its key may open links to this member, and it is
+    /// dialled while online.
+    fn learn_member(&self, m: &MemberInfo);
+    /// Serves a version to standard BitTorrent clients for `ttl`, or (with
+    /// `None`) stops; returns where and until when it is served.
+    fn export(&self, info_hash: InfoHash, ttl: Option<Duration>) -> Option<(SocketAddr, SystemTime)>;
+    /// Where and until when a version is exported, if it is.
+    fn exported(&self, info_hash: InfoHash) -> Option<(SocketAddr, SystemTime)>;
+    /// Every version exported now: where and until when.
+    fn exports(&self) -> Vec<(InfoHash, SocketAddr, SystemTime)>;
+    /// A member left or was removed: its key is refused from now on and its
+    /// open links are cut.
+    fn forget_member(&self, id: MemberId, addr: Option<SocketAddr>);
     /// Resolves once a version is complete locally.
     fn wait_complete(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
     /// Versions live in the BitTorrent engine now (the others are dormant:
@@ -101,6 +132,33 @@ pub trait KernelCache: Send + Sync + 'static {
     /// read past the cached size asks the daemon. Never waits on a page
     /// lock, so it is safe on any thread.
     fn inval_attrs(&self, file: FileId);
+}
+
+/// How fetching, storing or publishing content failed (implemented by the
+/// swarm; fakes in tests).
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("torrent does not match its info hash")]
+    HashMismatch,
+    #[error("no space left on the cache disk")]
+    NoSpace,
+    #[error("version not known to the swarm")]
+    NotFound,
+    #[error("I/O: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a request to the tracker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    #[error("not connected to the tracker")]
+    Offline,
+    #[error("refused: {0}")]
+    Refused(#[source] ProtoError),
+    #[error("tracker connection failed: {0}")]
+    Failed(String),
 }
 
 #[cfg(test)]

@@ -5,31 +5,27 @@
 //! transfers, versions only this member holds) and its state directory.
 //! Pinning is set the same way (`setfattr -n user.titorrent.pin -v 1 PATH`).
 
-use super::*;
+use super::{fmt_time, Content, Coordinator, Folder, ModelError, Result};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, MemberId, Request, Response};
 
 pub const XATTR_PREFIX: &str = "user.titorrent.";
 const FILE_ATTRS: &[&str] = &["version", "info_hash", "author", "lock_holder", "bytes_local", "holders", "pin"];
 const ROOT_ATTRS: &[&str] = &["status", "state_dir"];
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
-    fn member_name(&self, inner: &Inner, id: MemberId) -> String {
-        inner.members.get(&id).map(|m| m.name.clone()).unwrap_or_else(|| {
-            if id == self.me { self.me_name.clone() } else { format!("member-{id}") }
-        })
-    }
-
     /// Names of the attributes a file has.
     pub fn xattr_names(&self, id: FileId) -> Result<Vec<String>> {
-        let inner = self.inner.lock();
-        let e = inner.tree.get(id).ok_or(ModelError::NotFound)?;
+        let e = self.table.current(id).ok_or(ModelError::NotFound)?;
         let mut names: Vec<&str> = Vec::new();
         if e.kind == FileKind::File {
             names.extend(FILE_ATTRS.iter().filter(|n| match **n {
-                "lock_holder" => inner.locks.contains_key(&id),
-                "pin" => inner.pins.contains(&id),
+                "lock_holder" => self.table.lock_holder(id).is_some(),
+                "pin" => self.store.is_pin(id),
                 _ => true,
             }));
-        } else if inner.pins.contains(&id) {
+        } else if self.store.is_pin(id) {
             names.push("pin");
         }
         if id == FileId::ROOT {
@@ -48,10 +44,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 _ => {}
             }
         }
-        let inner = self.inner.lock();
-        let e = inner.tree.get(id).ok_or(ModelError::NotFound)?.clone();
+        let e = self.table.current(id).ok_or(ModelError::NotFound)?;
         if key == "pin" {
-            return Ok(inner.pins.contains(&id).then(|| b"1".to_vec()));
+            return Ok(self.store.is_pin(id).then(|| b"1".to_vec()));
         }
         if e.kind != FileKind::File {
             return Ok(None);
@@ -59,40 +54,76 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let value = match key {
             "version" => e.version.to_string(),
             "info_hash" => e.info_hash.map(|h| h.to_string()).unwrap_or_default(),
-            "author" => self.member_name(&inner, e.author),
-            "lock_holder" => match inner.locks.get(&id) {
+            "author" => self.members.name(e.author),
+            "lock_holder" => match self.table.lock_holder(id) {
                 Some(h) => format!("{} since {}", h.member_name, fmt_time(h.since)),
                 None => return Ok(None),
             },
-            "bytes_local" => self.bytes_local(&inner, &e).to_string(),
-            "holders" => {
-                let mut ids: Vec<MemberId> = inner
-                    .holders
-                    .get(&id)
-                    .filter(|(v, _)| *v == e.version)
-                    .map(|(_, h)| h.iter().copied().collect())
-                    .unwrap_or_default();
-                if !ids.contains(&e.author) {
-                    ids.push(e.author);
+            "bytes_local" => self.bytes_local(&e).to_string(),
+            "holders" => self.holders_text(&e),
+            "export" => match e.info_hash.and_then(|ih| self.content.exported(ih)) {
+                Some((addr, until)) => {
+                    let secs = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    format!("{addr} {secs}")
                 }
-                if self.bytes_local(&inner, &e) == e.size && !ids.contains(&self.me) {
-                    ids.push(self.me);
-                }
-                // The author first, then the others by name.
-                let author = self.member_name(&inner, e.author);
-                let mut others: Vec<String> =
-                    ids.into_iter().filter(|m| *m != e.author).map(|m| self.member_name(&inner, m)).collect();
-                others.sort();
-                std::iter::once(author).chain(others).collect::<Vec<_>>().join(", ")
-            }
+                None => return Ok(None),
+            },
             _ => return Ok(None),
         };
         Ok(Some(value.into_bytes()))
     }
 
-    fn bytes_local(&self, inner: &Inner, e: &FileEntry) -> u64 {
-        if let Some(w) = inner.writes.get(&e.id) {
-            return w.staging.file.metadata().map(|m| m.len()).unwrap_or(0);
+    /// `user.titorrent.export`: seconds to serve the current version to
+    /// standard BitTorrent clients; `0` or removing it stops.
+    fn set_export(&self, id: FileId, value: Option<&[u8]>) -> Result<()> {
+        let secs = match value {
+            None => 0,
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(ModelError::Unsupported("user.titorrent.export takes a number of seconds"))?,
+        };
+        let e = self.table.current(id).ok_or(ModelError::NotFound)?;
+        let ih = e.info_hash.ok_or(ModelError::Unsupported("only a published, non-empty file can be exported"))?;
+        self.content.export(ih, (secs > 0).then(|| Duration::from_secs(secs)));
+        Ok(())
+    }
+
+    /// Lists this member's exports at the tracker again, each for the time
+    /// it has left: the tracker keeps its list of exporters in memory, so
+    /// after a restart of the tracker or of this daemon (which serves the
+    /// exports it saved) clients that announce would find nobody. Called
+    /// each time the tracker link comes online.
+    pub async fn register_exports(&self) {
+        for (info_hash, addr, until) in self.content.exports() {
+            let Ok(left) = until.duration_since(std::time::SystemTime::now()) else { continue };
+            let req = Request::ExportKey { info_hash, ttl_ms: left.as_millis().max(1) as u64, port: addr.port() };
+            match self.coord.request(req).await {
+                Ok(Response::AnnounceKey { .. }) => tracing::info!(%info_hash, %addr, "export listed at the tracker again"),
+                Ok(other) => tracing::info!(%info_hash, answer = ?other, "export not listed at the tracker again"),
+                Err(e) => tracing::info!(%info_hash, error = %e, "export not listed at the tracker again"),
+            }
+        }
+    }
+
+    /// The author first, then the others by name.
+    fn holders_text(&self, e: &FileEntry) -> String {
+        let mut ids: Vec<MemberId> = self.store.holders(e.id, e.version);
+        if !ids.contains(&e.author) {
+            ids.push(e.author);
+        }
+        if self.bytes_local(e) == e.size && !ids.contains(&self.me) {
+            ids.push(self.me);
+        }
+        let author = self.members.name(e.author);
+        let mut others: Vec<String> = ids.into_iter().filter(|m| *m != e.author).map(|m| self.members.name(m)).collect();
+        others.sort();
+        std::iter::once(author).chain(others).collect::<Vec<_>>().join(", ")
+    }
+
+    fn bytes_local(&self, e: &FileEntry) -> u64 {
+        if let Some(w) = self.writes.staging(e.id) {
+            return w.file.metadata().map(|m| m.len()).unwrap_or(0);
         }
         match e.info_hash {
             None => 0,
@@ -103,116 +134,69 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     /// Sets or clears a pin (`user.titorrent.pin`); other names are refused.
     pub fn set_xattr(self: &Arc<Self>, id: FileId, name: &str, value: Option<&[u8]>) -> Result<()> {
+        if name == format!("{XATTR_PREFIX}export") {
+            return self.set_export(id, value);
+        }
         if name != format!("{XATTR_PREFIX}pin") {
-            return Err(ModelError::Unsupported("only user.titorrent.pin can be set"));
+            return Err(ModelError::Unsupported("only user.titorrent.pin and user.titorrent.export can be set"));
         }
         let on = value.is_some_and(|v| v != b"0" && !v.is_empty());
-        {
-            let mut inner = self.inner.lock();
-            inner.tree.get(id).ok_or(ModelError::NotFound)?;
-            if on {
-                inner.pins.insert(id);
-            } else {
-                inner.pins.remove(&id);
-            }
+        if !self.table.contains(id) {
+            return Err(ModelError::NotFound);
         }
+        self.store.pin(id, on);
         self.save_pins();
         if on {
-            for e in self.files_under(id) {
+            for e in self.table.files_under(id) {
                 self.fetch_in_background(&e);
             }
         }
         Ok(())
     }
 
-    /// Every file at or below `id`.
-    pub(super) fn files_under(&self, id: FileId) -> Vec<FileEntry> {
-        let inner = self.inner.lock();
-        let mut out = Vec::new();
-        let mut stack = vec![id];
-        while let Some(cur) = stack.pop() {
-            let Some(e) = inner.tree.get(cur) else { continue };
-            match e.kind {
-                FileKind::File => out.push(e.clone()),
-                FileKind::Dir => {
-                    stack.extend(inner.tree.children(cur).into_iter().flatten().map(|c| c.id));
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether a file or one of its directories is pinned.
-    pub(super) fn is_pinned(&self, inner: &Inner, mut id: FileId) -> bool {
-        for _ in 0..4096 {
-            if inner.pins.contains(&id) {
-                return true;
-            }
-            if id == FileId::ROOT {
-                return false;
-            }
-            match inner.tree.get(id) {
-                Some(e) => id = e.parent,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    fn save_pins(&self) {
-        let text: String = self.inner.lock().pins.iter().map(|p| format!("{p}\n")).collect();
-        if let Err(e) = crate::atomic_file::write(&self.dirs.pins, text.as_bytes(), false) {
-            tracing::warn!(file = %self.dirs.pins.display(), error = %e, "cannot save pins");
-        }
-    }
-
-    pub(super) fn load_pins(&self) {
-        let Ok(text) = std::fs::read_to_string(&self.dirs.pins) else { return };
-        let pins = text.lines().filter_map(|l| l.trim().parse().ok()).map(FileId);
-        self.inner.lock().pins.extend(pins);
-    }
-
     /// The mount's status, one `key: value` line each (read by `titorrent status`).
     pub fn status_text(&self) -> String {
-        let inner = self.inner.lock();
         let mut out = String::new();
         let online = self.is_online();
         out.push_str(&format!("tracker: {}\n", if online { "connected" } else { "unreachable (read-only)" }));
         out.push_str(&format!("member: {}\n", self.me_name));
-        let mut on: Vec<&str> = inner.members.values().filter(|m| m.online).map(|m| m.name.as_str()).collect();
-        on.sort();
-        out.push_str(&format!("members online: {}\n", on.join(", ")));
-        out.push_str(&format!("files: {}\n", inner.tree.len().saturating_sub(1)));
-        let mut locks: Vec<String> = inner
-            .locks
-            .iter()
-            .map(|(id, h)| format!("{} by {} since {}", inner.tree.path(*id), h.member_name, fmt_time(h.since)))
+        out.push_str(&format!("members online: {}\n", self.members.online_names().join(", ")));
+        out.push_str(&format!("files: {}\n", self.table.len().saturating_sub(1)));
+        let mut locks: Vec<String> = self
+            .table
+            .locks()
+            .into_iter()
+            .map(|(path, h)| format!("{path} by {} since {}", h.member_name, fmt_time(h.since)))
             .collect();
         locks.sort();
         out.push_str(&format!("locks: {}\n", if locks.is_empty() { "none".into() } else { locks.join("; ") }));
-        let mut transfers = Vec::new();
-        for e in inner.tree.entries().filter(|e| e.kind == FileKind::File) {
-            let Some(ih) = e.info_hash else { continue };
-            if self.content.local_path(ih).is_none() {
-                if let Some((have, total)) = self.content.progress(ih) {
-                    if have < total {
-                        transfers.push(format!("{} {have}/{total}", inner.tree.path(e.id)));
-                    }
-                }
-            }
-        }
-        transfers.sort();
-        drop(inner);
+        let transfers = self.transfers();
         let only_here = self.sole_copies();
         out.push_str(&format!("transfers: {}\n", if transfers.is_empty() { "none".into() } else { transfers.join("; ") }));
         out.push_str(&format!(
             "only copy here: {}\n",
             if only_here.is_empty() { "none".into() } else { only_here.join("; ") }
         ));
-        let publishing = self.inner.lock().writes.values().filter(|w| w.publishing).count();
-        out.push_str(&format!("publishing: {publishing}\n"));
+        out.push_str(&format!("publishing: {}\n", self.writes.publishing_count()));
         out.push_str(&format!("live torrents: {}\n", self.content.live_count()));
         out
+    }
+
+    /// Files whose current version is on its way here: "path have/total".
+    fn transfers(&self) -> Vec<String> {
+        let mut transfers = Vec::new();
+        for e in self.table.files_with_content() {
+            let Some(ih) = e.info_hash else { continue };
+            if self.content.local_path(ih).is_none() {
+                if let Some((have, total)) = self.content.progress(ih) {
+                    if have < total {
+                        transfers.push(format!("{} {have}/{total}", self.table.path(e.id)));
+                    }
+                }
+            }
+        }
+        transfers.sort();
+        transfers
     }
 }
 

@@ -1,196 +1,14 @@
 //! Unit tests of the folder model against an in-memory tracker and content
 //! store: locking, publishing, conflicts, offline retry, own-edit reads.
 
+mod fakes;
+
 use super::*;
-use bytes::Bytes;
-use std::path::Path;
-use titorrent_tracker::proto::{LeaseId, ProtoError};
-
-/// Content kept in memory, addressed by a fake info hash (first bytes of a
-/// counter); `local` decides whether a version counts as complete here.
-#[derive(Default)]
-struct FakeContent {
-    store: Mutex<HashMap<InfoHash, Vec<u8>>>,
-    local: Mutex<HashSet<InfoHash>>,
-    dir: Mutex<Option<PathBuf>>,
-    next: Mutex<u8>,
-}
-
-impl Content for Arc<FakeContent> {
-    async fn publish(&self, staging: &Path, _name: &str) -> Result<PublishedContent, ContentError> {
-        // As the swarm: the bytes are taken, the staging file stays.
-        let data = std::fs::read(staging).map_err(ContentError::Io)?;
-        let mut n = self.next.lock();
-        *n += 1;
-        let ih = InfoHash([*n; 20]);
-        let size = data.len() as u64;
-        self.store.lock().insert(ih, data);
-        self.local.lock().insert(ih);
-        Ok(PublishedContent { info_hash: ih, torrent: vec![b'd', *n, b'e'], size })
-    }
-    async fn ensure(&self, info_hash: InfoHash, torrent: &[u8], _peers: Vec<SocketAddr>, _fetch: Fetch) -> Result<(), ContentError> {
-        if torrent.get(1) != Some(&info_hash.0[0]) {
-            return Err(ContentError::HashMismatch);
-        }
-        Ok(())
-    }
-    async fn read(&self, info_hash: InfoHash, offset: u64, len: u32) -> Result<Bytes, ContentError> {
-        let store = self.store.lock();
-        let d = store.get(&info_hash).ok_or(ContentError::NotFound)?;
-        let start = (offset as usize).min(d.len());
-        let end = (start + len as usize).min(d.len());
-        Ok(Bytes::copy_from_slice(&d[start..end]))
-    }
-    fn live_count(&self) -> usize {
-        0
-    }
-
-    fn read_local(&self, _info_hash: InfoHash, _offset: u64, _len: u32) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn local_path(&self, info_hash: InfoHash) -> Option<PathBuf> {
-        if !self.local.lock().contains(&info_hash) {
-            return None;
-        }
-        let dir = self.dir.lock().clone()?;
-        let p = dir.join(info_hash.to_string());
-        std::fs::write(&p, self.store.lock().get(&info_hash)?).ok()?;
-        Some(p)
-    }
-    fn progress(&self, _info_hash: InfoHash) -> Option<(u64, u64)> {
-        None
-    }
-    fn add_peers(&self, _peers: &[SocketAddr]) {}
-    async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), ContentError> {
-        self.local.lock().insert(info_hash);
-        Ok(())
-    }
-    async fn forget(&self, info_hash: InfoHash) -> Result<(), ContentError> {
-        self.store.lock().remove(&info_hash);
-        self.local.lock().remove(&info_hash);
-        Ok(())
-    }
-}
-
-/// A tracker that keeps one file table and lock table in memory.
-#[derive(Default)]
-struct FakeTracker {
-    files: Mutex<HashMap<FileId, FileEntry>>,
-    locks: Mutex<HashMap<FileId, (LeaseId, MemberId)>>,
-    next: Mutex<u64>,
-    offline: AtomicBool,
-    publishes: Mutex<Vec<Request>>,
-    /// Member name the fake reports as holding foreign locks.
-    foreign_holder: Mutex<Option<LockHolder>>,
-    torrents: Mutex<HashMap<(FileId, Version), Vec<u8>>>,
-    haves: Mutex<Vec<(FileId, Version)>>,
-}
-
-const ME: MemberId = MemberId(7);
-
-impl Coordinator for Arc<FakeTracker> {
-    async fn request(&self, req: Request) -> Result<Response, CoordError> {
-        if self.offline.load(Ordering::SeqCst) {
-            return Err(CoordError::Offline);
-        }
-        let refuse = |e| Err(CoordError::Refused(e));
-        let mut next = self.next.lock();
-        *next += 1;
-        let n = *next;
-        drop(next);
-        match req {
-            Request::CreateFile { parent, name, kind, mode, lock } => {
-                if self.files.lock().values().any(|e| e.parent == parent && e.name == name) {
-                    return refuse(ProtoError::AlreadyExists);
-                }
-                let id = FileId(100 + n);
-                let entry = FileEntry {
-                    id,
-                    parent,
-                    name,
-                    kind,
-                    size: 0,
-                    mtime: 0,
-                    mode,
-                    version: Version(0),
-                    info_hash: None,
-                    author: ME,
-                };
-                self.files.lock().insert(id, entry.clone());
-                let lease = lock.then(|| {
-                    self.locks.lock().insert(id, (LeaseId(n), ME));
-                    Lease { id: LeaseId(n), file: id, expires: now_ms() + 30_000, version: Version(0) }
-                });
-                Ok(Response::File { entry, lease })
-            }
-            Request::Lock { file } => {
-                if let Some(h) = self.foreign_holder.lock().clone() {
-                    return refuse(ProtoError::Locked(h));
-                }
-                if let Some((_, holder)) = self.locks.lock().get(&file) {
-                    // As the real tracker: locked is locked, whoever asks.
-                    let h = LockHolder { member: *holder, member_name: "me".into(), since: 0, expires: now_ms() + 30_000 };
-                    return refuse(ProtoError::Locked(h));
-                }
-                let version = self.files.lock().get(&file).map(|e| e.version).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
-                self.locks.lock().insert(file, (LeaseId(n), ME));
-                Ok(Response::Locked(Lease { id: LeaseId(n), file, expires: now_ms() + 30_000, version }))
-            }
-            Request::Unlock { lease } => {
-                self.locks.lock().retain(|_, (l, _)| *l != lease);
-                Ok(Response::Ok)
-            }
-            Request::Renew { .. } => Ok(Response::Ok),
-            Request::Publish { file, base, lease, size, mtime, info_hash, ref torrent, .. } => {
-                self.publishes.lock().push(req.clone());
-                let mut files = self.files.lock();
-                let e = files.get_mut(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
-                if e.version != base {
-                    return refuse(ProtoError::StaleVersion { base, current: e.version });
-                }
-                if self.locks.lock().get(&file).map(|(l, _)| *l) != Some(lease) {
-                    return refuse(ProtoError::NoLease);
-                }
-                e.version = Version(e.version.0 + 1);
-                e.size = size;
-                e.mtime = mtime;
-                e.info_hash = info_hash;
-                self.torrents.lock().insert((file, e.version), torrent.clone());
-                self.locks.lock().remove(&file);
-                Ok(Response::Published(e.clone()))
-            }
-            Request::GetTorrent { file, version } => {
-                self.torrents.lock().get(&(file, version)).cloned().map(Response::Torrent).ok_or(CoordError::Refused(ProtoError::NoTorrent))
-            }
-            Request::ListMembers => Ok(Response::Members(vec![])),
-            Request::Delete { file } => {
-                self.files.lock().remove(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
-                Ok(Response::Ok)
-            }
-            Request::Rename { file, new_parent, new_name, replace } => {
-                let mut files = self.files.lock();
-                let target = files.values().find(|e| e.parent == new_parent && e.name == new_name).map(|e| e.id);
-                match target {
-                    Some(t) if t != file && !replace => return refuse(ProtoError::AlreadyExists),
-                    Some(t) if t != file => {
-                        files.remove(&t);
-                    }
-                    _ => {}
-                }
-                let e = files.get_mut(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
-                e.parent = new_parent;
-                e.name = new_name;
-                Ok(Response::File { entry: e.clone(), lease: None })
-            }
-            Request::Have { file, version } => {
-                self.haves.lock().push((file, version));
-                Ok(Response::Ok)
-            }
-            other => Err(CoordError::Failed(format!("fake tracker does not do {other:?}"))),
-        }
-    }
-}
+use fakes::{FakeContent, FakeTracker, ME};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use titorrent_tracker::proto::{Event, EventKind, FileEntry, FileKind, LockHolder, MemberId, Owner, Seq};
 
 struct Fixture {
     folder: Arc<Folder<Arc<FakeContent>, Arc<FakeTracker>>>,
@@ -247,6 +65,8 @@ fn remote_file_from_member_9(f: &Fixture) -> InfoHash {
         version: Version(1),
         info_hash: Some(ih),
         author: MemberId(9),
+        owner: Default::default(),
+        ctime: 0,
     };
     f.folder.apply_event(Event { seq: Seq(1), at: 0, by: MemberId(9), kind: EventKind::FileCreated(e) });
     ih
@@ -270,7 +90,7 @@ async fn published(f: &Fixture, n: usize) {
 #[tokio::test]
 async fn create_write_close_publishes_and_reads_back() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "a.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "a.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"hello ").unwrap();
     f.folder.write(fh, 6, b"world").unwrap();
     // Own edits are visible before the close.
@@ -289,7 +109,7 @@ async fn create_write_close_publishes_and_reads_back() {
 async fn appends_land_at_the_end_whatever_offset_the_kernel_sends() {
     let f = fixture();
     let append = OpenMode { append: true, ..OpenMode::default() };
-    let (entry, fh) = f.folder.create(FileId::ROOT, "log", 0o644, append, false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "log", 0o644, append, false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"one\n").unwrap();
     // The kernel's cached size said 0 again (another member's version it
     // had not heard of): the daemon still appends.
@@ -319,16 +139,18 @@ async fn an_exclusive_create_of_a_name_another_member_just_made_is_eexist() {
         version: Version(0),
         info_hash: None,
         author: MemberId(9),
+        owner: Default::default(),
+        ctime: 0,
     };
     f.tracker.files.lock().insert(theirs.id, theirs);
-    let err = f.folder.create(FileId::ROOT, "race", 0o644, OpenMode::default(), true).await.unwrap_err();
+    let err = f.folder.create(FileId::ROOT, "race", 0o644, OpenMode::default(), true, Owner::default()).await.unwrap_err();
     assert!(matches!(err, ModelError::Exists), "{err:?}");
 }
 
 #[tokio::test]
 async fn atime_is_this_members_own_set_by_utimensat_and_by_reads_as_relatime() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.release(fh);
     let e = f.folder.attr(entry.id).unwrap();
     assert_eq!(f.folder.atime(&e), e.mtime, "no access noted: the mtime");
@@ -349,7 +171,7 @@ async fn atime_is_this_members_own_set_by_utimensat_and_by_reads_as_relatime() {
 #[tokio::test]
 async fn unchanged_close_unlocks_without_a_new_version() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "empty", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.release(fh);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f.tracker.locks.lock().is_empty() {
@@ -363,7 +185,7 @@ async fn unchanged_close_unlocks_without_a_new_version() {
 #[tokio::test]
 async fn open_for_write_of_a_locked_file_names_the_holder() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "notes.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "notes.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.release(fh);
     *f.tracker.foreign_holder.lock() =
         Some(LockHolder { member: MemberId(9), member_name: "ana".into(), since: 43_384_000, expires: 0 });
@@ -375,7 +197,7 @@ async fn open_for_write_of_a_locked_file_names_the_holder() {
 #[tokio::test]
 async fn a_refused_publish_becomes_a_conflict_copy_next_to_the_file() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "doc.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "doc.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"precious edit").unwrap();
     // Someone else's version lands first at the tracker.
     f.tracker.files.lock().get_mut(&entry.id).unwrap().version = Version(5);
@@ -396,7 +218,7 @@ async fn a_refused_publish_becomes_a_conflict_copy_next_to_the_file() {
 #[tokio::test]
 async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "crash.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "crash.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"survives").unwrap();
     f.tracker.offline.store(true, Ordering::SeqCst);
     f.folder.release(fh);
@@ -429,7 +251,7 @@ async fn an_edit_left_in_the_outbox_is_published_by_the_next_run() {
 #[tokio::test]
 async fn publish_waits_out_an_offline_tracker() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "later", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "later", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"written offline").unwrap();
     f.tracker.offline.store(true, Ordering::SeqCst);
     f.folder.release(fh);
@@ -447,7 +269,7 @@ async fn publish_waits_out_an_offline_tracker() {
 async fn writes_while_offline_are_read_only() {
     let f = fixture();
     f.folder.set_online(false);
-    let err = f.folder.create(FileId::ROOT, "x", 0o644, OpenMode::default(), false).await.unwrap_err();
+    let err = f.folder.create(FileId::ROOT, "x", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap_err();
     assert!(matches!(err, ModelError::Offline));
 }
 
@@ -476,7 +298,7 @@ async fn a_torrent_that_does_not_match_its_hash_is_refused() {
 async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
     let f = fixture();
     for bad in ["..", "a/b", ""] {
-        assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644, OpenMode::default(), false).await, Err(ModelError::InvalidName)));
+        assert!(matches!(f.folder.create(FileId::ROOT, bad, 0o644, OpenMode::default(), false, Owner::default()).await, Err(ModelError::InvalidName)));
     }
     assert!(f.tracker.files.lock().is_empty());
 }
@@ -485,7 +307,7 @@ async fn names_with_slash_or_dotdot_are_refused_before_the_tracker() {
 async fn only_the_last_k_versions_stay_local() {
     let f = fixture();
     f.folder.set_keep_versions(2);
-    let (entry, fh) = f.folder.create(FileId::ROOT, "log.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "log.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"v1").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -510,7 +332,7 @@ async fn only_the_last_k_versions_stay_local() {
 async fn a_version_shared_with_another_file_is_not_collected() {
     let f = fixture();
     f.folder.set_keep_versions(1);
-    let (a, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false).await.unwrap();
+    let (a, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"same").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -531,7 +353,7 @@ async fn a_version_shared_with_another_file_is_not_collected() {
 #[tokio::test]
 async fn an_edit_open_when_the_daemon_died_becomes_a_conflict_copy() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "draft.md", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "draft.md", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"half of my work").unwrap();
     // The daemon dies here: no release. Its lease runs out and someone else
     // publishes a version meanwhile.
@@ -580,7 +402,7 @@ async fn a_fetched_version_is_reported_and_holders_are_tracked() {
 #[tokio::test]
 async fn versions_only_this_member_holds_are_listed() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "mine.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "mine.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"only here").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -602,7 +424,7 @@ fn event(seq: u64, kind: EventKind) -> Event {
 #[tokio::test]
 async fn an_open_for_write_right_after_an_unchanged_close_waits_for_the_unlock() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "f", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "f", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     // `touch f && echo x >> f`: the close's unlock is still in flight when
     // the next open asks for the lock; refused, it would be EBUSY.
     f.folder.release(fh);
@@ -617,7 +439,7 @@ async fn an_open_for_write_right_after_an_unchanged_close_waits_for_the_unlock()
 async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() {
     let f = fixture();
     // Saved as a temporary file, renamed over nothing yet.
-    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"[core]\n").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -631,7 +453,7 @@ async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() 
     assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, tmp.id);
 
     // A second save replaces the first: the first file is deleted here.
-    let (second, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
+    let (second, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"[core]\nbare = false\n").unwrap();
     f.folder.release(fh);
     published(&f, 2).await;
@@ -648,13 +470,13 @@ async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() 
     // Once its deletion's event is in, the first file's id is forgotten.
     f.folder.apply_events(vec![event(4, EventKind::FileDeleted { file: tmp.id, parent: FileId::ROOT, name: "config".into() })]);
     assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, second.id);
-    assert!(f.folder.inner.lock().deleted_here.is_empty());
+    assert!(f.folder.table.deleted_here_is_empty());
 }
 
 #[tokio::test]
 async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle() {
     let f = fixture();
-    let (entry, fh) = f.folder.create(FileId::ROOT, "movie.txt", 0o644, OpenMode::default(), false).await.unwrap();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "movie.txt", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"the whole movie").unwrap();
     f.folder.release(fh);
     published(&f, 1).await;
@@ -671,11 +493,150 @@ async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle(
 #[tokio::test]
 async fn a_file_renamed_while_its_publish_is_in_flight_is_renamed_once_it_lands() {
     let f = fixture();
-    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false).await.unwrap();
+    let (tmp, fh) = f.folder.create(FileId::ROOT, "config.lock", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
     f.folder.write(fh, 0, b"[core]\n").unwrap();
     f.folder.release(fh); // the publish starts
     f.folder.rename(FileId::ROOT, "config.lock", FileId::ROOT, "config", true).await.unwrap();
     let e = f.folder.lookup(FileId::ROOT, "config").expect("renamed in the table");
     assert_eq!((e.id, e.version, e.size), (tmp.id, Version(1), 7), "the name shows the published version");
     assert!(f.folder.lookup(FileId::ROOT, "config.lock").is_err(), "the old name is gone");
+}
+
+#[tokio::test]
+async fn symlinks_are_shared_and_fifos_and_devices_stay_local() {
+    let f = fixture();
+    let l = f.folder.symlink(FileId::ROOT, "link", "../dangling", Owner::default()).await.unwrap();
+    assert_eq!(f.folder.readlink(l.id).unwrap(), "../dangling");
+    assert_eq!(f.folder.node_type(&f.folder.lookup(FileId::ROOT, "link").unwrap()), NodeType::Symlink);
+    assert!(matches!(f.tracker.files.lock()[&l.id].kind, FileKind::Symlink(ref t) if t == "../dangling"));
+    assert!(matches!(f.folder.symlink(FileId::ROOT, "long", &"x".repeat(4096), Owner::default()).await, Err(ModelError::NameTooLong)));
+
+    let fifo = f.folder.mknod(FileId::ROOT, "pipe", MknodKind::Fifo, 0o640, Owner::default()).await.unwrap();
+    assert_eq!(f.folder.node_type(&fifo), NodeType::Fifo);
+    assert!(matches!(f.folder.readlink(fifo.id), Err(ModelError::NotSymlink)));
+    assert!(!f.tracker.files.lock().values().any(|e| e.name == "pipe"), "never sent to the tracker");
+    let listed: Vec<_> = f.folder.readdir(FileId::ROOT).unwrap().into_iter().map(|(_, t, n)| (t, n)).collect();
+    assert_eq!(listed, [(NodeType::Symlink, "link".to_string()), (NodeType::Fifo, "pipe".to_string())]);
+    assert!(matches!(f.folder.mknod(FileId::ROOT, "pipe", MknodKind::Socket, 0o600, Owner::default()).await, Err(ModelError::Exists)));
+    assert!(matches!(f.folder.symlink(FileId::ROOT, "pipe", "t", Owner::default()).await, Err(ModelError::Exists)));
+    let null = f.folder.mknod(FileId::ROOT, "null", MknodKind::CharDevice(0x103), 0o666, Owner::default()).await.unwrap();
+    assert_eq!((f.folder.node_type(&null), f.folder.node_type(&null).rdev()), (NodeType::CharDevice(0x103), 0x103));
+    let disk = f.folder.mknod(FileId::ROOT, "disk", MknodKind::BlockDevice(0x801), 0o600, Owner::default()).await.unwrap();
+    assert_eq!(f.folder.node_type(&disk), NodeType::BlockDevice(0x801));
+    assert!(!f.tracker.files.lock().values().any(|e| e.name == "null" || e.name == "disk"), "devices never sent to the tracker");
+    f.folder.remove(FileId::ROOT, "null", false).await.unwrap();
+    f.folder.remove(FileId::ROOT, "disk", false).await.unwrap();
+
+    // Moved, changed and removed here only.
+    f.folder.rename(FileId::ROOT, "pipe", FileId::ROOT, "fifo", true).await.unwrap();
+    assert_eq!(f.folder.lookup(FileId::ROOT, "fifo").unwrap().id, fifo.id);
+    assert_eq!(f.folder.set_attrs(fifo.id, AttrChange { mode: Some(0o600), mtime: Some(5), ..Default::default() }).await.unwrap().mode, 0o600);
+    f.folder.remove(FileId::ROOT, "fifo", false).await.unwrap();
+    assert!(matches!(f.folder.lookup(FileId::ROOT, "fifo"), Err(ModelError::NotFound)));
+}
+
+/// setuid, setgid (and sticky on a file) are never sent to the group, but
+/// the member that sets them keeps them for itself: its own mount shows
+/// what it asked for, until a mode without them clears them.
+#[tokio::test]
+async fn setuid_stays_with_the_member_that_set_it_and_a_directorys_setgid_is_shared() {
+    let f = fixture();
+    let staff = Owner { user: "ana".into(), group: "staff".into() };
+    let d = f.folder.mkdir(FileId::ROOT, "shared", 0o2775, staff).await.unwrap();
+    assert_eq!(d.mode, 0o2775, "what mkdir answers");
+    assert_eq!(f.folder.lookup(FileId::ROOT, "shared").unwrap().mode, 0o2775);
+    assert_eq!(f.tracker.files.lock()[&d.id].mode, 0o2775, "the group gets a directory's setgid bit");
+    // A setgid directory gives new entries its group, and its
+    // subdirectories its setgid bit.
+    let bo = Owner { user: "bo".into(), group: "bo".into() };
+    let sub = f.folder.mkdir(d.id, "sub", 0o755, bo.clone()).await.unwrap();
+    assert_eq!((sub.mode, sub.owner.user.as_str(), sub.owner.group.as_str()), (0o2755, "bo", "staff"));
+    let (e, fh) = f.folder.create(d.id, "tool", 0o4755, OpenMode::default(), true, bo).await.unwrap();
+    assert_eq!(f.tracker.files.lock()[&e.id].owner.group, "staff");
+    f.folder.write(fh, 0, b"#!/bin/sh\n").unwrap();
+    f.folder.release(fh);
+    assert_eq!((e.mode, f.folder.attr(e.id).unwrap().mode), (0o4755, 0o4755));
+    assert_eq!(f.tracker.files.lock()[&e.id].mode, 0o755);
+    // A later version or attribute change from the group keeps them here.
+    published(&f, 1).await;
+    assert_eq!(f.folder.attr(e.id).unwrap().mode, 0o4755);
+    // Removed with the file.
+    f.folder.remove(d.id, "tool", false).await.unwrap();
+    assert_eq!(f.folder.table.own_bits(e.id), 0);
+}
+
+/// A FIFO with two names: one node (one inode, `st_nlink` 2, a chmod seen
+/// through both), the other name kept when one goes; nothing reaches the
+/// tracker.
+#[tokio::test]
+async fn hard_links_to_a_fifo_are_local_names_of_one_node() {
+    let f = fixture();
+    let fifo = f.folder.mknod(FileId::ROOT, "a", MknodKind::Fifo, 0o644, Owner::default()).await.unwrap();
+    let b = f.folder.link(fifo.id, FileId::ROOT, "b").await.unwrap();
+    assert_eq!((b.id, f.folder.nlink(&b)), (fifo.id, 2));
+    assert_eq!(f.folder.lookup(FileId::ROOT, "b").unwrap().id, fifo.id);
+    f.folder.set_attrs(fifo.id, AttrChange { mode: Some(0o600), ..Default::default() }).await.unwrap();
+    assert_eq!(f.folder.lookup(FileId::ROOT, "b").unwrap().mode, 0o600);
+    f.folder.remove(FileId::ROOT, "a", false).await.unwrap();
+    let left = f.folder.lookup(FileId::ROOT, "b").unwrap();
+    assert_eq!((left.id, f.folder.nlink(&left)), (fifo.id, 1));
+    assert!(matches!(f.folder.lookup(FileId::ROOT, "a"), Err(ModelError::NotFound)));
+    assert!(!f.tracker.files.lock().values().any(|e| e.name == "a" || e.name == "b"), "never sent to the tracker");
+}
+
+/// The publish of an edit names the version it started from and the
+/// ranges written; a new file has no base, and a rewrite from scratch
+/// (O_TRUNC) names its base with everything changed.
+#[tokio::test]
+async fn an_edit_publishes_what_it_changed_of_its_base() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "big", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
+    f.folder.write(fh, 0, &vec![7u8; 100_000]).unwrap();
+    f.folder.release(fh);
+    published(&f, 1).await;
+    let v1 = f.folder.attr(entry.id).unwrap().info_hash.unwrap();
+
+    let fh = f.folder.open(entry.id, OpenMode { write: true, ..OpenMode::default() }).await.unwrap();
+    f.folder.write(fh, 50_000, b"0123456789").unwrap();
+    f.folder.release(fh);
+    published(&f, 2).await;
+    let v2 = f.folder.attr(entry.id).unwrap().info_hash.unwrap();
+    let rh = f.folder.open_read(entry.id).unwrap();
+    let got = read_all(&f, rh);
+    assert_eq!((&got[..50_000], &got[50_000..50_010], got.len()), (&[7u8; 50_000][..], &b"0123456789"[..], 100_000));
+
+    let truncating = OpenMode { write: true, truncate: true, ..OpenMode::default() };
+    let fh = f.folder.open(entry.id, truncating).await.unwrap();
+    f.folder.write(fh, 0, b"new").unwrap();
+    f.folder.release(fh);
+    published(&f, 3).await;
+
+    let deltas = f.content.deltas.lock().clone();
+    assert_eq!(
+        deltas,
+        vec![
+            None,
+            Some(Delta { base: v1, dirty: vec![(48 * 1024, 64 * 1024)] }),
+            Some(Delta { base: v2, dirty: vec![(0, u64::MAX)] }),
+        ]
+    );
+}
+
+/// tar and cp -a chown each file they create to the owner it already has:
+/// while the file is being written here that costs no request; a real
+/// change of owner still goes to the tracker at once.
+#[tokio::test]
+async fn a_chown_to_the_owner_a_file_being_written_has_sends_nothing() {
+    let f = fixture();
+    let ana = Owner { user: "ana".into(), group: "staff".into() };
+    let (e, fh) = f.folder.create(FileId::ROOT, "a", 0o644, OpenMode::default(), true, ana.clone()).await.unwrap();
+    let requests = *f.tracker.next.lock();
+    let same = AttrChange { owner: Some(ana.clone()), ..Default::default() };
+    assert_eq!(f.folder.set_attrs(e.id, same).await.unwrap().owner, ana);
+    assert_eq!(*f.tracker.next.lock(), requests, "no request for the owner it has");
+    let bo = Owner { user: "bo".into(), group: "staff".into() };
+    let other = AttrChange { owner: Some(bo.clone()), ..Default::default() };
+    assert_eq!(f.folder.set_attrs(e.id, other).await.unwrap().owner, bo);
+    assert_eq!(f.tracker.files.lock()[&e.id].owner, bo, "a change of owner reaches the tracker");
+    f.folder.release(fh);
 }

@@ -13,6 +13,9 @@ use titorrent_tracker::proto::{FileEntry, FileId, FileKind, InfoHash, MemberId, 
 struct Node {
     entry: FileEntry,
     children: BTreeMap<String, FileId>,
+    /// How many of `children` are directories (a directory's `st_nlink` is
+    /// 2 + this), kept as names come and go.
+    subdirs: u32,
 }
 
 /// What applying an entry changed, so that the kernel's caches can be told.
@@ -29,6 +32,8 @@ pub struct Tree {
     nodes: HashMap<FileId, Node>,
     /// How many entries have each info hash as their current version.
     by_hash: HashMap<InfoHash, u32>,
+    /// How many hard links (`FileKind::Link`) name each file that has any.
+    links: HashMap<FileId, u32>,
 }
 
 impl Default for Tree {
@@ -49,19 +54,59 @@ fn root_entry() -> FileEntry {
         version: Version(0),
         info_hash: None,
         author: MemberId(0),
+        owner: Default::default(),
+        ctime: 0,
     }
 }
 
 impl Tree {
     pub fn new() -> Self {
         let mut nodes = HashMap::new();
-        nodes.insert(FileId::ROOT, Node { entry: root_entry(), children: BTreeMap::new() });
-        Tree { nodes, by_hash: HashMap::new() }
+        nodes.insert(FileId::ROOT, Node { entry: root_entry(), children: BTreeMap::new(), subdirs: 0 });
+        Tree { nodes, by_hash: HashMap::new(), links: HashMap::new() }
     }
 
     /// Whether some entry's current version has this info hash.
     pub fn holds(&self, ih: &InfoHash) -> bool {
         self.by_hash.contains_key(ih)
+    }
+
+    /// How many hard links name `f` (its other names).
+    pub fn links_to(&self, f: FileId) -> u32 {
+        self.links.get(&f).copied().unwrap_or(0)
+    }
+
+    /// How many subdirectories a directory has (by name).
+    pub fn subdirs(&self, dir: FileId) -> u32 {
+        self.nodes.get(&dir).map_or(0, |n| n.subdirs)
+    }
+
+    fn is_dir(&self, id: FileId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.entry.kind == FileKind::Dir)
+    }
+
+    /// Takes `name` out of `parent`'s children if it names `id`.
+    fn unname(&mut self, parent: FileId, name: &str, id: FileId) {
+        let dir = self.is_dir(id);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            if p.children.get(name) == Some(&id) {
+                p.children.remove(name);
+                p.subdirs -= u32::from(dir);
+            }
+        }
+    }
+
+    /// Counts a link entry in or out (an entry's kind never changes).
+    fn count_link(&mut self, e: &FileEntry, add: bool) {
+        let Some(t) = e.kind.link_of() else { return };
+        if add {
+            *self.links.entry(t).or_default() += 1;
+        } else if let Some(n) = self.links.get_mut(&t) {
+            *n -= 1;
+            if *n == 0 {
+                self.links.remove(&t);
+            }
+        }
     }
 
     fn count(&mut self, old: Option<InfoHash>, new: Option<InfoHash>) {
@@ -187,11 +232,7 @@ impl Tree {
                 let old_name = old.name;
                 self.count(old.info_hash, entry.info_hash);
                 if old_parent != entry.parent || old_name != entry.name {
-                    if let Some(p) = self.nodes.get_mut(&old_parent) {
-                        if p.children.get(&old_name) == Some(&entry.id) {
-                            p.children.remove(&old_name);
-                        }
-                    }
+                    self.unname(old_parent, &old_name, entry.id);
                     applied.names.push((old_parent, old_name));
                     self.link(&entry, &mut applied);
                 }
@@ -199,9 +240,35 @@ impl Tree {
             None => {
                 applied.content_changed = entry.info_hash.is_some();
                 self.count(None, entry.info_hash);
-                self.nodes.insert(entry.id, Node { entry: entry.clone(), children: BTreeMap::new() });
+                self.count_link(&entry, true);
+                self.nodes.insert(entry.id, Node { entry: entry.clone(), children: BTreeMap::new(), subdirs: 0 });
                 self.link(&entry, &mut applied);
             }
+        }
+        applied
+    }
+
+    /// A rename's event: the tracker says where the entry is now, so its
+    /// name ends up naming it even when this tree already had it there. (A
+    /// member that renamed Z over a name moves Z at once; another member's
+    /// earlier rename of Y to that name then arrives and takes the name,
+    /// Y's deletion by Z's rename frees it, and Z's own event must take it
+    /// back.)
+    ///
+    /// The event may also be older than a version this member already
+    /// applied (its own publish's answer, handled before the events ahead
+    /// of it): the move still holds, with the newer content.
+    pub fn apply_moved(&mut self, mut entry: FileEntry) -> Applied {
+        if let Some(cur) = self.nodes.get(&entry.id).map(|n| &n.entry).filter(|cur| cur.version > entry.version) {
+            let ctime = entry.ctime.max(cur.ctime);
+            entry = FileEntry { parent: entry.parent, name: entry.name, ctime, ..cur.clone() };
+        }
+        let (id, parent, name) = (entry.id, entry.parent, entry.name.clone());
+        let mut applied = self.apply(entry);
+        let there = self.nodes.get(&id).filter(|n| n.entry.parent == parent && n.entry.name == name).map(|n| n.entry.clone());
+        let named = self.nodes.get(&parent).is_some_and(|p| p.children.get(&name) == Some(&id));
+        if let (Some(e), false) = (there, named) {
+            self.link(&e, &mut applied);
         }
         applied
     }
@@ -220,13 +287,18 @@ impl Tree {
     }
 
     fn link(&mut self, entry: &FileEntry, applied: &mut Applied) {
-        if let Some(p) = self.nodes.get_mut(&entry.parent) {
-            if let Some(prev) = p.children.insert(entry.name.clone(), entry.id) {
-                if prev != entry.id {
-                    // The tracker decided the name now means another file;
-                    // the old one is no longer reachable under it.
-                    tracing::debug!(old = %prev, new = %entry.id, name = %entry.name, "name taken over");
-                }
+        let prev = self.nodes.get(&entry.parent).and_then(|p| p.children.get(&entry.name)).copied();
+        if prev != Some(entry.id) {
+            if let Some(prev) = prev {
+                // The tracker decided the name now means another file;
+                // the old one is no longer reachable under it.
+                tracing::debug!(old = %prev, new = %entry.id, name = %entry.name, "name taken over");
+                self.unname(entry.parent, &entry.name, prev);
+            }
+            let dir = self.is_dir(entry.id);
+            if let Some(p) = self.nodes.get_mut(&entry.parent) {
+                p.children.insert(entry.name.clone(), entry.id);
+                p.subdirs += u32::from(dir);
             }
         }
         applied.names.push((entry.parent, entry.name.clone()));
@@ -239,18 +311,17 @@ impl Tree {
         if id == FileId::ROOT {
             return applied;
         }
-        let Some(node) = self.nodes.remove(&id) else { return applied };
+        let Some((parent, name)) = self.get(id).map(|e| (e.parent, e.name.clone())) else { return applied };
+        self.unname(parent, &name, id);
+        let node = self.nodes.remove(&id).expect("just looked up");
         self.count(node.entry.info_hash, None);
-        if let Some(p) = self.nodes.get_mut(&node.entry.parent) {
-            if p.children.get(&node.entry.name) == Some(&id) {
-                p.children.remove(&node.entry.name);
-            }
-        }
+        self.count_link(&node.entry, false);
         applied.names.push((node.entry.parent, node.entry.name.clone()));
         let mut stack: Vec<FileId> = node.children.into_values().collect();
         while let Some(c) = stack.pop() {
             if let Some(n) = self.nodes.remove(&c) {
                 self.count(n.entry.info_hash, None);
+                self.count_link(&n.entry, false);
                 stack.extend(n.children.into_values());
             }
         }
@@ -285,6 +356,8 @@ mod tests {
             version: Version(version),
             info_hash: None,
             author: MemberId(1),
+            owner: Default::default(),
+            ctime: 0,
         }
     }
 
@@ -317,6 +390,21 @@ mod tests {
         assert!(!t.holds(&ih(3).unwrap()));
     }
 
+    /// Another member's rename of a file, older than the version this
+    /// member's own publish made current here: the file moves, and keeps
+    /// the newer version (before, the move was dropped and the file kept
+    /// its old name here for good).
+    #[test]
+    fn a_rename_older_than_the_version_here_still_moves_the_file() {
+        let mut t = Tree::from_snapshot(vec![file(2, 1, "draft", 1)]);
+        t.apply_in_place(file(2, 1, "draft", 2)); // this member's publish answer
+        t.apply_moved(file(2, 1, "final", 1));
+        assert_eq!(t.lookup(FileId::ROOT, "final").map(|e| e.id), Some(FileId(2)));
+        assert!(t.lookup(FileId::ROOT, "draft").is_none());
+        let e = t.get(FileId(2)).unwrap();
+        assert_eq!((e.version, e.size), (Version(2), 20), "the newer content stays");
+    }
+
     #[test]
     fn snapshot_with_children_before_parents() {
         let t = Tree::from_snapshot(vec![file(3, 2, "a.txt", 1), dir(2, 1, "docs")]);
@@ -324,6 +412,57 @@ mod tests {
         assert_eq!(t.path(FileId(3)), "docs/a.txt");
         let names: Vec<_> = t.children(FileId::ROOT).unwrap().iter().map(|e| e.name.clone()).collect();
         assert_eq!(names, ["docs"]);
+    }
+
+    #[test]
+    fn a_rename_takes_its_name_back_from_an_entry_that_held_it_in_between() {
+        let mut t = Tree::new();
+        t.apply(dir(2, 1, "d"));
+        t.apply(file(3, 1, "y", 1));
+        t.apply(file(4, 1, "z", 1));
+        // This member renamed z over d/n: moved here at once.
+        t.apply(file(4, 2, "n", 1));
+        // Then the tracker's events: another member's earlier rename of y
+        // to d/n, y's deletion by this member's rename, this rename.
+        t.apply_moved(file(3, 2, "n", 1));
+        t.remove(FileId(3));
+        let a = t.apply_moved(file(4, 2, "n", 1));
+        assert_eq!(t.lookup(FileId(2), "n").map(|e| e.id), Some(FileId(4)));
+        assert!(a.names.contains(&(FileId(2), "n".to_string())), "the kernel looks the name up again");
+        // Nothing changes for a rename already in place.
+        assert!(t.apply_moved(file(4, 2, "n", 1)).names.is_empty());
+    }
+
+    /// A directory's subdirectory count, as `st_nlink` shows it, follows
+    /// creates, moves, take-overs and removals as a count of its children
+    /// would.
+    #[test]
+    fn subdirectory_counts_follow_every_change_as_a_count_would() {
+        let mut t = Tree::new();
+        t.apply(dir(2, 1, "a"));
+        t.apply(dir(3, 1, "b"));
+        t.apply(file(4, 1, "f", 1));
+        t.apply(dir(5, 2, "sub"));
+        let count = |t: &Tree, d: u64| t.children(FileId(d)).unwrap().iter().filter(|e| e.kind == FileKind::Dir).count() as u32;
+        let check = |t: &Tree, what: &str| {
+            for d in [1, 2, 3] {
+                if t.get(FileId(d)).is_some() {
+                    assert_eq!(t.subdirs(FileId(d)), count(t, d), "{what}: directory {d}");
+                }
+            }
+        };
+        check(&t, "creates");
+        assert_eq!(t.subdirs(FileId::ROOT), 2);
+        t.apply_moved(dir(5, 3, "moved"));
+        check(&t, "a move between directories");
+        t.apply_moved(dir(5, 3, "again"));
+        check(&t, "a rename in place");
+        t.apply_moved(file(4, 3, "again", 1)); // a file takes the directory's name
+        check(&t, "a take-over");
+        t.remove(FileId(5)); // no longer named: nothing to count out
+        t.remove(FileId(3));
+        check(&t, "removals");
+        assert_eq!(t.subdirs(FileId::ROOT), 1);
     }
 
     #[test]
@@ -396,5 +535,19 @@ mod tests {
         // a file cannot be a parent
         t.apply(file(3, 2, "x", 1));
         assert!(t.get(FileId(3)).is_none());
+    }
+
+    #[test]
+    fn link_counts_follow_links_coming_renamed_and_going() {
+        let link = |id: u64, parent: u64, name: &str, to: u64| FileEntry { kind: FileKind::Link(FileId(to)), ..file(id, parent, name, 0) };
+        let mut t = Tree::from_snapshot(vec![link(4, 3, "l1", 2), dir(3, 1, "d"), file(2, 1, "f", 1)]);
+        assert_eq!(t.links_to(FileId(2)), 1, "from a snapshot, children before parents");
+        t.apply(link(5, 1, "l2", 2));
+        t.apply(link(5, 3, "l2-renamed", 2));
+        assert_eq!(t.links_to(FileId(2)), 2, "a rename is not a new link");
+        t.remove(FileId(5));
+        assert_eq!(t.links_to(FileId(2)), 1);
+        t.remove(FileId(3));
+        assert_eq!(t.links_to(FileId(2)), 0, "links in a removed subtree go with it");
     }
 }

@@ -32,6 +32,9 @@ pub enum SwarmError {
     /// librqbit reported an error (its errors are untyped).
     #[error("BitTorrent engine: {0}")]
     Engine(String),
+    /// The peer links (TLS door, SOCKS5 door) could not be set up.
+    #[error(transparent)]
+    Link(#[from] super::LinkError),
     /// The swarm was shut down.
     #[error("the swarm is shut down")]
     ShutDown,

@@ -129,7 +129,7 @@ impl Inner {
         // A complete version only serves: those who need it dial it.
         let peers = if peers.is_empty() && !complete { self.feed.peers() } else { peers };
         // Members fetching their stripes at once share the author's uplink.
-        let window = if fetch_all && !complete { super::request_window(*v.stripe.lock()) } else { super::PEER_REQUEST_WINDOW };
+        let window = if fetch_all && !complete { super::engine::request_window(*v.stripe.lock()) } else { super::engine::PEER_REQUEST_WINDOW };
         let handle = self.add(v.ih, v.torrent.to_vec(), only_files, peers, window).await?;
         {
             let mut seen = v.seen.lock();
@@ -176,7 +176,7 @@ impl Inner {
             warn!(ih = %v.ih, "cannot save the pieces of a sleeping version: {e}");
         }
         *v.file.lock() = None;
-        log_traffic(&handle, "traffic of a version going to sleep");
+        super::engine::log_traffic(&handle, "traffic of a version going to sleep");
         if let Err(e) = self.session.delete(TorrentIdOrHash::Hash(handle.info_hash()), false).await {
             warn!(ih = %v.ih, "librqbit could not drop a sleeping version: {e:#}");
         }
@@ -215,6 +215,18 @@ impl Inner {
         match self.wake(&v, vec![peer]).await {
             Ok(g) => drop(g),
             Err(e) => debug!(%ih, "cannot wake a wanted version: {e}"),
+        }
+    }
+
+    /// A standard client came for an exported version: live it must be.
+    pub(super) async fn wake_for_export(&self, ih: InfoHash) {
+        let Ok(v) = self.lookup(ih) else { return };
+        v.seen.lock().last_active = Instant::now();
+        if v.live_handle().is_none() {
+            match self.wake(&v, Vec::new()).await {
+                Ok(g) => drop(g),
+                Err(e) => debug!(%ih, "cannot wake an exported version: {e}"),
+            }
         }
     }
 
@@ -443,7 +455,7 @@ impl Inner {
                 return;
             }
             let Some(inner) = weak.upgrade() else { return };
-            log_traffic(&handle, "fetched in the background");
+            super::engine::log_traffic(&handle, "fetched in the background");
             // librqbit may say finished a moment before its haves show it.
             for _ in 0..50 {
                 if inner.range_local(&v, 0, v.size) {
@@ -575,34 +587,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// Logs (at debug) what a live torrent sent to and got from each peer.
-pub(super) fn log_traffic(handle: &librqbit::ManagedTorrent, what: &str) {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let Some(live) = handle.live() else { return };
-    // Every peer it has talked to, not only those still connected (its
-    // filter type is not exported; it deserializes from its HTTP API form).
-    let all = serde_json::from_str(r#"{"state":"all"}"#).unwrap_or_default();
-    let peers = live.per_peer_stats_snapshot(all);
-    let mut each: Vec<String> = peers
-        .peers
-        .iter()
-        .filter(|(_, p)| p.counters.uploaded_bytes + p.counters.fetched_bytes > 0)
-        .map(|(a, p)| {
-            format!(
-                "{a}: up {} KiB, down {} KiB, stole {}, stolen {}",
-                p.counters.uploaded_bytes / 1024,
-                p.counters.fetched_bytes / 1024,
-                p.counters.times_i_stole,
-                p.counters.times_stolen_from_me
-            )
-        })
-        .collect();
-    each.sort();
-    debug!(ih = ?handle.info_hash(), peers = %each.join("; "), "{what}");
 }
 
 /// Gives memory freed by dropped torrents back to the system (glibc keeps

@@ -36,6 +36,65 @@ pub fn piece_length_for(size: u64) -> u32 {
     pl
 }
 
+/// The piece length of a new version of a file whose previous version had
+/// `base` pieces: the same, so that its untouched pieces keep their hashes
+/// (and members keep their bytes), unless the file grew or shrank past a
+/// factor of four of what `piece_length_for` would choose.
+pub fn piece_length_after(base: u32, size: u64) -> u32 {
+    let fresh = piece_length_for(size);
+    if base >= fresh / 4 && base <= fresh.saturating_mul(4) {
+        base
+    } else {
+        fresh
+    }
+}
+
+/// What a new version may take from the version it was edited from: that
+/// version's geometry and piece hashes, and the byte ranges of the new file
+/// that may differ from it (everything else is the base's bytes at the same
+/// offsets).
+pub struct Reuse {
+    pub base: InfoHash,
+    pub base_size: u64,
+    pub piece_length: u32,
+    /// The base's piece hashes, 20 bytes each.
+    pub pieces: Vec<u8>,
+    /// Sorted, disjoint `[start, end)` ranges.
+    pub dirty: Vec<(u64, u64)>,
+}
+
+impl Reuse {
+    /// The hash of each piece of a new file of `size` bytes and piece length
+    /// `pl` that is known without reading it: its range is a whole piece of
+    /// the base (same start, same length) that no write touched.
+    fn known(&self, size: u64, pl: u32) -> Vec<Option<[u8; 20]>> {
+        let pl = u64::from(pl);
+        let n = size.div_ceil(pl);
+        if pl != u64::from(self.piece_length) {
+            return vec![None; n as usize];
+        }
+        let base_n = self.base_size.div_ceil(pl);
+        let mut d = 0usize;
+        (0..n)
+            .map(|i| {
+                let (start, end) = (i * pl, ((i + 1) * pl).min(size));
+                let base_end = ((i + 1) * pl).min(self.base_size);
+                if i >= base_n || end != base_end {
+                    return None;
+                }
+                while d < self.dirty.len() && self.dirty[d].1 <= start {
+                    d += 1;
+                }
+                if d < self.dirty.len() && self.dirty[d].0 < end {
+                    return None;
+                }
+                let h = self.pieces.get(i as usize * 20..i as usize * 20 + 20)?;
+                h.try_into().ok()
+            })
+            .collect()
+    }
+}
+
 /// A torrent built for a local file.
 pub struct Built {
     pub info_hash: InfoHash,
@@ -43,10 +102,21 @@ pub struct Built {
     pub torrent: Vec<u8>,
     pub size: u64,
     pub piece_length: u32,
+    /// Pieces read and hashed (the others' hashes were known).
+    pub hashed: u64,
 }
 
 /// Hashes `path` (blocking: call from a blocking thread) and builds its torrent.
+#[cfg(test)]
 pub fn build(path: &Path, name: &str, creation_date: u64) -> Result<Built, SwarmError> {
+    build_from(path, name, creation_date, None)
+}
+
+/// [`build`] for an edit of `reuse.base`: the pieces no write touched keep
+/// the base's hashes (only the others are read and hashed), and the info
+/// dict names the base as `similar` (BEP 38). Also returns how many pieces
+/// were hashed.
+pub fn build_from(path: &Path, name: &str, creation_date: u64, reuse: Option<&Reuse>) -> Result<Built, SwarmError> {
     check_name(name)?;
     let file = File::open(path)?;
     let meta = file.metadata()?;
@@ -60,30 +130,35 @@ pub fn build(path: &Path, name: &str, creation_date: u64) -> Result<Built, Swarm
     if size == 0 {
         return Err(SwarmError::EmptyFile);
     }
-    let piece_length = piece_length_for(size);
-    let pieces = hash_pieces(&file, size, piece_length)?;
+    let piece_length = reuse.map_or_else(|| piece_length_for(size), |r| piece_length_after(r.piece_length, size));
+    let known = reuse.map(|r| r.known(size, piece_length));
+    let pieces = hash_pieces(&file, size, piece_length, known.as_deref())?;
+    let hashed = known.as_ref().map_or(size.div_ceil(u64::from(piece_length)), |k| k.iter().filter(|h| h.is_none()).count() as u64);
     // The caller promised not to touch the file; a changed length means it did.
     if file.metadata()?.len() != size {
         return Err(SwarmError::Io(io::Error::other(
             "the file changed size while it was being hashed",
         )));
     }
-    let info = info_dict(name, size, piece_length, &pieces);
+    let info = info_dict(name, size, piece_length, &pieces, reuse.map(|r| r.base));
     let info_hash = InfoHash(sha1(&info));
     Ok(Built {
         info_hash,
         torrent: torrent_file(&info, creation_date),
         size,
         piece_length,
+        hashed,
     })
 }
 
 /// SHA-1 of every piece, concatenated. Pieces are split into contiguous runs,
 /// one per thread, each read with large positioned reads.
-fn hash_pieces(file: &File, size: u64, piece_length: u32) -> io::Result<Vec<u8>> {
+/// `known[i]`, when given and `Some`, is piece `i`'s hash: it is not read.
+fn hash_pieces(file: &File, size: u64, piece_length: u32, known: Option<&[Option<[u8; 20]>]>) -> io::Result<Vec<u8>> {
     let pl = u64::from(piece_length);
     let n_pieces = size.div_ceil(pl);
-    let threads = if size >= PARALLEL_HASH_MIN {
+    let to_read = known.map_or(size, |k| k.iter().filter(|h| h.is_none()).count() as u64 * pl);
+    let threads = if to_read >= PARALLEL_HASH_MIN {
         std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_HASH_THREADS)
@@ -96,12 +171,12 @@ fn hash_pieces(file: &File, size: u64, piece_length: u32) -> io::Result<Vec<u8>>
         .filter(|(a, b)| a < b)
         .collect();
     if runs.len() == 1 {
-        return hash_run(file, size, pl, 0, n_pieces);
+        return hash_run(file, size, pl, 0, n_pieces, known);
     }
     std::thread::scope(|s| {
         let handles: Vec<_> = runs
             .iter()
-            .map(|&(a, b)| s.spawn(move || hash_run(file, size, pl, a, b)))
+            .map(|&(a, b)| s.spawn(move || hash_run(file, size, pl, a, b, known)))
             .collect();
         let mut out = Vec::with_capacity(n_pieces as usize * 20);
         for h in handles {
@@ -114,8 +189,31 @@ fn hash_pieces(file: &File, size: u64, piece_length: u32) -> io::Result<Vec<u8>>
     })
 }
 
-/// Hashes pieces `first..end` of the file.
-fn hash_run(file: &File, size: u64, pl: u64, first: u64, end: u64) -> io::Result<Vec<u8>> {
+/// Hashes pieces `first..end` of the file, reading only those whose hash
+/// is not `known`.
+fn hash_run(file: &File, size: u64, pl: u64, first: u64, end: u64, known: Option<&[Option<[u8; 20]>]>) -> io::Result<Vec<u8>> {
+    let Some(known) = known else { return hash_span(file, size, pl, first, end) };
+    let mut out = Vec::with_capacity((end - first) as usize * 20);
+    let mut i = first;
+    while i < end {
+        if let Some(h) = known.get(i as usize).copied().flatten() {
+            out.extend_from_slice(&h);
+            i += 1;
+            continue;
+        }
+        // A run of pieces to read, hashed in large reads.
+        let mut j = i + 1;
+        while j < end && known.get(j as usize).copied().flatten().is_none() {
+            j += 1;
+        }
+        out.extend_from_slice(&hash_span(file, size, pl, i, j)?);
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Hashes every piece of `first..end`.
+fn hash_span(file: &File, size: u64, pl: u64, first: u64, end: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity((end - first) as usize * 20);
     let mut buf = vec![0u8; HASH_BUF];
     let mut pos = first * pl;
@@ -185,7 +283,9 @@ fn put_int(out: &mut Vec<u8>, i: u64) {
 }
 
 /// The info dict, keys in sorted (raw byte) order as bencode requires.
-pub fn info_dict(name: &str, length: u64, piece_length: u32, pieces: &[u8]) -> Vec<u8> {
+/// `similar` (BEP 38) names the version this one was edited from, so that a
+/// client holding it can reuse its pieces.
+pub fn info_dict(name: &str, length: u64, piece_length: u32, pieces: &[u8], similar: Option<InfoHash>) -> Vec<u8> {
     let mut d = Vec::with_capacity(pieces.len() + name.len() + 96);
     d.push(b'd');
     put_bytes(&mut d, b"length");
@@ -198,8 +298,37 @@ pub fn info_dict(name: &str, length: u64, piece_length: u32, pieces: &[u8]) -> V
     put_bytes(&mut d, pieces);
     put_bytes(&mut d, b"private");
     put_int(&mut d, 1);
+    if let Some(s) = similar {
+        put_bytes(&mut d, b"similar");
+        d.push(b'l');
+        put_bytes(&mut d, &s.0);
+        d.push(b'e');
+    }
     d.push(b'e');
     d
+}
+
+/// The info hashes a raw info dict names under `similar` (BEP 38). Only the
+/// keys after `pieces` are looked at (`similar` sorts after it), so no piece
+/// hash is mistaken for the key.
+fn similar_of(info: &[u8]) -> Vec<InfoHash> {
+    let Some(at) = find(info, b"6:pieces") else { return Vec::new() };
+    let rest = &info[at + 8..];
+    let Some(colon) = rest.iter().position(|b| *b == b':') else { return Vec::new() };
+    let Some(len) = std::str::from_utf8(&rest[..colon]).ok().and_then(|n| n.parse::<usize>().ok()) else { return Vec::new() };
+    let Some(tail) = rest.get(colon + 1 + len..) else { return Vec::new() };
+    let Some(at) = find(tail, b"7:similarl") else { return Vec::new() };
+    let mut list = &tail[at + 10..];
+    let mut out = Vec::new();
+    while let Some(h) = list.strip_prefix(b"20:").and_then(|l| l.get(..20)) {
+        out.push(InfoHash(h.try_into().expect("20 bytes")));
+        list = &list[23..];
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The .torrent around an info dict. No `announce`: peers come from the
@@ -227,6 +356,10 @@ pub struct Checked {
     pub piece_length: u32,
     /// The file's name in the info dict (one path component).
     pub name: String,
+    /// The piece hashes, 20 bytes each.
+    pub pieces: Vec<u8>,
+    /// The versions it names as `similar` (BEP 38): the one it was edited from.
+    pub similar: Vec<InfoHash>,
 }
 
 /// Checks that `torrent` is a single-file v1 torrent whose info dict hashes
@@ -271,6 +404,8 @@ pub fn check(info_hash: InfoHash, torrent: &[u8]) -> Result<Checked, SwarmError>
         size,
         piece_length,
         name: name.to_owned(),
+        pieces: info.pieces.as_ref().to_vec(),
+        similar: similar_of(raw_info),
     })
 }
 
@@ -290,7 +425,7 @@ mod tests {
 
     #[test]
     fn info_dict_is_canonical_bencode() {
-        let d = info_dict("a.txt", 5, 262144, &[7u8; 20]);
+        let d = info_dict("a.txt", 5, 262144, &[7u8; 20], None);
         let mut want = b"d6:lengthi5e4:name5:a.txt12:piece lengthi262144e6:pieces20:".to_vec();
         want.extend_from_slice(&[7u8; 20]);
         want.extend_from_slice(b"7:privatei1ee");
@@ -331,7 +466,7 @@ mod tests {
 
     #[test]
     fn check_rejects_other_hash_and_bad_names() {
-        let info = info_dict("x", 3, 262144, &[0u8; 20]);
+        let info = info_dict("x", 3, 262144, &[0u8; 20], None);
         let t = torrent_file(&info, 0);
         let right = InfoHash(sha1(&info));
         assert!(check(right, &t).is_ok());
@@ -346,5 +481,51 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a\0"] {
             assert!(matches!(check_name(bad), Err(SwarmError::InvalidName(_))));
         }
+    }
+
+    /// An edit of a base file: `build_from` gives the hashes a full build
+    /// of the new bytes gives, hashing only the pieces under the dirty
+    /// ranges (and those past the base's end), and names the base.
+    #[test]
+    fn an_edit_reuses_the_hashes_of_untouched_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let pl = MIN_PIECE_LENGTH as usize;
+        let base: Vec<u8> = (0..pl * 10 + 100).map(|i| (i * 13 + i / 777) as u8).collect();
+        let bp = dir.path().join("base");
+        std::fs::write(&bp, &base).unwrap();
+        let b = build(&bp, "f", 1).unwrap();
+        let base_pieces = librqbit::torrent_from_bytes(&b.torrent).unwrap().info.data.pieces.as_ref().to_vec();
+        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>) -> Vec<(u64, u64)>>, u64)> = vec![
+            ("4 KiB in place", Box::new(|d: &mut Vec<u8>| { d[pl * 5 + 10..pl * 5 + 10 + 4096].fill(1); vec![(pl as u64 * 5 + 10, pl as u64 * 5 + 4106)] }), 1),
+            ("over a piece boundary", Box::new(|d: &mut Vec<u8>| { d[pl * 3 - 5..pl * 3 + 5].fill(2); vec![(pl as u64 * 3 - 5, pl as u64 * 3 + 5)] }), 2),
+            // The short last piece grows: it and the new one are hashed.
+            ("append", Box::new(|d: &mut Vec<u8>| { d.extend_from_slice(&vec![3u8; pl + 7]); vec![(pl as u64 * 10 + 100, u64::MAX)] }), 2),
+            // Truncated into piece 4, then extended: everything from there.
+            ("truncate then extend", Box::new(|d: &mut Vec<u8>| { d.truncate(pl * 4 + 9); d.resize(pl * 6, 0); vec![(pl as u64 * 4 + 9, u64::MAX)] }), 2),
+            ("nothing", Box::new(|_d: &mut Vec<u8>| vec![]), 0),
+        ];
+        for (what, edit, want_hashed) in cases {
+            let mut data = base.clone();
+            let dirty = edit(&mut data);
+            let np = dir.path().join("new");
+            std::fs::write(&np, &data).unwrap();
+            let reuse = Reuse { base: b.info_hash, base_size: base.len() as u64, piece_length: b.piece_length, pieces: base_pieces.clone(), dirty };
+            let n = build_from(&np, "f", 1, Some(&reuse)).unwrap();
+            assert_eq!(n.hashed, want_hashed, "{what}: pieces hashed");
+            let checked = check(n.info_hash, &n.torrent).unwrap();
+            assert_eq!(checked.pieces, hashes_of(&data, pl), "{what}: the hashes of the new bytes");
+            assert_eq!(checked.similar, vec![b.info_hash], "{what}: names its base");
+        }
+        // A torrent without `similar` names none.
+        assert!(check(b.info_hash, &b.torrent).unwrap().similar.is_empty());
+    }
+
+    #[test]
+    fn the_piece_length_stays_across_versions_within_a_factor_of_four() {
+        let k256 = 256 * 1024u64;
+        assert_eq!(piece_length_after(MIN_PIECE_LENGTH, k256 * 16384 * 3), MIN_PIECE_LENGTH);
+        assert_eq!(piece_length_after(MIN_PIECE_LENGTH, k256 * 16384 * 8), 8 * MIN_PIECE_LENGTH);
+        assert_eq!(piece_length_after(4 * MIN_PIECE_LENGTH, 10), 4 * MIN_PIECE_LENGTH);
+        assert_eq!(piece_length_after(64 * MIN_PIECE_LENGTH, 10), MIN_PIECE_LENGTH);
     }
 }

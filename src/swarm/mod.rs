@@ -26,23 +26,32 @@
 //! Reads of ranges not local yet go through librqbit `FileStream`s
 //! (`stream_read`), which make librqbit ask for those pieces first.
 //!
-//! Peers are the group's members only: no DHT, LSD, UPnP or public tracker.
+//! Peers are the group's members only: no DHT, LSD, UPnP or public tracker,
+//! and every connection is mutual TLS between members' keys (`links`).
 //! Torrents learn member addresses from `ensure` and from a tracker on
 //! loopback that `add_peers` / `set_peers` feed (`peer_feed`); a member
 //! that needs a version others hold asleep sends a want (`set_want_hook`),
 //! and they wake it and dial back (`wanted`).
 //!
 //! `forget` removes a version in any state, files included.
+//!
+//! Every librqbit 9.1 workaround here is listed, with where it lives and the
+//! test that shows it is still needed, in `QUIRKS.md` beside this file.
 
+mod engine;
 mod error;
+mod exports;
+mod links;
 mod live;
 mod metainfo;
 mod peer_feed;
 mod port;
+mod reuse;
 mod stream_read;
 mod version;
 
 pub use error::SwarmError;
+pub use links::LinkError;
 pub use live::DEFAULT_IDLE;
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
@@ -59,18 +68,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use librqbit::api::TorrentIdOrHash;
 use librqbit::dht::Id20;
-use librqbit::limits::LimitsConfig;
 use librqbit::{
-    AddTorrent, AddTorrentOptions, Api, ListenerMode, ListenerOptions, ManagedTorrent,
-    ManagedTorrentState, Session, SessionOptions, SessionPersistenceConfig,
+    Api, ManagedTorrent, ManagedTorrentState, Session,
 };
 use parking_lot::{Mutex, RwLock};
-use titorrent_tracker::proto::InfoHash;
+use titorrent_tracker::proto::{Fingerprint, InfoHash, MemberId, MemberInfo};
+use titorrent_tracker::tls::Identity;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use crate::model::{Fetch, Stripe};
+pub use crate::model::{Delta, Fetch, Stripe};
 use error::{engine, engine_ref};
 use live::FetchQueue;
 use peer_feed::PeerFeed;
@@ -85,32 +93,6 @@ const DISK_PERMITS: usize = 48;
 const MAX_OPEN_STREAMS: usize = 32;
 /// `pread`s on object files at once (each on a blocking thread).
 const MAX_DISK_READS: usize = 32;
-/// Chunk requests (16 KiB each) outstanding per peer connection, librqbit's
-/// default (2 MiB): what one reader or one fetching member needs to keep a
-/// fast link busy (on loopback, 32 gave a 1 GiB read 0.6–0.9× librqbit's
-/// speed, 128 0.84–0.95×).
-const PEER_REQUEST_WINDOW: usize = 128;
-/// The requests that all members fetching a version at once (each its own
-/// stripe) keep outstanding at one source between them: each gets this
-/// divided by their number, at least `MIN_SHARED_WINDOW`. The author's
-/// uplink is the bottleneck of such a fetch; what is queued there beyond a
-/// round trip's worth goes out in whatever order the requests came, so a
-/// member that finished its stripe early pulls other stripes from the author
-/// instead of from their members, and slow TCP flows through a narrow
-/// uplink starve (P7 benchmark: 8 members with 128 each had the author send
-/// 1.7× the file, with 8 each 1.5×).
-const SHARED_SOURCE_WINDOW: usize = 64;
-const MIN_SHARED_WINDOW: usize = 8;
-
-/// The request window for a version fetched by `stripe.count` members at
-/// once (see `SHARED_SOURCE_WINDOW`).
-fn request_window(stripe: Stripe) -> usize {
-    if stripe.count <= 1 {
-        PEER_REQUEST_WINDOW
-    } else {
-        (SHARED_SOURCE_WINDOW / stripe.count as usize).clamp(MIN_SHARED_WINDOW, PEER_REQUEST_WINDOW)
-    }
-}
 /// librqbit's rate limiter asks for one 16 KiB block at a time and fails if
 /// that exceeds its one-second burst; keep limits well above it.
 const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
@@ -118,6 +100,8 @@ const MIN_RATE_LIMIT_BPS: u32 = 64 * 1024;
 /// How to start a swarm.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
+    /// This member's key: its peer links are TLS with it.
+    pub identity: Arc<Identity>,
     /// Object store and librqbit's session state. Must be valid UTF-8 (librqbit
     /// takes output folders as strings).
     pub cache_dir: PathBuf,
@@ -129,16 +113,21 @@ pub struct SwarmConfig {
     pub download_limit_bps: Option<u32>,
     /// How long a version nobody uses stays live before it goes dormant.
     pub idle: Duration,
+    /// Where exports are kept across restarts (`None`: they end with the
+    /// session).
+    pub exports_file: Option<PathBuf>,
 }
 
 impl SwarmConfig {
-    pub fn new(cache_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+    pub fn new(identity: Arc<Identity>, cache_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         SwarmConfig {
+            identity,
             cache_dir: cache_dir.into(),
             listen,
             upload_limit_bps: None,
             download_limit_bps: None,
             idle: live::DEFAULT_IDLE,
+            exports_file: None,
         }
     }
 }
@@ -178,10 +167,16 @@ struct Inner {
     streams: Arc<Semaphore>,
     disk_reads: Semaphore,
     feed: Arc<PeerFeed>,
+    links: Arc<links::Links>,
+    key: Fingerprint,
     fetch_queue: Mutex<FetchQueue>,
     fetch_kick: Arc<Notify>,
+    /// Held while a new version is filled from the one it names as
+    /// `similar` (`reuse`), and by any other ensure of such a version.
+    filling: tokio::sync::Mutex<()>,
     want_hook: OnceLock<WantHook>,
     idle: Duration,
+    /// The public peer port (the TLS door; librqbit itself is on loopback).
     listen: SocketAddr,
     /// The runtime the session runs on, for tasks spawned from elsewhere.
     rt: tokio::runtime::Handle,
@@ -218,39 +213,17 @@ impl Swarm {
 
         let feed = PeerFeed::bind().await?;
         let cancel = CancellationToken::new();
-        let limit = |bps: Option<u32>| bps.and_then(|b| NonZeroU32::new(b.max(MIN_RATE_LIMIT_BPS)));
-        let opts = SessionOptions {
-            // Peers come from the member list only (through the peer feed).
-            dht: None,
-            disable_local_service_discovery: true,
-            trackers: feed.urls().into_iter().collect(),
-            persistence: Some(SessionPersistenceConfig::Json {
-                folder: Some(session_dir.clone()),
-            }),
-            fastresume: true,
-            listen: Some(ListenerOptions {
-                mode: ListenerMode::TcpOnly,
-                listen_addr: cfg.listen,
-                enable_upnp_port_forwarding: false,
-                ipv4_only: cfg.listen.is_ipv4(),
-                ..Default::default()
-            }),
-            ratelimits: LimitsConfig {
-                upload_bps: limit(cfg.upload_limit_bps),
-                download_bps: limit(cfg.download_limit_bps),
-            },
-            runtime_worker_threads: Some(DISK_PERMITS),
-            cancellation_token: Some(cancel.clone()),
-            root_span: Some(tracing::Span::current()),
-            client_name_and_version: Some(metainfo::CREATED_BY.to_owned()),
-            ..Default::default()
-        };
+        let key = cfg.identity.fingerprint();
+        let (links, doors) = links::Links::bind(cfg.identity.clone(), cfg.listen, exports::ExportsFile(cfg.exports_file.clone()), cancel.clone()).await?;
+        let listen = links::Links::public_addr(&doors)?;
+        let opts = engine::session_options(&cfg, feed.urls(), &session_dir, links.proxy_url(&doors)?, cancel.clone());
         let session = Session::new_with_opts(objects.clone(), opts)
             .await
             .map_err(engine)?;
-        let listen = session
+        let engine_addr = session
             .listen_addr()
             .ok_or_else(|| SwarmError::Engine("the session is not listening".into()))?;
+        let links_for_spawn = (links.clone(), doors, engine_addr);
         feed.set_own(listen);
         feed.spawn(&tokio::runtime::Handle::current(), &cancel);
 
@@ -268,8 +241,11 @@ impl Swarm {
             streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS)),
             disk_reads: Semaphore::new(MAX_DISK_READS),
             feed: feed.clone(),
+            links,
+            key,
             fetch_queue: Mutex::default(),
             fetch_kick: Arc::new(Notify::new()),
+            filling: tokio::sync::Mutex::new(()),
             want_hook: OnceLock::new(),
             idle: cfg.idle,
             listen,
@@ -278,6 +254,7 @@ impl Swarm {
             shut: AtomicBool::new(false),
         });
         inner.adopt_restored()?;
+        engine::spawn_links(&inner, links_for_spawn);
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         feed.set_is_complete(Box::new(move |ih| {
             weak.upgrade()
@@ -287,6 +264,11 @@ impl Swarm {
         inner.spawn_upkeep();
         info!(%listen, live = inner.live_count(), "swarm started");
         Ok(Swarm { inner })
+    }
+
+    /// This member's key fingerprint (what other members pin).
+    pub fn key(&self) -> Fingerprint {
+        self.inner.key
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -343,17 +325,34 @@ impl Swarm {
     /// If this very content is already complete here, the staging file is
     /// removed and the existing version returned.
     pub async fn publish(&self, staging: &Path, name: &str) -> Result<Published, SwarmError> {
+        self.publish_edit(staging, name, None).await
+    }
+
+    /// [`Self::publish`] of an edit of `delta.base` whose bytes outside
+    /// `delta.dirty` are the base's: those pieces keep the base's hashes
+    /// (only the dirty ones are read), with the base's piece length when it
+    /// still fits (`metainfo::piece_length_after`), and the torrent names
+    /// the base as `similar` (BEP 38) so members fill the new version from
+    /// their copy of it. A base this swarm does not know is hashed whole.
+    pub async fn publish_edit(&self, staging: &Path, name: &str, delta: Option<Delta>) -> Result<Published, SwarmError> {
         self.inner.check_running()?;
         metainfo::check_name(name)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let reuse = delta.and_then(|d| {
+            let base = self.inner.lookup(d.base).ok()?;
+            let c = metainfo::check(d.base, &base.torrent).ok()?;
+            Some(metainfo::Reuse { base: d.base, base_size: c.size, piece_length: c.piece_length, pieces: c.pieces, dirty: d.dirty })
+        });
         let built = {
             let (staging, name) = (staging.to_owned(), name.to_owned());
-            tokio::task::spawn_blocking(move || metainfo::build(&staging, &name, now))
+            tokio::task::spawn_blocking(move || metainfo::build_from(&staging, &name, now, reuse.as_ref()))
                 .await
                 .map_err(join_error)??
         };
+        let n_pieces = built.size.div_ceil(u64::from(built.piece_length));
+        debug!(ih = %built.info_hash, hashed = built.hashed, pieces = n_pieces, "hashed the edit");
         let ih = built.info_hash;
         let published = Published {
             info_hash: ih,
@@ -372,7 +371,6 @@ impl Swarm {
         let checked = metainfo::check(ih, &published.torrent)?;
         let dir = self.inner.object_dir(ih);
         let dest = dir.join(name);
-        let n_pieces = built.size.div_ceil(u64::from(built.piece_length));
         {
             let staging = staging.to_owned();
             let dest = dest.clone();
@@ -419,14 +417,7 @@ impl Swarm {
         self.inner.feed.add(&peers);
         let v = match self.inner.lookup(info_hash) {
             Ok(v) => v,
-            Err(SwarmError::NotFound) => {
-                let inner = self.inner.clone();
-                let minimal = checked.minimal.clone();
-                tokio::task::spawn_blocking(move || inner.meta.save_torrent(info_hash, &minimal))
-                    .await
-                    .map_err(join_error)??;
-                self.inner.register(Version::new(info_hash, &checked, &self.inner.objects, Vec::new()))
-            }
+            Err(SwarmError::NotFound) => self.inner.add_new(info_hash, &checked).await?,
             Err(e) => return Err(e),
         };
         if v.is_complete() {
@@ -451,16 +442,50 @@ impl Swarm {
         Ok(())
     }
 
-    /// Tells live torrents about more members' addresses (they dial them
-    /// within a few seconds). Best effort.
-    pub fn add_peers(&self, peers: &[SocketAddr]) {
-        self.inner.feed.add(peers);
+    /// A member is known or changed: its key may open links to this one
+    /// and, when it is online, torrents dial its address (within a few
+    /// seconds); an offline member is no longer dialled.
+    pub fn learn_member(&self, m: &MemberInfo) {
+        self.inner.links.learn(m);
+        if let Some(a) = m.peer_addr {
+            if m.online {
+                self.inner.feed.add(&[a]);
+            } else {
+                self.inner.feed.remove(a);
+            }
+        }
     }
 
-    /// Replaces the set of member addresses torrents are told about (members
-    /// that went offline are no longer dialled). Best effort.
-    pub fn set_peers(&self, peers: &[SocketAddr]) {
-        self.inner.feed.replace(peers);
+    /// Serves a version to standard BitTorrent clients for `ttl` (see
+    /// `links`); returns the export port and when the export ends.
+    pub fn export(&self, info_hash: InfoHash, ttl: Duration) -> (SocketAddr, SystemTime) {
+        self.inner.links.export(info_hash, ttl)
+    }
+
+    /// Ends an export now (`false` if there was none).
+    pub fn unexport(&self, info_hash: InfoHash) -> bool {
+        self.inner.links.unexport(info_hash)
+    }
+
+    /// Where and until when a version is exported.
+    pub fn exported(&self, info_hash: InfoHash) -> Option<(SocketAddr, SystemTime)> {
+        self.inner.links.exported(info_hash)
+    }
+
+    /// Every version exported now, with the export port's address and
+    /// when each export ends.
+    pub fn exports(&self) -> Vec<(InfoHash, SocketAddr, SystemTime)> {
+        let addr = self.inner.links.export_addr();
+        self.inner.links.exports().into_iter().map(|(ih, until)| (ih, addr, until)).collect()
+    }
+
+    /// A member left or was removed: its key is refused from now on and its
+    /// open links are cut.
+    pub fn forget_member(&self, id: MemberId, addr: Option<SocketAddr>) {
+        self.inner.links.forget(id);
+        if let Some(a) = addr {
+            self.inner.feed.remove(a);
+        }
     }
 
     /// Changes the session's rate limits (bytes per second, `None` = unlimited).
@@ -614,140 +639,10 @@ impl Swarm {
         self.inner.streams.close();
         for v in self.inner.versions.read().values() {
             if let Some(h) = v.live_handle() {
-                live::log_traffic(&h, "traffic of a live version at shutdown");
+                engine::log_traffic(&h, "traffic of a live version at shutdown");
             }
         }
         self.inner.session.stop().await;
-    }
-}
-
-impl Inner {
-    fn check_running(&self) -> Result<(), SwarmError> {
-        if self.shut.load(Ordering::Acquire) {
-            Err(SwarmError::ShutDown)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn object_dir(&self, ih: InfoHash) -> PathBuf {
-        self.objects.join(ih.to_string())
-    }
-
-    /// librqbit's fastresume file for a torrent (see `JsonSessionPersistenceStore`).
-    fn bitv_path(&self, ih: InfoHash) -> PathBuf {
-        self.session_dir.join(format!("{ih}.bitv"))
-    }
-
-    async fn add(
-        &self,
-        ih: InfoHash,
-        torrent: Vec<u8>,
-        only_files: Option<Vec<usize>>,
-        peers: Vec<SocketAddr>,
-        request_window: usize,
-    ) -> Result<Arc<ManagedTorrent>, SwarmError> {
-        let dir = self.object_dir(ih);
-        let opts = AddTorrentOptions {
-            only_files,
-            // Our own object directory: resuming a partial file is the point.
-            overwrite: true,
-            output_folder: Some(
-                dir.to_str()
-                    .ok_or_else(|| SwarmError::Engine("non-UTF-8 object directory".into()))?
-                    .to_owned(),
-            ),
-            initial_peers: (!peers.is_empty()).then_some(peers),
-            preferred_id: Some(self.next_id.fetch_add(1, Ordering::Relaxed)),
-            peer_opts: Some(librqbit::PeerConnectionOptions {
-                max_request_window: Some(request_window),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let handle = self
-            .session
-            .add_torrent(AddTorrent::from_bytes(torrent), Some(opts))
-            .await
-            .map_err(engine)?
-            .into_handle()
-            .ok_or_else(|| SwarmError::Engine("librqbit only listed the torrent".into()))?;
-        if handle.info_hash() != id20(ih) {
-            return Err(SwarmError::Engine(format!(
-                "librqbit answered {:?} when adding {ih}",
-                handle.info_hash()
-            )));
-        }
-        Ok(handle)
-    }
-
-    /// Remembers a version (keeping an existing entry).
-    fn register(&self, v: Version) -> Arc<Version> {
-        self.versions.write().entry(v.ih).or_insert_with(|| Arc::new(v)).clone()
-    }
-
-    /// The version, also when only its saved metadata is on disk (dormant).
-    fn lookup(&self, ih: InfoHash) -> Result<Arc<Version>, SwarmError> {
-        if let Some(v) = self.versions.read().get(&ih) {
-            if v.forgotten.load(Ordering::Acquire) {
-                return Err(SwarmError::NotFound);
-            }
-            return Ok(v.clone());
-        }
-        match self.meta.load(ih, &self.objects)? {
-            Some(v) => Ok(self.register(v)),
-            None => Err(SwarmError::NotFound),
-        }
-    }
-
-    /// A live torrent's have-bitfield (MSB first), if it is past its initial check.
-    fn haves_of(&self, handle: &ManagedTorrent) -> Option<Vec<u8>> {
-        let (bits, _) = self
-            .api
-            .api_dump_haves(TorrentIdOrHash::Hash(handle.info_hash()))
-            .ok()?;
-        Some(bits.as_raw_slice().to_vec())
-    }
-
-    /// Whether every piece covering `start..end` is verified (noting
-    /// completion when it sees it).
-    fn range_local(&self, v: &Version, start: u64, end: u64) -> bool {
-        if v.is_complete() {
-            return true;
-        }
-        let bits = match v.live_handle() {
-            Some(h) => match self.haves_of(&h) {
-                Some(b) => b,
-                None => return false,
-            },
-            None => match v.dormant_haves() {
-                Some(b) => b,
-                None => return false,
-            },
-        };
-        if v.all_in(&bits) {
-            v.mark_complete();
-            return true;
-        }
-        v.covers(&bits, start, end)
-    }
-
-    async fn pread(&self, v: &Arc<Version>, offset: u64, end: u64) -> Result<Bytes, SwarmError> {
-        let _slot = self
-            .disk_reads
-            .acquire()
-            .await
-            .map_err(|_| SwarmError::ShutDown)?;
-        let v = v.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-            let file = v.reader()?;
-            let mut buf = vec![0u8; (end - offset) as usize];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(join_error)?
-        .map_err(SwarmError::from)
     }
 }
 
@@ -795,19 +690,5 @@ fn link_file(from: &Path, to: &Path) -> io::Result<()> {
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EPERM)) => std::fs::copy(from, to).map(|_| ()),
         r => r,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_fetching_at_once_share_one_window_at_the_source() {
-        assert_eq!(request_window(Stripe::WHOLE), PEER_REQUEST_WINDOW);
-        assert_eq!(request_window(Stripe { index: 0, count: 2 }), 32);
-        assert_eq!(request_window(Stripe { index: 7, count: 8 }), 8);
-        // Never below the floor, however many fetch.
-        assert_eq!(request_window(Stripe { index: 0, count: 100 }), MIN_SHARED_WINDOW);
     }
 }

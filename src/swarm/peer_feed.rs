@@ -96,8 +96,9 @@ impl PeerFeed {
         self.peers.read().iter().filter(|p| Some(*p) != own).copied().collect()
     }
 
-    pub fn replace(&self, peers: &[SocketAddr]) {
-        *self.peers.write() = peers.iter().copied().filter(|p| p.port() != 0).collect();
+    /// A member went offline or left: torrents stop being told about it.
+    pub fn remove(&self, peer: SocketAddr) {
+        self.peers.write().remove(&peer);
     }
 
     /// Serves announces until `cancel` fires.

@@ -2,11 +2,11 @@
 //! `SwarmError` into the model's `ContentError`.
 
 use super::{Swarm, SwarmError};
-use crate::model::{Content, ContentError, Fetch, PublishedContent};
+use crate::model::{Content, ContentError, Delta, Fetch, PublishedContent};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use titorrent_tracker::proto::InfoHash;
+use titorrent_tracker::proto::{InfoHash, MemberId, MemberInfo};
 
 impl From<SwarmError> for ContentError {
     fn from(e: SwarmError) -> Self {
@@ -19,14 +19,15 @@ impl From<SwarmError> for ContentError {
             | SwarmError::EmptyFile
             | SwarmError::InvalidName(_)
             | SwarmError::Engine(_)
+            | SwarmError::Link(_)
             | SwarmError::ShutDown) => ContentError::Other(e.to_string()),
         }
     }
 }
 
 impl Content for Swarm {
-    async fn publish(&self, staging: &Path, name: &str) -> Result<PublishedContent, ContentError> {
-        let p = Swarm::publish(self, staging, name).await?;
+    async fn publish(&self, staging: &Path, name: &str, delta: Option<Delta>) -> Result<PublishedContent, ContentError> {
+        let p = Swarm::publish_edit(self, staging, name, delta).await?;
         Ok(PublishedContent { info_hash: p.info_hash, torrent: p.torrent, size: p.size })
     }
 
@@ -60,8 +61,30 @@ impl Content for Swarm {
         Swarm::progress(self, info_hash)
     }
 
-    fn add_peers(&self, peers: &[SocketAddr]) {
-        Swarm::add_peers(self, peers)
+    fn learn_member(&self, m: &MemberInfo) {
+        Swarm::learn_member(self, m)
+    }
+
+    fn export(&self, info_hash: InfoHash, ttl: Option<std::time::Duration>) -> Option<(SocketAddr, std::time::SystemTime)> {
+        match ttl {
+            Some(ttl) => Some(Swarm::export(self, info_hash, ttl)),
+            None => {
+                Swarm::unexport(self, info_hash);
+                None
+            }
+        }
+    }
+
+    fn exported(&self, info_hash: InfoHash) -> Option<(SocketAddr, std::time::SystemTime)> {
+        Swarm::exported(self, info_hash)
+    }
+
+    fn exports(&self) -> Vec<(InfoHash, SocketAddr, std::time::SystemTime)> {
+        Swarm::exports(self)
+    }
+
+    fn forget_member(&self, id: MemberId, addr: Option<SocketAddr>) {
+        Swarm::forget_member(self, id, addr)
     }
 
     async fn wait_complete(&self, info_hash: InfoHash) -> Result<(), ContentError> {

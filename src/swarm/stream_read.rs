@@ -30,6 +30,9 @@ const STALL_CONNECTED: Duration = Duration::from_millis(600);
 const LINGER: Duration = Duration::from_millis(300);
 /// How often a waiting read looks at its torrent.
 const WATCH_TICK: Duration = Duration::from_millis(200);
+/// Fresh streams a read tries before its error is the answer (see
+/// `read_streamed`).
+const STREAM_ATTEMPTS: u32 = 5;
 /// Redials of one torrent are at least this far apart, doubling (up to the
 /// max) while they bring nothing.
 const KICK_MIN_INTERVAL: Duration = Duration::from_secs(3);
@@ -37,7 +40,44 @@ const KICK_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Inner {
     /// Reads `offset..end` of a version through a stream (see `Swarm::read`).
+    ///
+    /// librqbit's stream fails a read ("no chunk tracker, torrent neither
+    /// paused nor live") when its torrent is between states: initializing
+    /// again, or taken out of its state for a moment by a pause. That is no
+    /// answer for a program (it got EIO on an open while its member was cut
+    /// off and redialling): the read starts again on a fresh stream, a few
+    /// times, unless the torrent itself failed or the version is gone.
     pub(super) async fn read_streamed(
+        &self,
+        v: &Arc<Version>,
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes, SwarmError> {
+        let mut attempt = 1;
+        loop {
+            match self.read_streamed_once(v, offset, end).await {
+                Err(e) if attempt < STREAM_ATTEMPTS && self.stream_may_recover(v, &e) => {
+                    debug!(info_hash = %v.ih, attempt, "stream read failed between torrent states; again: {e}");
+                    attempt += 1;
+                    tokio::time::sleep(WATCH_TICK).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether a failed stream read may work on a fresh stream: the error is
+    /// the engine's or the stream's, the version is still here and its
+    /// torrent has not failed.
+    fn stream_may_recover(&self, v: &Version, e: &SwarmError) -> bool {
+        let transient = matches!(e, SwarmError::Engine(_) | SwarmError::Io(_));
+        transient
+            && !v.forgotten.load(Ordering::Acquire)
+            && !self.cancel.is_cancelled()
+            && v.live_handle().is_none_or(|h| state_error(&h).is_none())
+    }
+
+    async fn read_streamed_once(
         &self,
         v: &Arc<Version>,
         offset: u64,
@@ -64,6 +104,10 @@ impl Inner {
                     return self.pread(v, offset, end).await;
                 }
                 let live = self.wake(v, Vec::new()).await?;
+                // A stream of a torrent still initializing (its initial
+                // check after it was woken or filled from an older version)
+                // fails its first read: "no chunk tracker".
+                live.handle.wait_until_initialized().await.map_err(engine)?;
                 let stream = live.handle.clone().stream(0).await.map_err(engine)?;
                 OpenStream {
                     stream: Box::new(stream),

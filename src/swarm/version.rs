@@ -350,7 +350,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("meta")).unwrap();
         // 3 pieces of 256 KiB, the last one short.
         let size = 2 * 262144 + 10;
-        let info = metainfo::info_dict("f.bin", size, 262144, &[0u8; 60]);
+        let info = metainfo::info_dict("f.bin", size, 262144, &[0u8; 60], None);
         let ih = InfoHash(metainfo::sha1(&info));
         let checked = metainfo::check(ih, &metainfo::torrent_file(&info, 0)).unwrap();
 

@@ -9,7 +9,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::frame::{closed, read_frame, write_frame};
 use super::ClientError;
-use titorrent_tracker::proto::{ClientFrame, Fingerprint, Request, Response, ServerFrame, PROTOCOL_VERSION};
+use titorrent_tracker::proto::{ClientFrame, Fingerprint, Reassembly, Request, Response, ServerFrame, PROTOCOL_VERSION};
 use titorrent_tracker::tls::ClientTls;
 
 pub(crate) type TlsRead = BufReader<ReadHalf<TlsStream<TcpStream>>>;
@@ -32,6 +32,7 @@ pub(crate) async fn dial(addr: &str, tls: &ClientTls) -> Result<(TlsRead, TlsWri
 }
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer, or the next part of one sent in parts, may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn timed_out(what: &str) -> ClientError {
@@ -61,28 +62,41 @@ impl Connection {
         Ok(c)
     }
 
-    /// Sends `req` and waits for its answer; a refusal is `Refused`.
+    /// Sends `req` and waits for its answer (put together if it comes in
+    /// parts: a large file table); a refusal is `Refused`.
     pub async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         write_frame(&mut self.wr, &ClientFrame::Request { id, req }).await?;
-        let answer = async {
-            loop {
-                match read_frame(&mut self.rd).await? {
-                    Some(ServerFrame::Response { id: got, resp }) if got == id => return Ok(resp),
-                    Some(ServerFrame::Response { id: got, .. }) => {
-                        return Err(ClientError::Protocol(format!("answer to request {got}, expected {id}")))
-                    }
-                    Some(ServerFrame::Event(_) | ServerFrame::Wanted { .. }) => continue,
-                    Some(ServerFrame::Goodbye { reason }) => {
-                        return Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
-                    }
-                    Some(ServerFrame::Hello { .. }) => return Err(ClientError::Protocol("a second Hello".into())),
-                    None => return Err(closed()),
+        let mut parts = Reassembly::default();
+        let resp = loop {
+            // Each frame within the timeout: a large table may take longer
+            // as a whole on a slow link, and that is fine while it moves.
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.rd))
+                .await
+                .map_err(|_| timed_out("the tracker's answer"))??;
+            match frame {
+                Some(ServerFrame::Part { id: got, files }) if got == id => {
+                    parts.part(got, files).map_err(ClientError::Protocol)?
                 }
+                Some(ServerFrame::Part { id: got, .. }) => {
+                    return Err(ClientError::Protocol(format!("a part of answer {got}, expected {id}")))
+                }
+                Some(ServerFrame::Response { id: got, resp }) if got == id => {
+                    break parts.finish(got, resp).map_err(ClientError::Protocol)?
+                }
+                Some(ServerFrame::Response { id: got, .. }) => {
+                    return Err(ClientError::Protocol(format!("answer to request {got}, expected {id}")))
+                }
+                Some(ServerFrame::Events { .. } | ServerFrame::Wanted { .. }) => continue,
+                Some(ServerFrame::Goodbye { reason }) => {
+                    return Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
+                }
+                Some(ServerFrame::Hello { .. }) => return Err(ClientError::Protocol("a second Hello".into())),
+                None => return Err(closed()),
             }
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, answer).await.map_err(|_| timed_out("the tracker's answer"))?? {
+        match resp {
             Response::Error(e) => Err(ClientError::Refused(e)),
             resp => Ok(resp),
         }

@@ -11,9 +11,20 @@
 //!   requests go out with fresh ids and their answers are matched by id;
 //! - **stopped**: after `shutdown` or when every handle is dropped.
 //!
-//! Events are delivered exactly once and in seq order: the link remembers
-//! the last seq it delivered and resubscribes from it; a duplicate is
-//! skipped, a gap drops the connection (the next one resubscribes).
+//! Events are delivered exactly once and in seq order, a commit at a time
+//! (`LinkEvent::Events`: what one change at the tracker logged, such as a
+//! rename over an existing file, the target's `FileDeleted` then the
+//! `FileRenamed`). The link remembers the last seq it delivered, always the
+//! end of a commit, and resubscribes from it; a duplicate is skipped, a gap
+//! drops the connection (the next one resubscribes). A commit the tracker
+//! sends in several frames (`more`) is handed on once its last frame is
+//! in; a connection lost before that hands on none of it.
+//!
+//! A file table (the `Snapshot`, a `ListFiles` answer) larger than one
+//! frame comes in parts; the link puts it together and hands it on whole,
+//! as one `Snapshot` or one `Files`. Each part must arrive within the
+//! connect timeout, not the whole table: a 100,000-file group on a slow
+//! link takes longer than one frame would.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +41,7 @@ use super::connection::{check_hello, dial, TlsRead, TlsWrite, CONNECT_TIMEOUT};
 use super::frame::{closed, read_frame};
 use super::{ClientError, Login};
 use titorrent_tracker::proto::{
-    encode_frame, ClientFrame, Event, FileEntry, InfoHash, Request, Response, Seq, ServerFrame,
+    encode_frame, ClientFrame, Event, FileEntry, InfoHash, Reassembly, Request, Response, Seq, ServerFrame,
     PROTOCOL_VERSION,
 };
 
@@ -40,6 +51,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// cannot help; retry slowly in case the tracker is fixed.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 const OUT_QUEUE: usize = 256;
+/// Frames read ahead of the session (each at most `MAX_FRAME`; in practice
+/// events, answers and table parts of a few hundred KiB).
+const READ_AHEAD: usize = 8;
 /// After this long without a frame from the tracker the link asks it
 /// something; with no frame for this long again, the connection is
 /// presumed dead (a vanished host sends no FIN) and re-established.
@@ -58,7 +72,13 @@ pub enum LinkEvent {
     /// longer reaches back to the last delivered seq). Events after `seq`
     /// follow.
     Snapshot { seq: Seq, files: Vec<FileEntry> },
-    Event(Event),
+    /// The events of one commit at the tracker, in seq order, to apply in
+    /// one step: between two of them the table would show a state no
+    /// member made (a name gone between a replace's deletion and its
+    /// rename). After a reconnect a replay may hand on several commits
+    /// made in the same millisecond together, never part of one. Never
+    /// empty.
+    Events(Vec<Event>),
     /// Another member (or a BitTorrent client announcing to the tracker)
     /// needs pieces of `info_hash` and listens at `peer`: if this member
     /// holds that version, it should make its torrent live and may connect
@@ -75,8 +95,6 @@ pub struct TrackerLink {
 }
 
 struct Inner {
-    /// The tracker's address as configured (host:port).
-    addr: String,
     live: Mutex<Option<Arc<Live>>>,
     online: AtomicBool,
     cancel: CancellationToken,
@@ -128,7 +146,6 @@ impl TrackerLink {
     ) -> (TrackerLink, mpsc::UnboundedReceiver<LinkEvent>) {
         let cancel = CancellationToken::new();
         let inner = Arc::new(Inner {
-            addr: tracker_addr.clone(),
             live: Mutex::new(None),
             online: AtomicBool::new(false),
             cancel: cancel.clone(),
@@ -189,16 +206,6 @@ impl TrackerLink {
         };
         if let Err(e) = live.out.try_send(bytes) {
             tracing::debug!(%info_hash, error = %e, "Want dropped");
-        }
-    }
-
-    /// This member's HTTP announce URL, `http://TRACKER/announce/KEY`
-    /// (TRACKER as this link reaches it), for the .torrent of a version
-    /// that a standard BitTorrent client should fetch from the members.
-    pub async fn announce_url(&self) -> Result<String, ClientError> {
-        match self.request(Request::AnnounceKey).await? {
-            Response::AnnounceKey { key } => Ok(format!("http://{}/announce/{key}", self.inner.addr)),
-            other => Err(ClientError::Protocol(format!("AnnounceKey answered {other:?}"))),
         }
     }
 
@@ -284,115 +291,223 @@ async fn session(
 ) -> End {
     let connected = tokio::select! {
         _ = inner.cancel.cancelled() => return End::Stopped,
-        r = tokio::time::timeout(CONNECT_TIMEOUT, handshake(cfg, *last_seq)) => r,
+        r = handshake(cfg, *last_seq) => r,
     };
     let (rd, wr, snapshot) = match connected {
-        Err(_) => {
-            return End::Lost(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "tracker handshake timed out",
-            )))
-        }
-        Ok(Err(e)) => return refused_or_lost(e),
-        Ok(Ok(x)) => x,
+        Err(e) => return refused_or_lost(e),
+        Ok(x) => x,
     };
-    let mut rd = rd;
     if let Some((seq, _)) = &snapshot {
         *last_seq = Some(*seq);
     }
-
-    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
-    let live = Arc::new(Live {
-        out,
-        pending: Mutex::new(Pending { closed: false, waiting: HashMap::new() }),
-        next_id: AtomicU64::new(SUBSCRIBE_ID + 1),
-    });
-    let conn_cancel = inner.cancel.child_token();
-    let writer = tokio::spawn(write_loop(wr, out_rx, conn_cancel.clone()));
-    *inner.live.lock() = Some(live.clone());
-    inner.online.store(true, Ordering::Release);
+    let mut conn = Conn::start(inner, rd, wr);
     *was_online = true;
     tracing::info!(from = ?last_seq, "tracker link online");
     let _ = events.send(LinkEvent::Online);
     if let Some((seq, files)) = snapshot {
         let _ = events.send(LinkEvent::Snapshot { seq, files });
     }
+    let end = conn.serve(inner, last_seq, events).await;
+    conn.close(inner).await;
+    let _ = events.send(LinkEvent::Offline);
+    end
+}
 
-    let mut last_rx = tokio::time::Instant::now();
-    let mut probe = tokio::time::interval(IDLE_PROBE / 2);
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut probe_sent: Option<tokio::time::Instant> = None;
-    let end = loop {
-        let frame = tokio::select! {
-            _ = conn_cancel.cancelled() => {
-                break if inner.cancel.is_cancelled() { End::Stopped } else { End::Lost(closed()) };
-            }
-            _ = probe.tick() => {
-                match probe_sent {
-                    Some(at) if at.elapsed() >= IDLE_PROBE => {
-                        break End::Lost(ClientError::Io(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the tracker stopped answering",
-                        )));
-                    }
-                    Some(_) => {}
-                    None if last_rx.elapsed() >= IDLE_PROBE => {
-                        probe_sent = Some(tokio::time::Instant::now());
-                        if !send_probe(&live) {
-                            break End::Lost(closed());
-                        }
-                    }
-                    None => {}
+/// A connection that is online: its request table, its writer and reader
+/// tasks.
+struct Conn {
+    live: Arc<Live>,
+    cancel: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+    frames: mpsc::Receiver<Result<Option<ServerFrame>, ClientError>>,
+}
+
+impl Conn {
+    /// Spawns the writer and the reader and makes the connection the one
+    /// requests go to.
+    fn start(inner: &Arc<Inner>, rd: TlsRead, wr: TlsWrite) -> Conn {
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let live = Arc::new(Live {
+            out,
+            pending: Mutex::new(Pending { closed: false, waiting: HashMap::new() }),
+            next_id: AtomicU64::new(SUBSCRIBE_ID + 1),
+        });
+        let cancel = inner.cancel.child_token();
+        let writer = tokio::spawn(write_loop(wr, out_rx, cancel.clone()));
+        // Frames are read on their own task: a read cut off by the select in
+        // `serve` (the probe's tick) would lose the bytes of a frame half
+        // read, which a large part makes likely.
+        let (frames_tx, frames) = mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(tracing::Instrument::in_current_span(read_loop(rd, frames_tx)));
+        *inner.live.lock() = Some(live.clone());
+        inner.online.store(true, Ordering::Release);
+        Conn { live, cancel, writer, reader, frames }
+    }
+
+    /// Hands on frames until the connection ends, and says why it ended.
+    async fn serve(
+        &mut self,
+        inner: &Arc<Inner>,
+        last_seq: &mut Option<Seq>,
+        events: &mpsc::UnboundedSender<LinkEvent>,
+    ) -> End {
+        let mut probe = Probe::new();
+        let mut parts = Pieces::default();
+        loop {
+            let frame = tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    return if inner.cancel.is_cancelled() { End::Stopped } else { End::Lost(closed()) };
                 }
-                continue;
+                _ = probe.tick.tick() => {
+                    if let Some(end) = probe.check(&self.live) {
+                        return end;
+                    }
+                    continue;
+                }
+                f = self.frames.recv() => f.unwrap_or_else(|| Err(closed())),
+            };
+            probe.heard();
+            if let Some(end) = self.on_frame(frame, &mut parts, last_seq, events) {
+                return end;
             }
-            f = read_frame(&mut rd) => f,
-        };
-        last_rx = tokio::time::Instant::now();
-        probe_sent = None;
+        }
+    }
+
+    /// One frame from the tracker; `Some` ends the connection.
+    fn on_frame(
+        &self,
+        frame: Result<Option<ServerFrame>, ClientError>,
+        pieces: &mut Pieces,
+        last_seq: &mut Option<Seq>,
+        events: &mpsc::UnboundedSender<LinkEvent>,
+    ) -> Option<End> {
+        let protocol = |e: String| Some(End::Lost(ClientError::Protocol(e)));
+        let parts = &mut pieces.parts;
         match frame {
+            Ok(Some(ServerFrame::Part { id, files })) => {
+                if let Err(e) = parts.part(id, files) {
+                    return protocol(e);
+                }
+            }
             Ok(Some(ServerFrame::Response { id, resp })) => {
-                let waiter = live.pending.lock().waiting.remove(&id);
+                let resp = match parts.finish(id, resp) {
+                    Ok(r) => r,
+                    Err(e) => return protocol(e),
+                };
+                let waiter = self.live.pending.lock().waiting.remove(&id);
                 if let Some(tx) = waiter {
                     // The caller may have given up; that is fine.
                     let _ = tx.send(resp);
                 }
             }
-            Ok(Some(ServerFrame::Event(ev))) => {
-                let last = last_seq.map_or(0, |s| s.0);
-                if ev.seq.0 <= last {
-                    continue;
-                }
-                if ev.seq.0 != last + 1 {
-                    break End::Lost(ClientError::Protocol(format!("event {} after {last}: resubscribing", ev.seq)));
-                }
-                *last_seq = Some(ev.seq);
-                let _ = events.send(LinkEvent::Event(ev));
+            Ok(Some(frame)) if parts.is_open() => {
+                return protocol(format!("{} between the parts of an answer", frame_name(&frame)));
             }
+            Ok(Some(ServerFrame::Events { events: evs, more })) => match pieces.commit.add(*last_seq, evs, more) {
+                Err(e) => return protocol(e),
+                Ok(None) => {}
+                Ok(Some(commit)) => {
+                    *last_seq = commit.last().map(|ev| ev.seq);
+                    let _ = events.send(LinkEvent::Events(commit));
+                }
+            },
             Ok(Some(ServerFrame::Wanted { info_hash, peer })) => {
                 let _ = events.send(LinkEvent::Wanted { info_hash, peer });
             }
-            Ok(Some(ServerFrame::Goodbye { reason })) => {
-                break End::Lost(ClientError::Protocol(format!("the tracker said goodbye: {reason}")))
-            }
-            Ok(Some(ServerFrame::Hello { .. })) => break End::Lost(ClientError::Protocol("a second Hello".into())),
-            Ok(None) => break End::Lost(closed()),
-            Err(e) => break End::Lost(e),
+            Ok(Some(ServerFrame::Goodbye { reason })) => return protocol(format!("the tracker said goodbye: {reason}")),
+            Ok(Some(ServerFrame::Hello { .. })) => return protocol("a second Hello".into()),
+            Ok(None) => return Some(End::Lost(closed())),
+            Err(e) => return Some(End::Lost(e)),
         }
-    };
+        None
+    }
 
-    {
-        let mut cur = inner.live.lock();
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
-            *cur = None;
+    /// Takes the connection out of service: waiting requests fail with
+    /// `Offline`, queued frames are flushed, the reader stops.
+    async fn close(self, inner: &Arc<Inner>) {
+        {
+            let mut cur = inner.live.lock();
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.live)) {
+                *cur = None;
+            }
+        }
+        inner.online.store(false, Ordering::Release);
+        self.live.close();
+        self.cancel.cancel();
+        let _ = self.writer.await;
+        self.reader.abort();
+    }
+}
+
+/// What a connection receives in pieces: the parts of an answer, and the
+/// events of a commit that comes in more than one frame.
+#[derive(Default)]
+struct Pieces {
+    parts: Reassembly,
+    commit: Arriving,
+}
+
+/// The events of the commit arriving, until its last frame (one without
+/// `more`) is in.
+#[derive(Debug, Default)]
+struct Arriving(Vec<Event>);
+
+impl Arriving {
+    /// Adds one `Events` frame, skipping events at or before `last` (the
+    /// last seq handed on: duplicates); the first new one must come right
+    /// after it (or after the events before it), else Err (a gap).
+    /// Returns the whole commit once a frame without `more` ends it.
+    fn add(&mut self, last: Option<Seq>, evs: Vec<Event>, more: bool) -> Result<Option<Vec<Event>>, String> {
+        for ev in evs {
+            let prev = self.0.last().map_or(last.map_or(0, |s| s.0), |e| e.seq.0);
+            if ev.seq.0 <= prev {
+                continue;
+            }
+            if ev.seq.0 != prev + 1 {
+                return Err(format!("event {} after {prev}: resubscribing", ev.seq));
+            }
+            self.0.push(ev);
+        }
+        Ok((!more && !self.0.is_empty()).then(|| std::mem::take(&mut self.0)))
+    }
+}
+
+/// Notices a tracker that vanished without a FIN: after `IDLE_PROBE` of
+/// silence it asks something, and gives up after as long again.
+struct Probe {
+    tick: tokio::time::Interval,
+    last_rx: tokio::time::Instant,
+    sent: Option<tokio::time::Instant>,
+}
+
+impl Probe {
+    fn new() -> Probe {
+        let mut tick = tokio::time::interval(IDLE_PROBE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Probe { tick, last_rx: tokio::time::Instant::now(), sent: None }
+    }
+
+    fn heard(&mut self) {
+        self.last_rx = tokio::time::Instant::now();
+        self.sent = None;
+    }
+
+    /// On each tick: `Some` when the connection is to be given up.
+    fn check(&mut self, live: &Live) -> Option<End> {
+        match self.sent {
+            Some(at) if at.elapsed() >= IDLE_PROBE => Some(End::Lost(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the tracker stopped answering",
+            )))),
+            Some(_) => None,
+            None if self.last_rx.elapsed() >= IDLE_PROBE => {
+                self.sent = Some(tokio::time::Instant::now());
+                (!send_probe(live)).then(|| End::Lost(closed()))
+            }
+            None => None,
         }
     }
-    inner.online.store(false, Ordering::Release);
-    live.close();
-    conn_cancel.cancel();
-    let _ = writer.await;
-    let _ = events.send(LinkEvent::Offline);
-    end
 }
 
 /// Queues a cheap read-only request whose only purpose is an answer.
@@ -405,8 +520,47 @@ fn send_probe(live: &Live) -> bool {
 
 type Handshake = (TlsRead, TlsWrite, Option<(Seq, Vec<FileEntry>)>);
 
-/// Connect, Hello, Authenticate, Subscribe (pipelined), and their answers.
+/// What a frame is, for an error message (not its rows).
+fn frame_name(f: &ServerFrame) -> &'static str {
+    match f {
+        ServerFrame::Hello { .. } => "Hello",
+        ServerFrame::Response { .. } => "a Response",
+        ServerFrame::Events { .. } => "Events",
+        ServerFrame::Goodbye { .. } => "Goodbye",
+        ServerFrame::Wanted { .. } => "Wanted",
+        ServerFrame::Part { .. } => "a Part",
+    }
+}
+
+fn handshake_timed_out() -> ClientError {
+    ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "tracker handshake timed out"))
+}
+
+/// Connect, Hello, Authenticate, Subscribe (pipelined), and their answers:
+/// up to the answer to Authenticate within [`CONNECT_TIMEOUT`], then each
+/// frame of the answer to Subscribe within it again.
 async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientError> {
+    let (mut rd, wr) = tokio::time::timeout(CONNECT_TIMEOUT, authenticate(cfg, from))
+        .await
+        .map_err(|_| handshake_timed_out())??;
+    let mut parts = Reassembly::default();
+    let resp = loop {
+        let frame = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut rd)).await.map_err(|_| handshake_timed_out())?;
+        match frame? {
+            Some(ServerFrame::Part { id: SUBSCRIBE_ID, files }) => parts.part(SUBSCRIBE_ID, files).map_err(ClientError::Protocol)?,
+            other => break parts.finish(SUBSCRIBE_ID, answer_to(other, SUBSCRIBE_ID)?).map_err(ClientError::Protocol)?,
+        }
+    };
+    match resp {
+        Response::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
+        Response::Subscribed { seq } if Some(seq) == from => Ok((rd, wr, None)),
+        other => Err(ClientError::Protocol(format!("Subscribe answered {other:?}"))),
+    }
+}
+
+/// Connect, send Hello, Authenticate and Subscribe, and read the answers up
+/// to Authenticate's.
+async fn authenticate(cfg: &Config, from: Option<Seq>) -> Result<(TlsRead, TlsWrite), ClientError> {
     let (mut rd, mut wr, local, _) = dial(&cfg.addr, &cfg.login.tls).await?;
     let peer_addr = (cfg.peer_port != 0).then(|| SocketAddr::new(local.ip(), cfg.peer_port));
     let mut hello = Vec::new();
@@ -423,27 +577,35 @@ async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientE
     wr.write_all(&hello).await?;
     wr.flush().await?;
     check_hello(read_frame(&mut rd).await?)?;
-    match expect_response(&mut rd, AUTH_ID).await? {
-        Response::Authenticated { .. } => {}
-        other => return Err(ClientError::Protocol(format!("Authenticate answered {other:?}"))),
-    }
-    match expect_response(&mut rd, SUBSCRIBE_ID).await? {
-        Response::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
-        Response::Subscribed { seq } if Some(seq) == from => Ok((rd, wr, None)),
-        other => Err(ClientError::Protocol(format!("Subscribe answered {other:?}"))),
+    match answer_to(read_frame(&mut rd).await?, AUTH_ID)? {
+        Response::Authenticated { .. } => Ok((rd, wr)),
+        other => Err(ClientError::Protocol(format!("Authenticate answered {other:?}"))),
     }
 }
 
-async fn expect_response(rd: &mut TlsRead, id: u64) -> Result<Response, ClientError> {
-    match read_frame(rd).await? {
+/// `frame` as the answer to request `id` (refusals as errors).
+fn answer_to(frame: Option<ServerFrame>, id: u64) -> Result<Response, ClientError> {
+    match frame {
         Some(ServerFrame::Response { id: got, resp }) if got == id => match resp {
             // An unauthenticated Subscribe also answers NotAuthenticated.
             Response::Error(e) => Err(ClientError::Refused(e)),
             r => Ok(r),
         },
         Some(ServerFrame::Goodbye { reason }) => Err(ClientError::Protocol(format!("the tracker said goodbye: {reason}"))),
-        Some(other) => Err(ClientError::Protocol(format!("expected the answer to {id}, got {other:?}"))),
+        Some(other) => Err(ClientError::Protocol(format!("expected the answer to {id}, got {}", frame_name(&other)))),
         None => Err(closed()),
+    }
+}
+
+/// Reads frames off the connection into `tx` until it ends, fails, or the
+/// session stops listening.
+async fn read_loop(mut rd: TlsRead, tx: mpsc::Sender<Result<Option<ServerFrame>, ClientError>>) {
+    loop {
+        let frame = read_frame(&mut rd).await;
+        let more = matches!(frame, Ok(Some(_)));
+        if tx.send(frame).await.is_err() || !more {
+            return;
+        }
     }
 }
 

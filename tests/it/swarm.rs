@@ -9,8 +9,47 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tempfile::TempDir;
 use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH};
-use titorrent_tracker::proto::InfoHash;
+use titorrent_tracker::proto::{InfoHash, MemberId, MemberInfo};
+use titorrent_tracker::tls::Identity;
 use tracing::Instrument;
+
+/// A new member's swarm configuration on loopback, with its own key.
+fn config(cache: PathBuf) -> SwarmConfig {
+    SwarmConfig::new(Arc::new(Identity::generate().unwrap()), cache, "127.0.0.1:0".parse().unwrap())
+}
+
+/// Every swarm these tests started, as the member the others know: peer
+/// links are TLS between members' keys, so each swarm must know the others
+/// (the model tells it from the tracker's member list in the real daemon).
+static ROSTER: std::sync::Mutex<Vec<(MemberInfo, Swarm)>> = std::sync::Mutex::new(Vec::new());
+static NEXT_MEMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Starts a swarm and introduces it to (and to it) every other one.
+async fn start_member(cfg: SwarmConfig) -> Result<Swarm, SwarmError> {
+    let s = Swarm::start(cfg).await?;
+    let me = MemberInfo {
+        id: MemberId(NEXT_MEMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        name: "test".into(),
+        // Known, not dialled: a test says whom a torrent dials (`ensure`).
+        online: false,
+        peer_addr: Some(s.listen_addr()),
+        key: s.key(),
+    };
+    let mut roster = ROSTER.lock().unwrap();
+    for (m, other) in roster.iter() {
+        s.learn_member(m);
+        other.learn_member(&me);
+    }
+    roster.push((me, s.clone()));
+    Ok(s)
+}
+
+/// The member a swarm of the roster is, now online.
+fn online_member(s: &Swarm) -> MemberInfo {
+    let roster = ROSTER.lock().unwrap();
+    let (m, _) = roster.iter().rev().find(|(m, _)| m.key == s.key()).expect("started by start_member");
+    MemberInfo { online: true, ..m.clone() }
+}
 
 const MIB: usize = 1024 * 1024;
 
@@ -81,9 +120,9 @@ struct Peer {
 impl Peer {
     async fn start(name: &str, upload_limit_bps: Option<u32>) -> Peer {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
+        let mut cfg = config(dir.path().join("cache"));
         cfg.upload_limit_bps = upload_limit_bps;
-        let swarm = Swarm::start(cfg)
+        let swarm = start_member(cfg)
             .instrument(tracing::info_span!("peer", name))
             .await
             .unwrap();
@@ -339,9 +378,9 @@ async fn peers_added_later_are_used() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(b.swarm.progress(p.info_hash).unwrap().0, 0);
         let started = Instant::now();
-        b.swarm.add_peers(&[a.addr()]);
+        b.swarm.learn_member(&online_member(&a.swarm));
         b.swarm.wait_complete(p.info_hash).await.unwrap();
-        eprintln!("complete {:?} after add_peers", started.elapsed());
+        eprintln!("complete {:?} after the member came online", started.elapsed());
         let got = b.swarm.read(p.info_hash, 0, 3 * MIB as u32).await.unwrap();
         assert!(got[..] == data[..]);
         a.swarm.shutdown().await;
@@ -428,8 +467,8 @@ async fn publish_does_not_hash_twice() {
     within(300, async {
         let dir = tempfile::tempdir().unwrap();
         let start = |name: &str| {
-            let cfg = SwarmConfig::new(dir.path().join(name), "127.0.0.1:0".parse().unwrap());
-            Swarm::start(cfg).instrument(tracing::info_span!(WATCHED))
+            let cfg = config(dir.path().join(name));
+            start_member(cfg).instrument(tracing::info_span!(WATCHED))
         };
         let a = start("a").await.unwrap();
         let data = random_bytes(256 * MIB);
@@ -477,8 +516,8 @@ async fn versions_survive_a_restart_and_forget_removes_them() {
     init_tracing();
     within(60, async {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
-        let s = Swarm::start(cfg.clone()).await.unwrap();
+        let cfg = config(dir.path().join("cache"));
+        let s = start_member(cfg.clone()).await.unwrap();
         let data = random_bytes(3 * MIB + 5);
         let staging = dir.path().join("staging");
         std::fs::write(&staging, &data).unwrap();
@@ -487,7 +526,7 @@ async fn versions_survive_a_restart_and_forget_removes_them() {
         s.shutdown().await;
         drop(s);
 
-        let s = Swarm::start(cfg).await.unwrap();
+        let s = start_member(cfg).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while s.local_path(p.info_hash).is_none() {
             assert!(Instant::now() < deadline, "the version did not come back");
@@ -634,8 +673,8 @@ async fn a_partial_version_keeps_its_pieces_asleep_and_across_a_restart() {
         let p = a.publish("p.bin", &data).await;
 
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SwarmConfig::new(dir.path().join("cache"), "127.0.0.1:0".parse().unwrap());
-        let b = Swarm::start(cfg.clone()).await.unwrap();
+        let cfg = config(dir.path().join("cache"));
+        let b = start_member(cfg.clone()).await.unwrap();
         b.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
         let first = b.read(p.info_hash, 0, MIB as u32).await.unwrap();
         assert_eq!(&first[..], &data[..MIB]);
@@ -646,7 +685,7 @@ async fn a_partial_version_keeps_its_pieces_asleep_and_across_a_restart() {
         drop(b);
         a.swarm.shutdown().await;
 
-        let b = Swarm::start(cfg).await.unwrap();
+        let b = start_member(cfg).await.unwrap();
         assert_eq!(b.progress(p.info_hash), Some((have, total)), "pieces kept across the restart");
         let again = b.read(p.info_hash, 1000, 1000).await.unwrap();
         assert_eq!(&again[..], &data[1000..2000]);

@@ -82,6 +82,7 @@ fn main() {
                     kind: FileKind::File,
                     mode: 0o644,
                     lock: false,
+                    owner: Default::default(),
                 }) else {
                     panic!()
                 };

@@ -19,16 +19,23 @@
 //! (the tracker's defaults) is closed.
 //!
 //! Requests carry a client-chosen `id`; the matching response carries the
-//! same `id`. Events are pushed unsolicited, in sequence order, after a
-//! `Subscribe` has been answered; so are `Wanted` notices, which are not
-//! events (no seq, never replayed).
+//! same `id`. An answer holding a group's file table (`Snapshot`, `Files`)
+//! may be too large for one frame: it then comes as [`ServerFrame::Part`]s
+//! with that `id` followed by the `Response`, which a client puts together
+//! with a [`Reassembly`]. Events are pushed unsolicited, in sequence order, after a
+//! `Subscribe` has been answered, whole commits at a time
+//! ([`ServerFrame::Events`]): what one request changed (a rename over an
+//! existing file is the target's `FileDeleted`, then the `FileRenamed`)
+//! comes in one frame, so that a member can apply it in one step. `Wanted`
+//! notices are pushed too; they are not events (no seq, never replayed).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// (14: events come a commit at a time, [`ServerFrame::Events`].)
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -100,10 +107,82 @@ impl fmt::Debug for InfoHash {
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = u64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a file table entry is. (Stored records of protocol 7 and before
+/// hold `File` or `Dir`: new kinds are new variants only, so they stay
+/// readable.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
     File,
     Dir,
+    /// A symbolic link (protocol 8). The target is its whole content,
+    /// carried in the entry: no torrent, no version beyond 0, never
+    /// followed by the tracker or a member's daemon (a dangling or
+    /// absolute target is as good as any). 1 to [`MAX_LINK_TARGET`] bytes,
+    /// no NUL (see [`validate_link_target`]); the entry's `size` is its
+    /// length and its `mode` 0o777.
+    Symlink(String),
+    /// A second name of a file (protocol 11): a hard link. The entry has
+    /// its own id, parent and name; everything else (content, versions,
+    /// lock, mode, inode number on a member) is the target file's. The
+    /// target is a `File` or a `Symlink` (never a directory or another
+    /// link);
+    /// `size` 0, `mode` 0. Deleting the target while links exist promotes
+    /// the link with the smallest id in the same batch: that link entry is
+    /// deleted (`FileDeleted`) and the file moves to its place
+    /// (`FileRenamed`), keeping its id; the `Delete` answer is then
+    /// `File { entry }` with the moved file. A rename over the target
+    /// promotes the same way (before the rename's own `FileRenamed`).
+    Link(FileId),
+}
+
+impl FileKind {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, FileKind::Dir)
+    }
+
+    /// The target of a symbolic link.
+    pub fn link_target(&self) -> Option<&str> {
+        match self {
+            FileKind::Symlink(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The file a hard link names.
+    pub fn link_of(&self) -> Option<FileId> {
+        match self {
+            FileKind::Link(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+/// Longest symbolic link target, in bytes: PATH_MAX (4096) less the NUL
+/// that ends it in C, as symlink(2) allows.
+pub const MAX_LINK_TARGET: usize = 4095;
+
+/// Checks a symbolic link's target the way the tracker does: 1 to
+/// [`MAX_LINK_TARGET`] bytes, no NUL. Anything else goes (`..`, absolute
+/// paths, names that do not exist): it is never resolved.
+/// The mode bits the group shares of an entry: permission bits, and on a
+/// directory the sticky bit (it only narrows who may delete in it) and the
+/// setgid bit (new entries in it take its group, on every member; it gives
+/// no one a privilege). Never setuid, nor setgid on a file: a file with
+/// them copied out of the folder (`cp -a` as root) would carry them off
+/// the mount's `nosuid` onto another member's disk. (A member keeps the
+/// bits it sets for itself; see the mount's file table.)
+pub fn shared_mode(kind: &FileKind, mode: u32) -> u32 {
+    match kind {
+        FileKind::Dir => mode & 0o3777,
+        _ => mode & 0o777,
+    }
+}
+
+pub fn validate_link_target(target: &str) -> Result<(), ProtoError> {
+    if target.is_empty() || target.len() > MAX_LINK_TARGET || target.contains('\0') {
+        return Err(ProtoError::BadRequest(format!("a symbolic link's target is 1 to {MAX_LINK_TARGET} bytes without NUL")));
+    }
+    Ok(())
 }
 
 /// One row of a group's file table.
@@ -126,6 +205,37 @@ pub struct FileEntry {
     pub info_hash: Option<InfoHash>,
     /// The member whose publish made this version.
     pub author: MemberId,
+    /// Who owns it, by name (see [`Owner`]).
+    pub owner: Owner,
+    /// The last change of the entry or its content (tracker's clock): a
+    /// publish, a rename, a change of mode, owner or times.
+    pub ctime: UnixMillis,
+}
+
+/// A file's owner and group by *name*, as NFSv4 carries them: uids differ
+/// between machines, names mostly do not. A member maps a name to its own
+/// id; an id that has no name on the machine that set it travels as its
+/// decimal digits ("65533") and is taken as that id; an empty name (an
+/// entry from before protocol 12) or a name unknown locally is the
+/// mounting user's (or group's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    pub user: String,
+    pub group: String,
+}
+
+/// The longest user or group name an [`Owner`] carries (bytes).
+pub const MAX_OWNER_NAME: usize = 64;
+
+/// A user and group name must be short and printable (they reach
+/// `titorrent log` and other members' name lookups).
+pub fn validate_owner(o: &Owner) -> Result<(), ProtoError> {
+    for n in [&o.user, &o.group] {
+        if n.len() > MAX_OWNER_NAME || n.chars().any(|c| c.is_control() || c == ':' || c == '/') {
+            return Err(ProtoError::BadRequest(format!("bad owner name {:?}", n.escape_debug().to_string())));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,9 +317,10 @@ pub enum Request {
     /// reaches, then pushes every event after it.
     Subscribe { from: Option<Seq> },
     ListFiles,
-    /// Creates an empty file or a directory. With `lock`, a file is created
+    /// Creates an empty file, a directory or a symbolic link (its target
+    /// in `kind`; `mode` and `lock` ignored). With `lock`, a file is created
     /// already locked by the caller (an `open(O_CREAT)`).
-    CreateFile { parent: FileId, name: String, kind: FileKind, mode: u32, lock: bool },
+    CreateFile { parent: FileId, name: String, kind: FileKind, mode: u32, lock: bool, owner: Owner },
     Lock { file: FileId },
     Renew { lease: LeaseId },
     Unlock { lease: LeaseId },
@@ -239,12 +350,26 @@ pub enum Request {
     /// A directory cannot move into itself or a descendant (`BadRequest`).
     /// Refused with `Locked` while another member holds `file`'s lock.
     Rename { file: FileId, new_parent: FileId, new_name: String, replace: bool },
-    /// Shares mode and/or mtime changes; no new version. Refused with
-    /// `Locked` while another member holds the lock.
-    SetAttr { file: FileId, mode: Option<u32>, mtime: Option<UnixMillis> },
+    /// Shares mode, mtime and/or owner changes; no new version. Refused
+    /// with `Locked` while another member holds the lock.
+    SetAttr { file: FileId, mode: Option<u32>, mtime: Option<UnixMillis>, owner: Option<Owner> },
     /// Leaves the group: the caller's member record goes, its credential
     /// stops working, its locks are released; the others are told.
     Leave,
+    /// Removes another member (the group's owner or an admin only; an admin
+    /// cannot remove the owner or another admin): as `Leave` for it, and
+    /// every connection it has is closed. Members cut their peer links
+    /// with it when they see `MemberLeft`.
+    RemoveMember { member: MemberId },
+    /// Makes a member an admin, or a plain member again (the owner only).
+    SetAdmin { member: MemberId, admin: bool },
+    /// The longest explicit lock a member of the group may take, in ms (0:
+    /// the tracker's maximum, a week); the owner or an admin only.
+    SetLockLimit { max_ms: u64 },
+    /// Breaks whoever's lock is on `file` (owner or admin; logged as
+    /// `Unlocked` by the caller). The holder's unpublished edit comes back
+    /// to it as a conflict copy.
+    ForceUnlock { file: FileId },
     /// The versions the tracker keeps of a file (newest first).
     ListVersions { file: FileId },
     /// Makes an older kept version current again, as a new version with the
@@ -273,10 +398,33 @@ pub enum Request {
     /// `peer_addr` this connection authenticated with; none given, nothing
     /// is sent). Answered `Ok` at once; nothing is stored.
     Want { info_hash: InfoHash },
-    /// The caller's announce key, for its HTTP announce URL
-    /// `http://TRACKER/announce/KEY` (TRACKER: the address it connects
-    /// to; the same port serves HTTP). Answered `AnnounceKey`.
-    AnnounceKey,
+    /// The caller exports `info_hash` (`titorrent export`): it serves that
+    /// version in plain BitTorrent on `port` (of its connection's address)
+    /// for `ttl_ms`. Answered `AnnounceKey`: a key for the HTTP announce URL
+    /// `http://TRACKER/announce/KEY` (TRACKER: the address the caller
+    /// connects to; the same port serves HTTP) that works for that one info
+    /// hash until `expires`, and lists the version's exporters and the
+    /// clients that announced it, never the group's members.
+    ExportKey { info_hash: InfoHash, ttl_ms: u64, port: u16 },
+    /// Ends the caller's export of `info_hash`: it is no longer listed.
+    Unexport { info_hash: InfoHash },
+    /// The group's trash: files deleted (or replaced by a rename) within
+    /// the tracker's trash retention, newest first.
+    ListTrash,
+    /// Brings a file back from the trash as `name` in `parent` (which must
+    /// be a directory where `name` is free), with its last content as a new
+    /// version: same info hash, so no bytes move. Answers `File`.
+    Undelete { file: FileId, parent: FileId, name: String },
+}
+
+/// A file in the trash: its entry as it was when it went, the path it had,
+/// when and by whom. Its kept versions stay until the trash retention ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub entry: FileEntry,
+    pub path: String,
+    pub deleted_at: UnixMillis,
+    pub by: MemberId,
 }
 
 /// One kept version of a file.
@@ -301,9 +449,12 @@ pub enum Response {
     Invite { code: String, expires: UnixMillis },
     Members(Vec<MemberInfo>),
     /// The whole file table as of `seq`, then events after `seq` follow.
+    /// On the wire `files` holds the last rows only when the table came in
+    /// [`ServerFrame::Part`]s first (see [`Reassembly`]).
     Snapshot { seq: Seq, files: Vec<FileEntry> },
     /// Events after the requested `Seq` follow; none were lost.
     Subscribed { seq: Seq },
+    /// The whole file table as of `seq` (sent in parts like `Snapshot`).
     Files { seq: Seq, files: Vec<FileEntry> },
     File { entry: FileEntry, lease: Option<Lease> },
     Locked(Lease),
@@ -312,10 +463,12 @@ pub enum Response {
     Versions(Vec<VersionInfo>),
     /// Events of the action log, oldest first; `more` if `limit` cut it.
     Log { events: Vec<Event>, more: bool },
-    /// The caller's announce key (32 hex digits): valid for as long as it
-    /// is a member, the same after a tracker restart.
-    AnnounceKey { key: String },
+    /// An announce key scoped to one info hash and a time (hex): valid
+    /// until `expires` while its member is a member, after a tracker
+    /// restart too.
+    AnnounceKey { key: String, expires: UnixMillis },
     Error(ProtoError),
+    Trash(Vec<TrashEntry>),
 }
 
 /// Everything the tracker refuses, as the client sees it.
@@ -329,6 +482,10 @@ pub enum ProtoError {
     BadInvite,
     #[error("creating a group needs this tracker's admin token (titorrent create-group --admin-token FILE)")]
     NotAdmin,
+    #[error("only the group's owner or an admin may do that")]
+    NotAllowed,
+    #[error("no such member")]
+    NoSuchMember,
     #[error("no such file")]
     NoSuchFile,
     #[error("a file with that name already exists")]
@@ -376,11 +533,63 @@ pub enum EventKind {
     Restored { entry: FileEntry, from: Version },
     /// `member` holds a complete copy of `version` of `file`.
     Have { file: FileId, version: Version, member: MemberId },
+    /// A deleted file's trash retention ended: its versions are gone for
+    /// good, and members may drop their copies.
+    Purged { file: FileId },
+}
+
+/// A time an event changes on an entry other than its subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// A directory's entries changed: its mtime and ctime become the
+    /// event's time.
+    Dir(FileId),
+    /// A file's link count changed (a hard link to it was made): its ctime.
+    Ctime(FileId),
+}
+
+impl EventKind {
+    /// What the event touches besides its subject, as POSIX says: making,
+    /// removing or renaming an entry updates its directory's mtime and
+    /// ctime; making or removing a hard link, the file's ctime. The tracker
+    /// writes these times in the event's own commit and every member
+    /// applies this same rule to the event, so both agree with no event of
+    /// their own. `link_of`: the file a table entry is a hard link to (each
+    /// side answers from its table, before applying the event).
+    pub fn touches(&self, link_of: impl Fn(FileId) -> Option<FileId>) -> [Option<Touch>; 2] {
+        match self {
+            EventKind::FileCreated(e) => [Some(Touch::Dir(e.parent)), e.kind.link_of().map(Touch::Ctime)],
+            EventKind::FileDeleted { file, parent, .. } => [Some(Touch::Dir(*parent)), link_of(*file).map(Touch::Ctime)],
+            EventKind::FileRenamed { entry, old_parent, .. } => {
+                [Some(Touch::Dir(*old_parent)), (entry.parent != *old_parent).then_some(Touch::Dir(entry.parent))]
+            }
+            _ => [None, None],
+        }
+    }
+}
+
+impl Touch {
+    /// Sets the touched times of `e` (the entry `self` names) to `at`.
+    pub fn apply(self, e: &mut FileEntry, at: UnixMillis) {
+        e.ctime = at;
+        if matches!(self, Touch::Dir(_)) {
+            e.mtime = at;
+        }
+    }
+
+    pub fn file(self) -> FileId {
+        match self {
+            Touch::Dir(f) | Touch::Ctime(f) => f,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: Seq,
+    /// When the tracker committed it (its clock). Every event of one
+    /// commit has the same `at`: a replay from the log finds a commit's
+    /// bounds by it (see [`ServerFrame::Events`]).
     pub at: UnixMillis,
     /// Who caused it (the tracker itself for lock expiry: `MemberId(0)`).
     pub by: MemberId,
@@ -397,7 +606,17 @@ pub enum ClientFrame {
 pub enum ServerFrame {
     Hello { version: u32 },
     Response { id: u64, resp: Response },
-    Event(Event),
+    /// Events, in seq order, in whole commits: the frame ends with the last
+    /// event of a commit unless `more` says that the commit goes on in the
+    /// next `Events` frame (one too large for a frame: a sweep of many
+    /// expired locks). A client applies what a frame (with those before it
+    /// that had `more`) carries in one step, and never shows the table
+    /// between two of its events. Live, a frame holds one commit; replayed
+    /// from the log (a `Subscribe` from a seq, a subscriber that fell
+    /// behind) it holds the events that share one `at`: one commit, or
+    /// several committed in the same millisecond, never part of one.
+    /// Never empty. (Before protocol 14: one `Event` frame per event.)
+    Events { events: Vec<Event>, more: bool },
     /// Sent just before the server closes a connection it refuses.
     Goodbye { reason: String },
     /// Another member (`Request::Want`), or a BitTorrent client announcing
@@ -407,6 +626,65 @@ pub enum ServerFrame {
     /// subscribed connections; not an event: no seq, not logged, not
     /// replayed after a reconnect.
     Wanted { info_hash: InfoHash, peer: SocketAddr },
+    /// Rows of a file table answer to request `id` (`Snapshot` or `Files`)
+    /// that is larger than one frame, in `FileId` order. The `Response`
+    /// with the same `id` follows and carries the last rows; nothing else
+    /// is sent on the connection from the first part until that
+    /// `Response`. Every part is well under [`MAX_FRAME`].
+    Part { id: u64, files: Vec<FileEntry> },
+}
+
+/// Puts an answer sent in [`ServerFrame::Part`]s back together: feed it
+/// every `Part` and every `Response` in the order they arrive.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    /// The request whose parts are arriving, and its rows so far.
+    open: Option<(u64, Vec<FileEntry>)>,
+}
+
+impl Reassembly {
+    /// A part of the answer to `id`. Err if the parts of another answer
+    /// are still open (the tracker never interleaves them).
+    pub fn part(&mut self, id: u64, files: Vec<FileEntry>) -> Result<(), String> {
+        match &mut self.open {
+            None => self.open = Some((id, files)),
+            Some((open, rows)) if *open == id => rows.extend(files),
+            Some((open, _)) => return Err(format!("a part of answer {id} while answer {open} is open")),
+        }
+        Ok(())
+    }
+
+    /// The answer to `id` as the tracker meant it: a `Snapshot` or `Files`
+    /// with every part's rows in front of its own; any other answer as it
+    /// is. Err if parts of another answer are open, or parts came for an
+    /// answer that cannot have them.
+    pub fn finish(&mut self, id: u64, resp: Response) -> Result<Response, String> {
+        let rows = match self.open.take() {
+            None => return Ok(resp),
+            Some((open, rows)) if open == id => rows,
+            Some((open, rows)) => {
+                self.open = Some((open, rows));
+                return Err(format!("answer {id} while the parts of answer {open} are open"));
+            }
+        };
+        let join = |mut rows: Vec<FileEntry>, files: Vec<FileEntry>| {
+            rows.extend(files);
+            rows
+        };
+        match resp {
+            Response::Snapshot { seq, files } => Ok(Response::Snapshot { seq, files: join(rows, files) }),
+            Response::Files { seq, files } => Ok(Response::Files { seq, files: join(rows, files) }),
+            // A refusal after parts (the tracker could not finish): the
+            // parts are dropped with it.
+            Response::Error(e) => Ok(Response::Error(e)),
+            other => Err(format!("parts came before {other:?}, which has no rows")),
+        }
+    }
+
+    /// Whether parts of an answer are waiting for its `Response`.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -495,6 +773,41 @@ mod tests {
         for body in [&b""[..], b"\xff\xff\xff\xff\xff", b"hello world"] {
             assert!(decode_body::<ClientFrame>(body).is_err());
         }
+    }
+
+    fn row(id: u64) -> FileEntry {
+        FileEntry {
+            id: FileId(id),
+            parent: FileId::ROOT,
+            name: format!("f{id}"),
+            kind: FileKind::File,
+            size: 0,
+            mtime: 0,
+            mode: 0o644,
+            version: Version(0),
+            info_hash: None,
+            author: MemberId(1),
+            owner: Default::default(),
+            ctime: 0,
+        }
+    }
+
+    #[test]
+    fn reassembly_puts_parts_in_front_and_refuses_interleaving() {
+        let mut r = Reassembly::default();
+        assert_eq!(r.finish(1, Response::Ok), Ok(Response::Ok), "no parts: as it is");
+        r.part(2, vec![row(1), row(2)]).unwrap();
+        r.part(2, vec![row(3)]).unwrap();
+        assert!(r.is_open());
+        assert!(r.part(3, vec![row(9)]).is_err(), "a part of another answer");
+        assert!(r.finish(3, Response::Ok).is_err(), "another answer while parts are open");
+        let whole = r.finish(2, Response::Files { seq: Seq(5), files: vec![row(4)] }).unwrap();
+        assert_eq!(whole, Response::Files { seq: Seq(5), files: (1..=4).map(row).collect() });
+        assert!(!r.is_open());
+        r.part(4, vec![row(1)]).unwrap();
+        assert!(r.finish(4, Response::Ok).is_err(), "parts before an answer without rows");
+        r.part(5, vec![row(1)]).unwrap();
+        assert_eq!(r.finish(5, Response::Error(ProtoError::NoSuchFile)), Ok(Response::Error(ProtoError::NoSuchFile)));
     }
 
     #[test]

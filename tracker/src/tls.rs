@@ -144,10 +144,49 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsErro
     let provider = provider();
     let cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(AnyClientKey { provider }))
+        .with_client_cert_verifier(Arc::new(MemberKeys { accept: Arc::new(|_| true), provider }))
         .with_single_cert(vec![id.cert.clone()], PrivateKeyDer::Pkcs8(id.key.clone_key()))?;
     Ok(Arc::new(cfg))
 }
+
+/// A member's TLS configuration for the connections other members open to
+/// it (its peer port): TLS 1.3 only, no session resumption (a resumed
+/// session would skip `accept`, and a removed member must not get back in
+/// with an old ticket), and a certificate required whose fingerprint
+/// `accept` says is a current member's.
+pub fn member_server_config(id: &Identity, accept: KeyFilter) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(MemberKeys { accept, provider }))
+        .with_single_cert(vec![id.cert.clone()], PrivateKeyDer::Pkcs8(id.key.clone_key()))?;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
+    Ok(Arc::new(cfg))
+}
+
+/// A member's TLS configuration for dialling the member whose key is
+/// `expect`: any other certificate is refused before a byte is sent.
+pub fn member_client_config(id: &Identity, expect: Fingerprint) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedTracker { pin: Some(expect), seen: Arc::default(), provider: provider.clone() });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![id.cert.clone()], PrivateKeyDer::Pkcs8(id.key.clone_key()))?;
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
+/// The name a client asks for (not checked by either side).
+pub fn server_name() -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(NAME).map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))
+}
+
+/// Says whether a certificate fingerprint may connect (see
+/// [`member_server_config`]); asked once per handshake.
+pub type KeyFilter = Arc<dyn Fn(&Fingerprint) -> bool + Send + Sync>;
 
 /// The fingerprint of the certificate a TLS peer showed.
 pub fn peer_fingerprint(conn: &rustls::CommonState) -> Option<Fingerprint> {
@@ -233,12 +272,9 @@ impl ClientTls {
     }
 }
 
-fn server_name() -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(NAME).map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))
-}
-
 /// Accepts exactly the pinned certificate (any when none is pinned), and
-/// notes which one it saw so that a refusal can name it.
+/// notes which one it saw so that a refusal can name it. (Also the check of
+/// a member dialling another member, whose key is pinned the same way.)
 #[derive(Debug)]
 struct PinnedTracker {
     pin: Option<Fingerprint>,
@@ -286,25 +322,38 @@ impl ServerCertVerifier for PinnedTracker {
     }
 }
 
-/// Requires a client certificate and its proof of possession (the TLS 1.3
-/// CertificateVerify signature), whatever the certificate.
-#[derive(Debug)]
-struct AnyClientKey {
+/// Requires a client certificate, its proof of possession (the TLS 1.3
+/// CertificateVerify signature), and a fingerprint the filter accepts: a
+/// stranger's handshake fails with a TLS alert, before the application
+/// sees a byte. (The tracker's filter accepts any key: it decides what a
+/// fingerprint may do after the handshake.)
+struct MemberKeys {
+    accept: KeyFilter,
     provider: Arc<CryptoProvider>,
 }
 
-impl ClientCertVerifier for AnyClientKey {
+impl std::fmt::Debug for MemberKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberKeys")
+    }
+}
+
+impl ClientCertVerifier for MemberKeys {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
 
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
+        if (self.accept)(&fingerprint_of(end_entity)) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
     }
 
     fn verify_tls12_signature(

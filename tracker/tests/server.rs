@@ -1,10 +1,12 @@
 //! The tracker server over real TCP: membership, authentication, framing
 //! robustness, locks and leases, publish CAS, event streaming, persistence;
-//! `Want` notices in `peers`; strangers (admin token, pre-authentication
+//! `Want` notices in `peers`; symbolic links in `links`; strangers (admin token, pre-authentication
 //! limits, floods) in `strangers`; what members may not publish in
-//! `validation`.
+//! `validation`; file tables larger than a frame in `large`.
 
 mod common;
+mod large;
+mod links;
 mod peers;
 mod requests;
 mod strangers;
@@ -149,8 +151,8 @@ async fn unauthenticated_requests_reveal_nothing() {
             Request::GetTorrent { file: FileId(999), version: Version(0) },
         ),
         (
-            Request::CreateFile { parent: FileId::ROOT, name: "x".into(), kind: FileKind::File, mode: 0o644, lock: false },
-            Request::CreateFile { parent: FileId(999), name: "x".into(), kind: FileKind::File, mode: 0o644, lock: false },
+            Request::CreateFile { parent: FileId::ROOT, name: "x".into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() },
+            Request::CreateFile { parent: FileId(999), name: "x".into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() },
         ),
         (Request::Unlock { lease: LeaseId(1) }, Request::Renew { lease: LeaseId(1) }),
         (Request::ListFiles, Request::ListMembers),
@@ -288,6 +290,7 @@ async fn file_table_rules() {
         kind: FileKind::File,
         mode: 0o644,
         lock: false,
+        owner: Default::default(),
     };
     assert_eq!(alice.req(create(d.id, "a.txt")).await, Response::Error(ProtoError::AlreadyExists));
     assert_eq!(alice.req(create(f.id, "b")).await, Response::Error(ProtoError::NotADirectory));
@@ -581,6 +584,53 @@ async fn subscribe_from_a_seq_replays_exactly_the_missed_events() {
     let mut odd = Client::authed(srv.addr, &cred).await;
     let r = odd.req(Request::Subscribe { from: Some(Seq(1_000_000)) }).await;
     assert!(matches!(r, Response::Snapshot { ref files, .. } if files.len() == 6), "{r:?}");
+    srv.stop().await;
+}
+
+/// A rename over an existing file is one commit: its two events (the
+/// target's `FileDeleted`, then the `FileRenamed`) reach a subscriber in
+/// one frame, live and replayed from the log after a reconnect; a commit
+/// larger than a frame (a member leaving with many locks) comes in frames
+/// marked `more` up to its last event.
+#[tokio::test]
+async fn a_commit_reaches_subscribers_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut alice, cred) = new_group(srv.addr, "alice").await;
+    let (y, _) = alice.create_file(FileId::ROOT, "y", FileKind::File, false).await;
+    let (z, _) = alice.create_file(FileId::ROOT, "z", FileKind::File, false).await;
+    let mut live = Client::authed(srv.addr, &cred).await;
+    let Response::Snapshot { seq: start, .. } = live.req(Request::Subscribe { from: None }).await else { panic!() };
+    let rename = Request::Rename { file: y.id, new_parent: FileId::ROOT, new_name: "z".into(), replace: true };
+    assert_eq!(alice.req(rename).await, Response::Ok);
+    let evs = live.events_until(|e| matches!(e.kind, EventKind::FileRenamed { .. })).await;
+    let tail = &evs[evs.len() - 2..];
+    assert_eq!(tail[0].kind, EventKind::FileDeleted { file: z.id, parent: FileId::ROOT, name: "z".into() });
+    let (deleted, renamed) = (tail[0].seq, tail[1].seq);
+    assert_eq!(live.frame_of(renamed), [deleted, renamed], "live: the rename's commit, alone in one frame");
+
+    // From the log: still together (with any commit of the same millisecond).
+    let mut again = Client::authed(srv.addr, &cred).await;
+    assert_eq!(again.req(Request::Subscribe { from: Some(start) }).await, Response::Subscribed { seq: start });
+    again.events_until(|e| e.seq == renamed).await;
+    let replayed = again.frame_of(renamed);
+    assert!(replayed.contains(&deleted), "replayed: the deletion apart from its rename: {replayed:?}");
+
+    // Bob leaves holding 300 leases: 300 `Unlocked` and his `MemberLeft`,
+    // one commit, more than one frame holds.
+    let (mut bob, _) = join(srv.addr, &mut alice, cred.group, "bob").await;
+    let n = 300;
+    for i in 0..n {
+        bob.create_file(FileId::ROOT, &format!("b{i}"), FileKind::File, true).await;
+    }
+    assert_eq!(bob.req(Request::Leave).await, Response::Ok);
+    let evs = live.events_until(|e| matches!(e.kind, EventKind::MemberLeft { .. })).await;
+    let left = evs.last().unwrap().seq;
+    let commit = live.frame_of(left);
+    let leave = (left.0 - n as u64..=left.0).map(Seq);
+    assert!(leave.clone().all(|s| commit.contains(&s)), "every Unlocked of the leave and its MemberLeft, together");
+    assert!(evs[evs.len() - 1 - n..evs.len() - 1].iter().all(|e| matches!(e.kind, EventKind::Unlocked { .. })));
+    assert!(live.event_frames.iter().any(|(_, more)| *more), "a commit of {} events in one frame", n + 1);
     srv.stop().await;
 }
 

@@ -1,14 +1,16 @@
 //! P8: announces per second at the tracker. titorrent-tracker answers
 //! HTTP announces (BEP 3, compact) on its own port at
-//! `/announce/KEY`, KEY being a member's announce key; opentracker is the
+//! `/announce/KEY`, KEY being an export key (one info hash, an expiry:
+//! `Request::ExportKey`); opentracker is the
 //! reference, both under the same wrk load in the same run. Debian builds
 //! opentracker as a private tracker (an info hash whitelist): it is given
 //! the script's 100,000 info hashes, so that it stores and returns peers
-//! instead of refusing every announce.
+//! instead of refusing every announce. The script announces 1,000
+//! info hashes, each exported by the bench's member with its own key.
 //!
 //! Smoke mode runs no wrk and no opentracker: a few announces with a
 //! plain HTTP client of the bench, checking the bencoded replies (two
-//! announcers see each other and the online member, a bad key is refused).
+//! announcers see each other and the exporting member, a bad key is refused).
 
 use super::measure;
 use super::report::{Met, Row, Section};
@@ -23,13 +25,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use titorrent_tracker::proto::{Request, Response};
+use titorrent_tracker::proto::{InfoHash, Request, Response};
 
-/// wrk script: every request announces a different one of 100,000 info
-/// hashes (and peer ids), compact, as a started leecher. `PREFIX` is
-/// replaced by the announce path, `HEADERS` by a Lua table of headers.
+/// Info hashes the script announces (each with its own export key).
+const INFO_HASHES: u32 = 1000;
+
+/// wrk script: every request announces one of [`INFO_HASHES`] info hashes
+/// in turn (and a new peer id), compact, as a started leecher. `PREFIX` is
+/// replaced by the announce path, `KEYS` by a Lua list of the info
+/// hashes' keys (empty for opentracker), `HEADERS` by a Lua table of
+/// headers.
 const WRK_SCRIPT: &str = r#"
 local prefix = "PREFIX"
+local keys = KEYS
 local headers = HEADERS
 local n = 0
 local function enc4(x)
@@ -39,8 +47,8 @@ local function enc4(x)
 end
 request = function()
   n = n + 1
-  local h = (n * 7919) % 100000
-  local path = prefix .. "?info_hash=" .. string.rep("%AB", 16) .. enc4(h)
+  local h = (n * 7919) % NIH
+  local path = prefix .. (keys[h + 1] or "") .. "?info_hash=" .. string.rep("%AB", 16) .. enc4(h)
     .. "&peer_id=-BN0001-" .. string.rep("%CD", 8) .. enc4(n % 1000000)
     .. "&port=" .. (1024 + n % 60000) .. "&uploaded=0&downloaded=0&left=1000&compact=1&numwant=50&event=started"
   return wrk.format("GET", path, headers)
@@ -49,27 +57,36 @@ end
 
 /// The script's info hashes, as opentracker's whitelist wants them.
 fn script_info_hashes() -> String {
-    (0..100_000u32).map(|h| format!("{}{h:08x}\n", "ab".repeat(16))).collect()
+    (0..INFO_HASHES).map(|h| format!("{}{h:08x}\n", "ab".repeat(16))).collect()
 }
 
-/// Where the member that owns the announce key says it listens.
+/// The script's info hash number `h`.
+fn script_info_hash(h: u32) -> InfoHash {
+    let mut ih = [0xab; 20];
+    ih[16..].copy_from_slice(&h.to_be_bytes());
+    InfoHash(ih)
+}
+
+/// The export port of the member that exports every info hash (its IP is
+/// its tracker connection's, 127.0.0.1).
 const MEMBER_PEER: &str = "127.0.0.1:6881";
 
 pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     let mut s = Section::new("P8: announces per second at the tracker");
-    let row = Row::new("P8", "announces per second at the tracker (wrk, 100,000 info hashes)").target("≥ 1.0× opentracker");
+    let row = Row::new("P8", "announces per second at the tracker (wrk, 1,000 exported info hashes)").target("≥ 1.0× opentracker");
     let tracker = TrackerProc::start();
-    // The member stays online (this connection) for the whole run: every
-    // reply lists its address.
-    let (_member, key) = member_key(&tracker)?;
-    let path = format!("/announce/{key}");
-    check_replies(tracker.addr(), &key).context("announce replies")?;
+    // The member stays online (this connection) for the whole run; every
+    // info hash is exported by it, each with its own key.
+    let (mut member, check_key) = member_key(&tracker)?;
+    let keys = export_keys(&mut member)?;
+    let path = "/announce/".to_string();
+    check_replies(tracker.addr(), &check_key).context("announce replies")?;
     s.note(format!(
         "a fresh titorrent-tracker on 127.0.0.1; a group and its member created over the binary protocol (raw \
-         client, src/raw.rs), online with BitTorrent address {MEMBER_PEER}, its announce key from \
-         Request::AnnounceKey; announces go to http://ADDR{} on the tracker's own port. Checked first with the \
-         bench's own HTTP client: a bad key gets a failure reason; two announcers of one info hash each get the \
-         member and the other in compact peers",
+         client, src/raw.rs), exporting each of the script's {INFO_HASHES} info hashes at {MEMBER_PEER} with its \
+         own key (Request::ExportKey); announces go to http://ADDR{} on the tracker's own port. Checked first with \
+         the bench's own HTTP client: a bad key gets a failure reason; two announcers of one info hash each get \
+         the exporter and the other in compact peers",
         "/announce/KEY"
     ));
     if ctx.smoke {
@@ -91,10 +108,10 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("titorrent-bench-p8-").tempdir()?;
     let secs = ctx.sizes.p8_duration.as_secs().max(1);
     let tpid = measure::pid_of("titorrent-tracker", &tracker.data_dir()).unwrap_or(0);
-    let (ours, cpu) = measure::cpu_during(&[tpid], || wrk(dir.path(), tracker.addr(), &path, secs, false));
+    let (ours, cpu) = measure::cpu_during(&[tpid], || wrk(dir.path(), tracker.addr(), &path, &keys, secs, false));
     let ours = ours.context("wrk against titorrent-tracker")?;
     // What wrk got were announces, not refusals.
-    check_replies(tracker.addr(), &key).context("announce replies after the run")?;
+    check_replies(tracker.addr(), &check_key).context("announce replies after the run")?;
     s.note(format!(
         "titorrent: `{}`: {:.0} requests/s; {}; the tracker used {:.1} CPU seconds ({:.0}% of one core)",
         ours.command,
@@ -106,7 +123,7 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     // opentracker closes the connection after every reply; titorrent keeps
     // it open. The same load with a new connection per announce, for the
     // record (not the figure: the load is the same script for both).
-    let closing = wrk(dir.path(), tracker.addr(), &path, secs, true);
+    let closing = wrk(dir.path(), tracker.addr(), &path, &keys, secs, true);
     let reference = opentracker(dir.path(), secs, &mut s);
     match (&closing, &reference) {
         (Ok(w), Ok(r)) => s.note(format!(
@@ -138,8 +155,9 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a group whose member reports [`MEMBER_PEER`]; returns its
-/// connection (keep it: the member is online while it is open) and key.
+/// Creates a group and its member; returns its connection (keep it: the
+/// member is online while it is open) and its export key for the check's
+/// info hash.
 fn member_key(tracker: &TrackerProc) -> anyhow::Result<(RawConn, String)> {
     let mut c = RawConn::connect(tracker.addr());
     c.hello();
@@ -148,10 +166,24 @@ fn member_key(tracker: &TrackerProc) -> anyhow::Result<(RawConn, String)> {
         Response::Created { .. } => {}
         other => bail!("CreateGroup answered {other:?}"),
     }
-    match c.request(2, Request::AnnounceKey) {
-        Response::AnnounceKey { key } => Ok((c, key)),
-        other => bail!("AnnounceKey answered {other:?}"),
+    let key = export(&mut c, 2, InfoHash(CHECK_IH))?;
+    Ok((c, key))
+}
+
+/// The info hash `check_replies` announces.
+const CHECK_IH: [u8; 20] = [0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xee, 0xee, 0xee, 0xee];
+
+fn export(c: &mut RawConn, id: u64, info_hash: InfoHash) -> anyhow::Result<String> {
+    let port: SocketAddr = MEMBER_PEER.parse()?;
+    match c.request(id, Request::ExportKey { info_hash, ttl_ms: 3_600_000, port: port.port() }) {
+        Response::AnnounceKey { key, .. } => Ok(key),
+        other => bail!("ExportKey answered {other:?}"),
     }
+}
+
+/// One export key per script info hash, in order.
+fn export_keys(c: &mut RawConn) -> anyhow::Result<Vec<String>> {
+    (0..INFO_HASHES).map(|h| export(c, 10 + u64::from(h), script_info_hash(h))).collect()
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -167,10 +199,16 @@ struct Wrk {
 
 /// `wrk -t2 -c64 -dSECSs` with [`WRK_SCRIPT`] announcing to `path`
 /// (asking the server to close after each reply with `close`).
-fn wrk(dir: &Path, addr: SocketAddr, path: &str, secs: u64, close: bool) -> anyhow::Result<Wrk> {
+fn wrk(dir: &Path, addr: SocketAddr, path: &str, keys: &[String], secs: u64, close: bool) -> anyhow::Result<Wrk> {
     let script = dir.join(format!("announce-{}{}.lua", addr.port(), if close { "-close" } else { "" }));
     let headers = if close { r#"{["Connection"] = "close"}"# } else { "{}" };
-    std::fs::write(&script, WRK_SCRIPT.replace("PREFIX", path).replace("HEADERS", headers))?;
+    let lua_keys = format!("{{{}}}", keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(","));
+    let text = WRK_SCRIPT
+        .replace("PREFIX", path)
+        .replace("KEYS", &lua_keys)
+        .replace("NIH", &INFO_HASHES.to_string())
+        .replace("HEADERS", headers);
+    std::fs::write(&script, text)?;
     let args = ["-t2".to_string(), "-c64".into(), format!("-d{secs}s"), "-s".into()];
     let url = format!("http://{addr}/announce");
     let out = Command::new("wrk").args(&args).arg(&script).arg(&url).output().context("run wrk")?;
@@ -184,12 +222,11 @@ fn wrk(dir: &Path, addr: SocketAddr, path: &str, secs: u64, close: bool) -> anyh
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| anyhow!("no Requests/sec in wrk's output: {text}"))?;
     let non2xx = text.lines().find(|l| l.contains("Non-2xx")).map(str::trim).unwrap_or("all responses 2xx").to_string();
-    let shown = path.split('/').take(2).collect::<Vec<_>>().join("/");
     let command = format!(
-        "wrk {} announce.lua {url} (the script: prefix {shown}{}, each request a different info hash of 100,000 \
-         and a new peer id, compact=1, numwant=50, left=1000, event=started)",
+        "wrk {} announce.lua {url} (the script: prefix {path}{}, each request the next of {INFO_HASHES} info \
+         hashes and a new peer id, compact=1, numwant=50, left=1000, event=started)",
         args.join(" "),
-        if path.len() > shown.len() { "/KEY" } else { "" }
+        if keys.is_empty() { "" } else { "KEY (the info hash's own)" }
     );
     Ok(Wrk { rate, non2xx, command })
 }
@@ -216,11 +253,11 @@ fn opentracker(dir: &Path, secs: u64, s: &mut Section) -> anyhow::Result<f64> {
         anyhow!("opentracker does not accept the whitelisted announces on {addr}: {}", crate::process::tail(&ot.stderr(), 5))
     })?;
     let pid = ot.pid();
-    let (res, cpu) = measure::cpu_during(&[pid], || wrk(dir, addr, "/announce", secs, false));
+    let (res, cpu) = measure::cpu_during(&[pid], || wrk(dir, addr, "/announce", &[], secs, false));
     let _ = ot.terminate(Duration::from_secs(5));
     let r = res?;
     s.note(format!(
-        "reference: `{args}` (whitelist: the script's 100,000 info hashes; it closes the connection after each \
+        "reference: `{args}` (whitelist: the script's {INFO_HASHES} info hashes; it closes the connection after each \
          reply); `{}`: {:.0} requests/s; {}; opentracker used {:.1} CPU seconds",
         r.command, r.rate, r.non2xx, cpu[0]
     ));

@@ -136,7 +136,7 @@ fn tracker_pairs(tracker: &TrackerProc, n: usize, duration: Duration, group_name
         clients.push(Client { conn: c, next_id: 1, file: FileId(0) });
     }
     for (i, c) in clients.iter_mut().enumerate() {
-        c.file = match c.req(Request::CreateFile { parent: FileId::ROOT, name: format!("lock{i}"), kind: FileKind::File, mode: 0o644, lock: false }) {
+        c.file = match c.req(Request::CreateFile { parent: FileId::ROOT, name: format!("lock{i}"), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() }) {
             Response::File { entry, .. } => entry.id,
             other => bail!("CreateFile answered {other:?}"),
         };

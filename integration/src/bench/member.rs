@@ -112,6 +112,20 @@ impl Member {
         ok.ok_or_else(|| anyhow!("{}'s mount ({:?}) did not come up: {tail}", self.name, self.ns))
     }
 
+    /// Runs `titorrent ARGS --state STATE` as this member (in its
+    /// namespace); its stdout, or why it failed.
+    pub fn titorrent(&self, args: &[&str]) -> anyhow::Result<String> {
+        let state = self.state.to_string_lossy().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--state", state.as_str()]);
+        Ok(self.cli(&all)?.stdout)
+    }
+
+    /// Its state directory (membership, key).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.mnt
     }

@@ -41,6 +41,39 @@ pub fn command_in(ns: &str, prog: &Path) -> Command {
     c
 }
 
+/// Runs `f` on a thread of its own whose network namespace is `ns` (what
+/// a host on that network sees and can do), and returns its result.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).with_context(|| format!("network namespace {ns}"))?;
+    std::thread::spawn(move || {
+        // setns(2) moves the calling thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow!("the thread in {ns} panicked"))?
+}
+
+/// The TCP ports listening in a namespace: (address, port) of each.
+pub fn tcp_listeners(ns: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let out = Command::new("ip").args(["netns", "exec", ns, "ss", "-Hltn"]).output().context("cannot run ss")?;
+    if !out.status.success() {
+        bail!("ss in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local-Address:Port Peer-Address:Port
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .map(|a| {
+            let a = a.replace('*', "0.0.0.0").replace("%lo", "");
+            a.parse::<SocketAddr>().with_context(|| format!("ss printed {a:?}"))
+        })
+        .collect()
+}
+
 pub struct Lab {
     made: Vec<String>,
     pub bridge_ns: String,
@@ -55,8 +88,11 @@ impl Lab {
     /// limited to `uplink` bytes per second.
     pub fn new(n: usize, uplink: u64) -> anyhow::Result<Lab> {
         remove_stale();
-        let pid = std::process::id();
-        let mut lab = Lab { made: Vec::new(), bridge_ns: format!("{PREFIX}{pid}-br"), members: Vec::new(), commands: Vec::new() };
+        // The pid first (remove_stale reads it), then a counter: tests of
+        // one binary run labs side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut lab = Lab { made: Vec::new(), bridge_ns: format!("{PREFIX}{id}-br"), members: Vec::new(), commands: Vec::new() };
         let br = lab.bridge_ns.clone();
         lab.add_ns(&br)?;
         lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
@@ -64,7 +100,7 @@ impl Lab {
         lab.ip(&["-n", &br, "link", "set", "br0", "up"])?;
         let bits = (uplink * 8).to_string() + "bit";
         for i in 0..n {
-            let ns = format!("{PREFIX}{pid}-m{i}");
+            let ns = format!("{PREFIX}{id}-m{i}");
             lab.add_ns(&ns)?;
             let v = format!("v{i}");
             lab.ip(&["-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;

@@ -46,7 +46,8 @@ impl BigFile {
         })
         .ok_or_else(|| anyhow!("alice's {NAME} was not published within 600 s"))?;
         let publish_took = t.elapsed();
-        let seeder = member_addr(&alice, "alice")?;
+        let _ = member_addr(&alice, "alice")?;
+        let seeder = export_addr(&alice, &path)?;
         Ok(BigFile { tracker, alice, size, pattern, info_hash, seeder, write_took, publish_took })
     }
 
@@ -87,6 +88,18 @@ impl BigFile {
 }
 
 /// A member's BitTorrent address as `titorrent members` prints it.
+/// `titorrent export PATH`: where `peer` serves that version in plain
+/// BitTorrent (members' own links are TLS; the standard-client references
+/// read from here).
+pub fn export_addr(peer: &Peer, path: &std::path::Path) -> anyhow::Result<SocketAddr> {
+    let out = peer.cli(["export".as_ref(), path.as_os_str(), "--ttl".as_ref(), "1d".as_ref()]);
+    if !out.status.success() {
+        anyhow::bail!("titorrent export: {}", out.stderr.trim());
+    }
+    let addr = out.stdout.lines().find_map(|l| l.split("x.pe=").nth(1)).ok_or_else(|| anyhow!("no x.pe in {:?}", out.stdout))?;
+    Ok(addr.trim().parse()?)
+}
+
 pub fn member_addr(peer: &Peer, name: &str) -> anyhow::Result<SocketAddr> {
     let line = measure::poll(Duration::from_secs(30), Duration::from_millis(50), || {
         peer.members().into_iter().find(|m| m.name == name && m.online && m.addr.parse::<SocketAddr>().is_ok())
@@ -101,7 +114,9 @@ pub fn run(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
     setup.note(format!(
         "tracker on 127.0.0.1, member alice mounted (`titorrent mount MNT --state DIR --listen 127.0.0.1:0`); \
          alice writes {} of pseudo-random bytes to MNT/{NAME} in 1 MiB writes: {} ({:.0} MiB/s); \
-         publish (hash, torrent, seed) until her mount reports the info hash and all bytes local: {} more",
+         publish (hash, torrent, seed) until her mount reports the info hash and all bytes local: {} more; \
+         members read over their TLS links, the standard-client references (librqbit's FileStream, btfs) from \
+         alice's export port (`titorrent export`: the same librqbit session, plain BitTorrent)",
         size(big.size),
         measure::secs(big.write_took),
         mib_s(big.size, big.write_took),

@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// can be listed, fetched and restored.
     #[arg(long, value_name = "K", value_parser = parse_keep_versions)]
     pub keep_versions: Option<usize>,
+    /// How long a deleted or replaced file stays in the trash, restorable
+    /// with `titorrent undelete`, in seconds (fractions allowed; default
+    /// 2592000, 30 days).
+    #[arg(long, value_name = "SECS", value_parser = parse_retention)]
+    pub trash_retention: Option<Duration>,
     /// File holding the admin token that creating a group needs (default:
     /// DIR/admin-token). Made at first start if missing (mode 0600), and
     /// then printed once; give it to `titorrent create-group --admin-token`.
@@ -76,6 +81,9 @@ impl ServeArgs {
         }
         if let Some(r) = self.log_retention {
             cfg.log_retention = r;
+        }
+        if let Some(r) = self.trash_retention {
+            cfg.trash_retention = r;
         }
         if let Some(k) = self.keep_versions {
             cfg.keep_versions = k;

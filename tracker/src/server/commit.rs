@@ -23,10 +23,13 @@
 //! - A subscriber never sees an event that a crash could still take back,
 //!   so "no gaps, no duplicates" holds across a kill -9 of the tracker too.
 //! - Commits are released in the order they were submitted, and a group
-//!   submits under its mutex, so events leave in seq order.
+//!   submits under its mutex, so events leave in seq order, each commit's
+//!   as one broadcast (its subscribers send it in one frame).
 //! - A group's `durable` watermark is raised *before* its events are
 //!   broadcast; a subscriber that registers for broadcasts and then reads
-//!   the watermark therefore misses nothing (see `subscribe.rs`).
+//!   the watermark therefore misses nothing (see `subscribe.rs`). It is
+//!   raised to the last seq of a whole commit, so it never stands inside
+//!   one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,9 +269,10 @@ fn release(c: Commit) {
                 raise
             });
         }
-        for ev in c.events {
-            // No receivers is fine: nobody is subscribed.
-            let _ = g.events.send(ev);
+        if !c.events.is_empty() {
+            // One message per commit: subscribers send it whole. No
+            // receivers is fine: nobody is subscribed.
+            let _ = g.events.send(c.events.into());
         }
     }
     if let Some(d) = c.done {

@@ -9,6 +9,10 @@
 //! out in one write: a request answered from memory costs one read and one
 //! write on this task, and no hand-off to another task or thread.
 //!
+//! A file table answer (`Snapshot`, `Files`) goes out in bounded parts
+//! (see `table.rs`), one part per write; what is queued behind it waits
+//! until its last part, as behind an answer that waits for durability.
+//!
 //! A malformed, oversized or out-of-protocol frame closes this connection
 //! only. When a member leaves, its other connections are refused from then
 //! on (`NotAuthenticated`) and closed with a `Goodbye`; the connection that
@@ -31,6 +35,7 @@ use super::commit::Ticket;
 use super::limits::{PreAuth, PREAUTH_MAX_FRAME};
 use super::ops::Auth;
 use super::subscribe::Pump;
+use super::table::{TableAnswer, TableKind};
 use super::Tracker;
 use crate::proto::{
     decode_body, encode_frame_into, ClientFrame, Fingerprint, FrameError, MemberId, ProtoError, Request, Response, Seq,
@@ -43,14 +48,22 @@ use crate::proto::{
 const OUT_QUEUE: usize = 256;
 /// Read buffer room kept free before each read.
 const READ_ROOM: usize = 16 * 1024;
-/// A write buffer grown past this (a large snapshot) is given back.
-const OUT_KEEP: usize = 256 * 1024;
+/// A write buffer grown past this (a large torrent) is given back.
+pub(crate) const OUT_KEEP: usize = 256 * 1024;
 
 /// What is written to the client, in order.
 pub(crate) enum Out {
     Frame(ServerFrame),
     /// A reply, written once `wait` (if any) resolves.
     Reply { id: u64, resp: Response, wait: Option<Ticket> },
+    /// A file table answer, sent in parts once `wait` (if any) resolves.
+    Table { answer: TableAnswer, wait: Option<Ticket> },
+}
+
+/// An answer that waits for durability before it goes out.
+enum Held {
+    Reply(u64, Response),
+    Table(TableAnswer),
 }
 
 type Waiting = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -84,6 +97,7 @@ pub(crate) async fn run<S>(
         hello: false,
         queue: VecDeque::new(),
         head: None,
+        streaming: None,
         out: Vec::with_capacity(4096),
         closing: None,
     };
@@ -118,7 +132,10 @@ struct Conn {
     /// Frames behind `head`, in order.
     queue: VecDeque<Out>,
     /// The oldest answer not written yet, waiting for durability.
-    head: Option<(u64, Response, Waiting)>,
+    head: Option<(Held, Waiting)>,
+    /// A file table answer being sent, a part per write; what is queued
+    /// waits behind it.
+    streaming: Option<TableAnswer>,
     /// Encoded frames ready to be written.
     out: Vec<u8>,
     /// Set once the connection is to end: it ends when everything queued
@@ -154,9 +171,9 @@ async fn wait_opt<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
 }
 
 /// Waits for the oldest unwritten answer's durability, or forever.
-async fn wait_head(head: &mut Option<(u64, Response, Waiting)>) -> Result<(), String> {
+async fn wait_head(head: &mut Option<(Held, Waiting)>) -> Result<(), String> {
     match head {
-        Some((_, _, w)) => w.as_mut().await,
+        Some((_, w)) => w.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -174,6 +191,7 @@ impl Conn {
         tokio::pin!(cancelled);
         self.enqueue(Out::Frame(ServerFrame::Hello { version: PROTOCOL_VERSION }));
         loop {
+            self.next_part();
             if !self.out.is_empty() {
                 let res = tokio::select! {
                     _ = &mut cancelled => return Stop::Cancelled,
@@ -187,7 +205,7 @@ impl Conn {
                     self.out.shrink_to(OUT_KEEP / 4);
                 }
             }
-            if self.closing.is_some() && self.head.is_none() && self.queue.is_empty() {
+            if self.closing.is_some() && self.head.is_none() && self.streaming.is_none() && self.queue.is_empty() {
                 return self.closing.take().unwrap_or(Stop::Eof);
             }
             let open = self.closing.is_none() && self.queue.len() < OUT_QUEUE;
@@ -222,6 +240,9 @@ impl Conn {
                     }
                 }
                 r = wait_head(&mut self.head) => self.head_done(r),
+                // The next part goes out on the next turn; input and the
+                // pump are still served in between.
+                _ = std::future::ready(()), if self.streaming.is_some() => {}
             }
         }
     }
@@ -280,7 +301,7 @@ impl Conn {
 
     /// Writes `o` now if nothing waits before it, else queues it.
     fn enqueue(&mut self, o: Out) {
-        if self.head.is_none() && self.queue.is_empty() {
+        if self.head.is_none() && self.streaming.is_none() && self.queue.is_empty() {
             self.emit(o);
         } else {
             self.queue.push_back(o);
@@ -291,28 +312,50 @@ impl Conn {
         match o {
             Out::Frame(f) => self.encode(f),
             Out::Reply { id, resp, wait: None } => self.encode(ServerFrame::Response { id, resp }),
-            Out::Reply { id, resp, wait: Some(t) } => self.head = Some((id, resp, Box::pin(t.wait()))),
+            Out::Reply { id, resp, wait: Some(t) } => self.head = Some((Held::Reply(id, resp), Box::pin(t.wait()))),
+            Out::Table { answer, wait: None } => self.streaming = Some(answer),
+            Out::Table { answer, wait: Some(t) } => self.head = Some((Held::Table(answer), Box::pin(t.wait()))),
+        }
+    }
+
+    /// Encodes the next part of the table being sent, if any; after its
+    /// last, what queued behind it.
+    fn next_part(&mut self) {
+        let Some(answer) = self.streaming.as_mut() else { return };
+        let (frame, last) = answer.next_frame();
+        if last {
+            self.streaming = None;
+        }
+        self.encode(frame);
+        if last {
+            self.drain();
+        }
+    }
+
+    /// Emits queued frames until one waits (for durability, or to be
+    /// streamed).
+    fn drain(&mut self) {
+        while self.head.is_none() && self.streaming.is_none() {
+            match self.queue.pop_front() {
+                Some(o) => self.emit(o),
+                None => break,
+            }
         }
     }
 
     /// The waiting answer may go: it and what queued behind it (up to the
     /// next one that waits).
     fn head_done(&mut self, r: Result<(), String>) {
-        let Some((id, resp, _)) = self.head.take() else { return };
-        let resp = match r {
-            Ok(()) => resp,
-            Err(e) => {
+        let Some((held, _)) = self.head.take() else { return };
+        match (held, r) {
+            (Held::Reply(id, resp), Ok(())) => self.encode(ServerFrame::Response { id, resp }),
+            (Held::Table(answer), Ok(())) => self.streaming = Some(answer),
+            (Held::Reply(id, _) | Held::Table(TableAnswer { id, .. }), Err(e)) => {
                 tracing::warn!(error = %e, "reply not durable");
-                Response::Error(ProtoError::Internal(e))
-            }
-        };
-        self.encode(ServerFrame::Response { id, resp });
-        while self.head.is_none() {
-            match self.queue.pop_front() {
-                Some(o) => self.emit(o),
-                None => break,
+                self.encode(ServerFrame::Response { id, resp: Response::Error(ProtoError::Internal(e)) });
             }
         }
+        self.drain();
     }
 
     fn encode(&mut self, frame: ServerFrame) {
@@ -339,6 +382,9 @@ impl Conn {
     fn handle(&mut self, id: u64, req: Request) {
         if let Request::Subscribe { from } = req {
             return self.subscribe(id, from);
+        }
+        if let Request::ListFiles = req {
+            return self.list_files(id);
         }
         let (resp, wait) = match self.dispatch(req) {
             Ok(r) => r,
@@ -371,9 +417,8 @@ impl Conn {
             }
             Request::CreateInvite { ttl_ms, uses } => t.create_invite(self.authed()?, ttl_ms, uses),
             Request::ListMembers => t.list_members(self.authed()?),
-            Request::ListFiles => t.list_files(self.authed()?),
-            Request::CreateFile { parent, name, kind, mode, lock } => {
-                t.create_file(self.authed()?, parent, name, kind, mode, lock)
+            Request::CreateFile { parent, name, kind, mode, lock, owner } => {
+                t.create_file(self.authed()?, parent, name, kind, mode, lock, owner)
             }
             Request::Lock { file } => t.lock(self.authed()?, file),
             Request::Renew { lease } => t.renew(self.authed()?, lease),
@@ -386,10 +431,11 @@ impl Conn {
             Request::Rename { file, new_parent, new_name, replace } => {
                 t.rename(self.authed()?, file, new_parent, new_name, replace)
             }
-            Request::SetAttr { file, mode, mtime } => t.set_attr(self.authed()?, file, mode, mtime),
+            Request::SetAttr { file, mode, mtime, owner } => t.set_attr(self.authed()?, file, mode, mtime, owner),
             Request::Have { file, version } => t.have(self.authed()?, file, version),
             Request::Want { info_hash } => t.want(self.authed()?, info_hash),
-            Request::AnnounceKey => t.announce_key(self.authed()?),
+            Request::ExportKey { info_hash, ttl_ms, port } => t.export_key(self.authed()?, info_hash, ttl_ms, port),
+            Request::Unexport { info_hash } => t.unexport(self.authed()?, info_hash),
             Request::Leave => {
                 let r = t.leave(self.authed()?)?;
                 // Its subscription was for a group it is no longer in.
@@ -400,12 +446,20 @@ impl Conn {
                 self.revoked = None;
                 Ok(r)
             }
+            Request::RemoveMember { member } => t.remove_member(self.authed()?, member),
+            Request::SetAdmin { member, admin } => t.set_admin(self.authed()?, member, admin),
+            Request::ForceUnlock { file } => t.force_unlock(self.authed()?, file),
+            Request::SetLockLimit { max_ms } => t.set_lock_limit(self.authed()?, max_ms),
             Request::ListVersions { file } => t.list_versions(self.authed()?, file),
             Request::Restore { file, version, lease } => t.restore(self.authed()?, file, version, lease),
             Request::LockExplicit { file, ttl_ms } => t.lock_explicit(self.authed()?, file, ttl_ms),
             Request::UnlockFile { file } => t.unlock_file(self.authed()?, file),
             Request::ReadLog { after, limit } => t.read_log(self.authed()?, after, limit),
-            Request::Subscribe { .. } => Err(ProtoError::BadRequest("subscribe handled elsewhere".into())),
+            Request::ListTrash => t.list_trash(self.authed()?),
+            Request::Undelete { file, parent, name } => t.undelete(self.authed()?, file, parent, name),
+            Request::Subscribe { .. } | Request::ListFiles => {
+                Err(ProtoError::BadRequest("answered in parts elsewhere".into()))
+            }
         }
     }
 
@@ -425,6 +479,14 @@ impl Conn {
         self.preauth = None;
     }
 
+    fn list_files(&mut self, id: u64) {
+        let Ok(group) = self.authed().map(|a| a.group.clone()) else {
+            return self.enqueue(Out::Reply { id, resp: Response::Error(ProtoError::NotAuthenticated), wait: None });
+        };
+        let (seq, files, wait) = self.tracker.file_table(&group);
+        self.enqueue(Out::Table { answer: TableAnswer::new(id, TableKind::Files, seq, files), wait });
+    }
+
     fn subscribe(&mut self, id: u64, from: Option<Seq>) {
         let Ok(group) = self.authed().map(|a| a.group.clone()) else {
             return self.enqueue(Out::Reply { id, resp: Response::Error(ProtoError::NotAuthenticated), wait: None });
@@ -439,15 +501,17 @@ impl Conn {
             let current = st.current_seq().0;
             from.filter(|f| f.0 <= current && f.0.saturating_add(1) >= st.log_start)
         };
-        let (resp, start) = match resume {
-            Some(f) => (Response::Subscribed { seq: f }, f),
+        let (answer, start) = match resume {
+            Some(f) => {
+                let wait = self.tracker.committer.durable_at(&group, f);
+                (Out::Reply { id, resp: Response::Subscribed { seq: f }, wait }, f)
+            }
             None => {
-                let (seq, files, _) = self.tracker.file_table(&group);
-                (Response::Snapshot { seq, files }, seq)
+                let (seq, files, wait) = self.tracker.file_table(&group);
+                (Out::Table { answer: TableAnswer::new(id, TableKind::Snapshot, seq, files), wait }, seq)
             }
         };
-        let wait = self.tracker.committer.durable_at(&group, start);
-        self.enqueue(Out::Reply { id, resp, wait });
+        self.enqueue(answer);
         let me = self.auth.as_ref().map_or(MemberId(0), |a| a.member);
         let pump = Pump {
             store: self.tracker.store.clone(),

@@ -37,7 +37,7 @@
 //! Kept versions of a file (`versions`): the newest `keep_versions` of them,
 //! the current one always among them; the entry's version is the newest.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
@@ -48,10 +48,10 @@ use std::net::SocketAddr;
 
 use crate::proto::{
     Event, EventKind, FileEntry, FileId, GroupId, InfoHash, LeaseId, LockHolder, MemberId, MemberInfo, Seq,
-    UnixMillis, Version, VersionInfo,
+    TrashEntry, UnixMillis, Version, VersionInfo,
 };
 
-/// Events buffered per group for live subscribers; a subscriber further
+/// Commits buffered per group for live subscribers; a subscriber further
 /// behind re-reads the log from sled.
 const BROADCAST_CAPACITY: usize = 1024;
 /// `Wanted` notices buffered per group; a subscriber further behind misses
@@ -69,11 +69,16 @@ pub(crate) struct Notice {
     pub from: Option<MemberId>,
 }
 
+/// The events of one commit: what one mutation of a group logged, in seq
+/// order. Subscribers get it whole (see `ServerFrame::Events`).
+pub(crate) type Committed = std::sync::Arc<[Event]>;
+
 pub(crate) struct Group {
     pub id: GroupId,
     pub state: Mutex<GroupState>,
-    /// Durable events, in seq order (sent by the committer).
-    pub events: broadcast::Sender<Event>,
+    /// Durable events, one commit's per message (never empty), in seq
+    /// order (sent by the committer).
+    pub events: broadcast::Sender<Committed>,
     /// Highest seq known durable.
     pub durable: watch::Sender<Seq>,
     /// `Wanted` notices (not events: not logged, not replayed).
@@ -152,6 +157,8 @@ impl HaveBudget {
 
 pub(crate) struct GroupState {
     pub name: String,
+    /// The longest explicit lock (ms; 0: the tracker's maximum).
+    pub max_lock_ms: u64,
     pub next_seq: u64,
     pub next_file: u64,
     /// First seq still in the log (`next_seq` when the log is empty).
@@ -161,8 +168,13 @@ pub(crate) struct GroupState {
     pub names: HashMap<(FileId, String), FileId>,
     /// Number of children of each directory that has any.
     pub children: HashMap<FileId, usize>,
+    /// The hard links (`FileKind::Link`) naming each file that has any.
+    pub links: HashMap<FileId, BTreeSet<FileId>>,
     /// Kept versions of each file (directories have none).
     pub versions: HashMap<FileId, BTreeMap<Version, VersionInfo>>,
+    /// Files deleted within the trash retention (their kept versions stay
+    /// in `versions` until they are purged).
+    pub trash: BTreeMap<FileId, TrashEntry>,
     pub locks: HashMap<FileId, LockRec>,
     pub leases: HashMap<LeaseId, FileId>,
     /// Files whose ordinary lease changed in memory and not yet in sled.
@@ -180,13 +192,16 @@ impl GroupState {
     pub fn new(name: String) -> GroupState {
         GroupState {
             name,
+            max_lock_ms: 0,
             next_seq: 1,
             next_file: FileId::ROOT.0 + 1,
             log_start: 1,
             files: BTreeMap::new(),
             names: HashMap::new(),
             children: HashMap::new(),
+            links: HashMap::new(),
             versions: HashMap::new(),
+            trash: BTreeMap::new(),
             locks: HashMap::new(),
             leases: HashMap::new(),
             dirty_locks: HashSet::new(),
@@ -220,11 +235,25 @@ impl GroupState {
     }
 
     /// Inserts or replaces (e.g. renamed) an entry.
+    /// The mtimes and ctimes of `touched` (a commit's directories and
+    /// linked files), now written.
+    pub fn take_times(&mut self, touched: &[FileEntry]) {
+        for t in touched {
+            if let Some(e) = self.files.get_mut(&t.id) {
+                e.mtime = t.mtime;
+                e.ctime = t.ctime;
+            }
+        }
+    }
+
     pub fn insert_file(&mut self, e: FileEntry) {
         self.unlink(e.id);
         if e.id != FileId::ROOT {
             self.names.insert((e.parent, e.name.clone()), e.id);
             *self.children.entry(e.parent).or_default() += 1;
+        }
+        if let Some(t) = e.kind.link_of() {
+            self.links.entry(t).or_default().insert(e.id);
         }
         self.files.insert(e.id, e);
     }
@@ -232,7 +261,14 @@ impl GroupState {
     /// Forgets a deleted file: entry, name, lock, versions.
     pub fn remove_file(&mut self, f: FileId) {
         self.unlink(f);
-        self.files.remove(&f);
+        if let Some(t) = self.files.remove(&f).and_then(|e| e.kind.link_of()) {
+            if let Some(set) = self.links.get_mut(&t) {
+                set.remove(&f);
+                if set.is_empty() {
+                    self.links.remove(&t);
+                }
+            }
+        }
         self.children.remove(&f);
         self.remove_lock(f);
         self.published_by.remove(&f);
@@ -255,6 +291,29 @@ impl GroupState {
                 }
             }
         }
+    }
+
+    /// The link promoted when `f` is deleted: its smallest-id hard link.
+    pub fn first_link(&self, f: FileId) -> Option<FileId> {
+        self.links.get(&f).and_then(|s| s.first().copied())
+    }
+
+    /// `NoSuchFile` unless `d` exists, `NotADirectory` unless it is one.
+    pub fn check_dir(&self, d: FileId) -> Result<(), crate::proto::ProtoError> {
+        match self.files.get(&d) {
+            None => Err(crate::proto::ProtoError::NoSuchFile),
+            Some(p) if p.kind != crate::proto::FileKind::Dir => Err(crate::proto::ProtoError::NotADirectory),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// As [`Self::check_dir`], and `AlreadyExists` if `name` is taken in it.
+    pub fn check_free_name(&self, parent: FileId, name: &str) -> Result<(), crate::proto::ProtoError> {
+        self.check_dir(parent)?;
+        if self.names.contains_key(&(parent, name.to_string())) {
+            return Err(crate::proto::ProtoError::AlreadyExists);
+        }
+        Ok(())
     }
 
     pub fn has_children(&self, d: FileId) -> bool {
@@ -406,6 +465,9 @@ impl Txn {
         Txn { lazy: true, ..Txn::new(group, st, now) }
     }
 
+    /// Logs an event of this mutation, stamped with the txn's `now`: all
+    /// the events of one commit share their `at`, which is how a replay
+    /// from the log tells where a commit ends (`subscribe.rs`).
     pub fn event(&mut self, by: MemberId, kind: EventKind) -> Result<(), StoreError> {
         let ev = Event { seq: Seq(self.next_seq), at: self.now, by, kind };
         self.next_seq += 1;
@@ -432,12 +494,44 @@ impl Txn {
     /// batch as the file that used it. Events alone do not rewrite it: the
     /// last event's key is the authoritative end of the log (pruning always
     /// keeps it), and open() takes the larger of the two.
+    /// The entries this transaction's events touch, with their new times,
+    /// written into it (a lazy transaction has no event that touches any).
+    fn touched(&mut self, st: &GroupState) -> Result<Vec<FileEntry>, StoreError> {
+        let mut touched: Vec<FileEntry> = Vec::new();
+        for ev in &self.events {
+            for t in ev.kind.touches(|f| st.files.get(&f).and_then(|e| e.kind.link_of())).into_iter().flatten() {
+                let i = match touched.iter().position(|e| e.id == t.file()) {
+                    Some(i) => i,
+                    None => match st.files.get(&t.file()) {
+                        Some(e) => {
+                            touched.push(e.clone());
+                            touched.len() - 1
+                        }
+                        None => continue, // gone in this very batch
+                    },
+                };
+                t.apply(&mut touched[i], ev.at);
+            }
+        }
+        for e in &touched {
+            self.w.put_file(self.group, e)?;
+        }
+        Ok(touched)
+    }
+
     pub fn finish(mut self, st: &GroupState) -> Result<FinishedTxn, StoreError> {
         if self.counters_changed {
-            let rec = GroupRec { name: st.name.clone(), next_file: self.next_file, next_seq: self.next_seq };
+            let rec = GroupRec {
+                name: st.name.clone(),
+                next_file: self.next_file,
+                next_seq: self.next_seq,
+                max_lock_ms: st.max_lock_ms,
+            };
             self.w.put_group(self.group, &rec)?;
         }
+        let touched = if self.lazy { Vec::new() } else { self.touched(st)? };
         Ok(FinishedTxn {
+            touched,
             w: self.w,
             events: self.events,
             next_seq: self.next_seq,
@@ -448,6 +542,9 @@ impl Txn {
 }
 
 pub(crate) struct FinishedTxn {
+    /// Entries whose times the events touched ([`EventKind::touches`]),
+    /// written in `w`; the group state takes their times once written.
+    pub touched: Vec<FileEntry>,
     pub w: WriteSet,
     pub events: Vec<Event>,
     pub next_seq: u64,

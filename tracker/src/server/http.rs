@@ -4,8 +4,8 @@
 //! is the binary protocol, whose frames start with a length below
 //! `MAX_FRAME` (so with a zero byte).
 //!
-//! `GET /announce/KEY?info_hash=...&port=...&left=...` with a member's
-//! announce key (`Request::AnnounceKey`). The key is in the path, not in
+//! `GET /announce/KEY?info_hash=...&port=...&left=...` with an export's
+//! announce key (`Request::ExportKey`: one info hash, until a time). The key is in the path, not in
 //! the query: BitTorrent clients add a `key` parameter of their own to
 //! every announce. Every answer to a well-formed request for
 //! `/announce...` is HTTP 200 with a bencoded body, a refusal (unknown key,

@@ -122,7 +122,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{FileId, FileKind};
+    use crate::proto::{FileId, FileKind, Owner};
     use crate::server::store::RUN_MAX;
     use crate::server::{now_ms, TrackerConfig};
 
@@ -136,7 +136,7 @@ mod tests {
         let t = Tracker::open(TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() }).unwrap();
         let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, "127.0.0.1:1".parse().unwrap()).unwrap();
         let Ok((Response::File { entry: f, .. }, _)) =
-            t.create_file(&auth, FileId::ROOT, "f".into(), FileKind::File, 0o644, false)
+            t.create_file(&auth, FileId::ROOT, "f".into(), FileKind::File, 0o644, false, Owner::default())
         else {
             panic!()
         };
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(seqs, (seqs[0]..=current).collect::<Vec<_>>());
         assert_eq!(auth.group.state.lock().log_start, seqs[0]);
         // With a single event last, everything before it goes.
-        t.create_file(&auth, FileId::ROOT, "g".into(), FileKind::File, 0o644, false).unwrap();
+        t.create_file(&auth, FileId::ROOT, "g".into(), FileKind::File, 0o644, false, Owner::default()).unwrap();
         let current = auth.group.state.lock().current_seq().0;
         assert!(!t.prune(now_ms(), now_ms() + 1));
         let left = t.store.events(auth.group.id, 0, u64::MAX, usize::MAX).unwrap();

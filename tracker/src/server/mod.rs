@@ -17,6 +17,7 @@
 //! - [`log`]: reading the action log and pruning it past its retention.
 //! - [`commit`]: group commit, then release of events in seq order.
 //! - [`conn`] / [`subscribe`]: one client connection; event streaming.
+//! - [`table`]: file table answers (snapshots, listings) in bounded parts.
 //! - [`sweep`]: lease expiry and log retention.
 //! - [`limits`]: connection caps, the pre-authentication deadline and
 //!   frame limit, the admin token that creating a group needs.
@@ -43,6 +44,7 @@ mod commit;
 mod conn;
 mod group;
 mod http;
+mod legacy;
 mod limits;
 mod log;
 mod metainfo;
@@ -52,6 +54,8 @@ pub mod private;
 mod store;
 mod subscribe;
 mod sweep;
+mod table;
+mod trash;
 mod tree;
 mod versions;
 
@@ -95,6 +99,9 @@ pub struct TrackerConfig {
     /// Versions kept per file, the current one included (at least 1): each
     /// with its torrent, listed by `ListVersions`, restorable.
     pub keep_versions: usize,
+    /// How long a deleted (or replaced) file stays in the trash, restorable
+    /// with `Undelete`, before its versions are dropped for good.
+    pub trash_retention: Duration,
     /// The file holding the admin token (made at first start if missing);
     /// `None`: `admin-token` in `data_dir`.
     pub admin_token_file: Option<PathBuf>,
@@ -110,6 +117,7 @@ impl Default for TrackerConfig {
             lease_ttl: Duration::from_millis(DEFAULT_LEASE_TTL_MS),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             keep_versions: 10,
+            trash_retention: Duration::from_secs(30 * 24 * 3600),
             admin_token_file: None,
             limits: Limits::default(),
         }
@@ -207,6 +215,7 @@ impl Tracker {
         for (g, lg) in loaded.groups {
             max_group = max_group.max(g.0);
             let mut st = GroupState::new(lg.rec.name.clone());
+            st.max_lock_ms = lg.rec.max_lock_ms;
             let last_logged = lg.log.map(|(_, last)| last).unwrap_or(0);
             st.next_seq = lg.rec.next_seq.max(last_logged + 1).max(1);
             st.log_start = lg.log.map(|(first, _)| first).unwrap_or(st.next_seq);
@@ -220,8 +229,13 @@ impl Tracker {
                 }
                 st.insert_file(e);
             }
+            for (f, t) in lg.trash {
+                // A trashed file keeps its versions until it is purged.
+                st.versions.insert(f, versions.remove(&f).unwrap_or_default());
+                st.trash.insert(f, t);
+            }
             for (f, vs) in versions {
-                // Records of a file no longer in the table.
+                // Records of a file no longer in the table nor in the trash.
                 for v in vs.into_keys() {
                     fixups.del_version(g, f, v);
                 }
@@ -355,6 +369,7 @@ impl Tracker {
             let pending = st.pending_writes(group.id)?;
             self.store.apply_all(&[&pending, &f.w])?;
             st.written();
+            st.take_times(&f.touched);
         }
         st.next_seq = f.next_seq;
         st.next_file = f.next_file;

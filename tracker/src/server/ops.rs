@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::commit::Ticket;
 use super::group::{Group, GroupState, MemberState, Txn};
-use super::store::{InviteRec, LockRec, MemberRec, WriteSet};
+use super::store::{InviteRec, LockRec, MemberRec, Role, WriteSet};
 use super::{now_ms, Tracker};
 use crate::proto::{
-    EventKind, FileEntry, FileId, FileKind, Fingerprint, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
-    ProtoError, Response, Seq, UnixMillis, Version, VersionInfo,
+    EventKind, FileEntry, Owner, FileId, FileKind, Fingerprint, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
+    ProtoError, Response, Seq, shared_mode, UnixMillis, Version, VersionInfo,
 };
 
 /// The longest an explicit lock lasts (and what `ttl_ms` 0 asks for).
@@ -52,6 +52,8 @@ pub(crate) struct Auth {
     /// The BitTorrent address this connection authenticated with (an
     /// unspecified IP replaced by the connection's), if it gave one.
     pub peer: Option<SocketAddr>,
+    /// Where the connection comes from.
+    pub remote: SocketAddr,
 }
 
 impl Auth {
@@ -98,6 +100,20 @@ fn fix_peer(given: Option<SocketAddr>, remote: SocketAddr) -> Option<SocketAddr>
     given.map(|a| SocketAddr::new(remote.ip(), a.port()))
 }
 
+/// A new entry's size and mode. A symbolic link's content is its target:
+/// its length is its size, and its permission bits mean nothing (always
+/// 0o777, as on Linux). Other modes keep what [`shared_mode`] keeps.
+fn size_and_mode(kind: &FileKind, mode: u32) -> Result<(u64, u32), ProtoError> {
+    match kind {
+        FileKind::Symlink(target) => {
+            crate::proto::validate_link_target(target)?;
+            Ok((target.len() as u64, 0o777))
+        }
+        FileKind::Link(_) => Ok((0, 0)),
+        FileKind::File | FileKind::Dir => Ok((0, shared_mode(kind, mode))),
+    }
+}
+
 fn lease_of(f: FileId, rec: &LockRec, version: Version) -> Lease {
     Lease { id: rec.lease, file: f, expires: rec.expires, version }
 }
@@ -118,7 +134,7 @@ impl Tracker {
         let now = now_ms();
         let g = GroupId(self.next_group.fetch_add(1, Ordering::Relaxed));
         let m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
-        let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote) };
+        let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote), role: Role::Owner };
         let root = FileEntry {
             id: FileId::ROOT,
             parent: FileId::ROOT,
@@ -130,6 +146,8 @@ impl Tracker {
             version: Version(0),
             info_hash: None,
             author: m,
+            owner: Owner::default(),
+            ctime: now,
         };
         let group = Arc::new(Group::new(g, GroupState::new(group_name)));
         {
@@ -174,7 +192,7 @@ impl Tracker {
                 _ => return Err(ProtoError::BadInvite),
             };
             m = MemberId(self.next_member.fetch_add(1, Ordering::Relaxed));
-            let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote) };
+            let rec = MemberRec { group: g, name: member_name, key, peer_addr: fix_peer(peer_addr, remote), role: Role::Member };
             let mut txn = Txn::new(g, &st, now);
             if inv.uses_left <= 1 {
                 txn.w.del_invite(&code_hash);
@@ -253,7 +271,7 @@ impl Tracker {
         ms.rec = rec;
         ms.conns += 1;
         let revoked = ms.revoked.clone();
-        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked, peer: given }))
+        Ok((ticket, Auth { tracker: self.clone(), group: group.clone(), member: m, revoked, peer: given, remote }))
     }
 
     /// Counts one connection of `m` less; emits `MemberOffline` at zero.
@@ -280,7 +298,7 @@ impl Tracker {
         let mut raw = [0u8; 16];
         OsRng.fill_bytes(&mut raw);
         let code = hex::encode(raw);
-        let rec = InviteRec { group: auth.group.id, expires, uses_left: uses.max(1) };
+        let rec = InviteRec { group: auth.group.id, expires, uses_left: uses.max(1), by: auth.member };
         let mut w = WriteSet::new();
         w.put_invite(&sha256(code.as_bytes()), &rec)?;
         self.store.apply(w)?;
@@ -296,28 +314,89 @@ impl Tracker {
     }
 
     /// Removes the caller from its group: its locks are released (one
-    /// `Unlocked` each), its record goes (`MemberLeft`), and every
-    /// connection authenticated as it stops being so (the caller's own
-    /// connection stays open, unauthenticated; the others are closed).
-    /// Invites it created stay valid: they admit to the group, not to it.
+    /// `Unlocked` each), its record goes (`MemberLeft`), the invites it
+    /// made die, and every connection authenticated as it stops being so
+    /// (the caller's own connection stays open, unauthenticated; the
+    /// others are closed).
     pub(crate) fn leave(&self, auth: &Auth) -> Outcome {
-        let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
-        if !st.members.contains_key(&m) {
+        if !st.members.contains_key(&auth.member) {
             return Err(ProtoError::NotAuthenticated);
         }
+        self.drop_member(&auth.group, &mut st, auth.member, auth.member)
+    }
+
+    /// Another member goes, as if it had left (`leave`), at the owner's or
+    /// an admin's word; an admin cannot remove the owner or another admin.
+    pub(crate) fn remove_member(&self, auth: &Auth, member: MemberId) -> Outcome {
+        let mut st = auth.state()?;
+        let caller = st.members.get(&auth.member).map(|m| m.rec.role).ok_or(ProtoError::NotAuthenticated)?;
+        let target = st.members.get(&member).map(|m| m.rec.role).ok_or(ProtoError::NoSuchMember)?;
+        if caller < Role::Admin || (target >= Role::Admin && caller != Role::Owner) || member == auth.member {
+            return Err(ProtoError::NotAllowed);
+        }
+        tracing::info!(group = %auth.group.id, member = %member, by = %auth.member, "member removed");
+        self.drop_member(&auth.group, &mut st, member, auth.member)
+    }
+
+    /// Makes a member an admin or a plain member again (the owner only).
+    pub(crate) fn set_admin(&self, auth: &Auth, member: MemberId, admin: bool) -> Outcome {
+        let (group, mut st) = (&auth.group, auth.state()?);
+        if st.members.get(&auth.member).map(|m| m.rec.role) != Some(Role::Owner) || member == auth.member {
+            return Err(ProtoError::NotAllowed);
+        }
+        let mut rec = st.members.get(&member).map(|m| m.rec.clone()).ok_or(ProtoError::NoSuchMember)?;
+        rec.role = if admin { Role::Admin } else { Role::Member };
+        let mut w = WriteSet::new();
+        w.put_member(member, &rec)?;
+        self.store.apply(w)?;
+        if let Some(ms) = st.members.get_mut(&member) {
+            ms.rec.role = rec.role;
+        }
+        tracing::info!(group = %group.id, %member, admin, "role changed");
+        Ok((Response::Ok, None))
+    }
+
+    /// Breaks whoever's lock is on `file` (owner or admin).
+    pub(crate) fn force_unlock(&self, auth: &Auth, file: FileId) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = auth.state()?;
+        if st.members.get(&m).map(|ms| ms.rec.role) < Some(Role::Admin) {
+            return Err(ProtoError::NotAllowed);
+        }
+        if !st.files.contains_key(&file) {
+            return Err(ProtoError::NoSuchFile);
+        }
+        let Some(holder) = st.locks.get(&file).map(|r| r.holder) else { return Err(ProtoError::NoLease) };
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        txn.w.del_lock(group.id, file);
+        txn.event(m, EventKind::Unlocked { file })?;
+        self.commit(group, &mut st, txn, false)?;
+        st.remove_lock(file);
+        tracing::info!(group = %group.id, %file, %holder, by = %m, "lock broken");
+        Ok((Response::Ok, None))
+    }
+
+    /// `m`'s locks are released (one `Unlocked` each), its record goes
+    /// (`MemberLeft`, caused by `by`), and every connection authenticated
+    /// as it is closed or unauthenticated.
+    fn drop_member(&self, group: &Arc<Group>, st: &mut GroupState, m: MemberId, by: MemberId) -> Outcome {
         let mut held: Vec<FileId> = st.locks.iter().filter(|(_, r)| r.holder == m).map(|(f, _)| *f).collect();
         held.sort();
-        let mut txn = Txn::new(group.id, &st, now_ms());
+        let mut txn = Txn::new(group.id, st, now_ms());
         for f in &held {
             txn.w.del_lock(group.id, *f);
-            txn.event(m, EventKind::Unlocked { file: *f })?;
+            txn.event(by, EventKind::Unlocked { file: *f })?;
         }
         txn.w.del_member(m);
+        // Its invites die with it.
+        for k in self.store.invites_by(m)? {
+            txn.w.del_invite_key(&k);
+        }
         // Ids are never reused, even the highest after a reopen.
         txn.w.put_next_member(self.next_member.load(Ordering::Relaxed))?;
-        txn.event(m, EventKind::MemberLeft { member: m })?;
-        let ticket = self.commit(group, &mut st, txn, true)?;
+        txn.event(by, EventKind::MemberLeft { member: m })?;
+        let ticket = self.commit(group, st, txn, true)?;
         for f in held {
             st.remove_lock(f);
         }
@@ -341,11 +420,7 @@ impl Tracker {
         (seq, files, self.committer.durable_at(group, seq))
     }
 
-    pub(crate) fn list_files(&self, auth: &Auth) -> Outcome {
-        let (seq, files, ticket) = self.file_table(&auth.group);
-        Ok((Response::Files { seq, files }, ticket))
-    }
-
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_file(
         &self,
         auth: &Auth,
@@ -354,17 +429,22 @@ impl Tracker {
         kind: FileKind,
         mode: u32,
         lock: bool,
+        owner: Owner,
     ) -> Outcome {
         crate::proto::validate_name(&name)?;
+        crate::proto::validate_owner(&owner)?;
+        let (size, mode) = size_and_mode(&kind, mode)?;
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
-        match st.files.get(&parent) {
-            None => return Err(ProtoError::NoSuchFile),
-            Some(p) if p.kind != FileKind::Dir => return Err(ProtoError::NotADirectory),
-            Some(_) => {}
-        }
-        if st.names.contains_key(&(parent, name.clone())) {
-            return Err(ProtoError::AlreadyExists);
+        st.check_free_name(parent, &name)?;
+        if let FileKind::Link(target) = kind {
+            match st.files.get(&target) {
+                None => return Err(ProtoError::NoSuchFile),
+                Some(t) if !matches!(t.kind, FileKind::File | FileKind::Symlink(_)) => {
+                    return Err(ProtoError::BadRequest("a hard link names a regular file or a symbolic link".into()))
+                }
+                Some(_) => {}
+            }
         }
         let now = now_ms();
         let mut txn = Txn::new(group.id, &st, now);
@@ -374,16 +454,18 @@ impl Tracker {
             parent,
             name,
             kind,
-            size: 0,
+            size,
             mtime: now,
-            // No setuid, setgid or sticky bit is shared.
-            mode: mode & 0o777,
+            mode,
             version: Version(0),
             info_hash: None,
             author: m,
+            owner,
+            ctime: now,
         };
         txn.w.put_file(group.id, &entry)?;
-        let v0 = (kind == FileKind::File).then_some(VersionInfo {
+        let is_file = entry.kind == FileKind::File;
+        let v0 = is_file.then_some(VersionInfo {
             version: entry.version,
             size: 0,
             mtime: now,
@@ -395,7 +477,7 @@ impl Tracker {
             txn.w.put_version(group.id, id, v0)?;
         }
         txn.event(m, EventKind::FileCreated(entry.clone()))?;
-        let lock = if lock && kind == FileKind::File {
+        let lock = if lock && is_file {
             let rec = LockRec {
                 holder: m,
                 lease: st.new_lease_id(),
@@ -432,11 +514,32 @@ impl Tracker {
         self.lock_for(auth, file, self.lease_ttl_ms(), false)
     }
 
-    /// A lock that lasts `ttl_ms` (0: the maximum, a week) without renewal.
+    /// A lock that lasts `ttl_ms` (0: the longest allowed: the group's
+    /// limit, else a week) without renewal.
     pub(crate) fn lock_explicit(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
-        let ttl = if ttl_ms == 0 { MAX_EXPLICIT_LOCK_MS } else { ttl_ms.min(MAX_EXPLICIT_LOCK_MS) };
+        let limit = match auth.state()?.max_lock_ms {
+            0 => MAX_EXPLICIT_LOCK_MS,
+            l => l.min(MAX_EXPLICIT_LOCK_MS),
+        };
+        let ttl = if ttl_ms == 0 { limit } else { ttl_ms.min(limit) };
         // A user's explicit lock is meant to survive anything: durable first.
         self.lock_for(auth, file, ttl, true)
+    }
+
+    /// Sets the longest explicit lock of the group (owner or admin; 0:
+    /// the tracker's maximum). Locks already held keep their expiry.
+    pub(crate) fn set_lock_limit(&self, auth: &Auth, max_ms: u64) -> Outcome {
+        let (group, m) = (&auth.group, auth.member);
+        let mut st = auth.state()?;
+        if st.members.get(&m).map(|ms| ms.rec.role) < Some(Role::Admin) {
+            return Err(ProtoError::NotAllowed);
+        }
+        st.max_lock_ms = max_ms.min(MAX_EXPLICIT_LOCK_MS);
+        let mut txn = Txn::new(group.id, &st, now_ms());
+        txn.write_group_rec();
+        self.commit(group, &mut st, txn, false)?;
+        tracing::info!(group = %group.id, max_ms, by = %m, "lock limit set");
+        Ok((Response::Ok, None))
     }
 
     /// `explicit` locks are durable before the reply; ordinary ones are not.
@@ -563,8 +666,8 @@ impl Tracker {
         let mut st = auth.state()?;
         let cur = match st.files.get(&file) {
             None => return Err(ProtoError::NoSuchFile),
-            Some(e) if e.kind == FileKind::Dir => {
-                return Err(ProtoError::BadRequest("a directory has no content to publish".into()))
+            Some(e) if e.kind != FileKind::File => {
+                return Err(ProtoError::BadRequest("only a regular file has content to publish".into()))
             }
             Some(e) => e.clone(),
         };
@@ -596,6 +699,7 @@ impl Tracker {
             mtime,
             info_hash,
             author: m,
+            ctime: now,
             ..cur
         };
         // Publishing under an explicit lock keeps it.

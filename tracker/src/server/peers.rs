@@ -2,23 +2,22 @@
 //!
 //! - A member's `Want` becomes a `Wanted` notice to the other subscribed
 //!   members of its group, so that a member keeping a complete version
-//!   dormant (no live torrent, incoming connections for it refused) wakes
-//!   it and serves the asker.
+//!   dormant (no live torrent) wakes it and serves the asker.
 //! - The HTTP announce endpoint (`http.rs`; BEP 3, compact peers of BEP 23
-//!   and BEP 7) keeps a swarm per (group, info hash) of the BitTorrent
-//!   clients that announce with a member's announce key. Its reply lists
-//!   the group's online members (they do not announce: the tracker knows
-//!   their addresses) and then the swarm, never the announcer itself. An
-//!   announcer that still needs pieces is also a `Wanted` notice to the
-//!   group, at most once per (info hash, address) per [`WANTED_EVERY`], so
-//!   that a standard client given a version's .torrent downloads it from
-//!   members. Nothing here touches the disk: swarms are lost with a
-//!   restart, and clients re-announce.
+//!   and BEP 7) is for standard BitTorrent clients given an *exported*
+//!   version (`titorrent export`). Members' own links are TLS between
+//!   members' keys and never listed here. An export key is scoped to one
+//!   (group, info hash) and an expiry; its reply lists the members that
+//!   export that version (at the export port they gave, with the IP their
+//!   tracker connection comes from) and the clients that announced it,
+//!   never the announcer itself. Nothing here touches the disk: exports
+//!   and swarms are lost with a restart (keys stay valid: they are checked,
+//!   not stored), and members export again when asked.
 //!
-//! Announce keys: a member's key is an HMAC of its id with the tracker's
-//! secret (kept in sled), so it is checked against an in-memory index,
-//! never stored per member; the key of a member that left is dropped from
-//! the index, and member ids are never reused.
+//! Export keys: `MEMBER | EXPIRES | MAC`, the MAC an HMAC of the group,
+//! member, info hash and expiry with the tracker's secret (kept in sled):
+//! checked from memory, never stored; a member that leaves or is removed
+//! is dropped from the admitted set and its keys stop working at once.
 //!
 //! Notices are hints, not events: nothing is stored, and one missed is
 //! asked for again.
@@ -33,8 +32,8 @@ use sha2::Sha256;
 
 use super::group::Notice;
 use super::ops::{Auth, Outcome};
-use super::Tracker;
-use crate::proto::{GroupId, InfoHash, MemberId, Response};
+use super::{now_ms, Tracker};
+use crate::proto::{GroupId, InfoHash, MemberId, ProtoError, Response, UnixMillis};
 
 /// How often announcers are asked to come back.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(300);
@@ -42,8 +41,8 @@ pub(crate) const INTERVAL: Duration = Duration::from_secs(300);
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// An announcer not heard from for this long (two intervals) is dropped.
 const PEER_TTL: Duration = Duration::from_secs(2 * INTERVAL.as_secs());
-/// At most one `Wanted` per (info hash, announcer address) this often.
-pub(crate) const WANTED_EVERY: Duration = Duration::from_secs(30);
+/// The longest an export lasts (`titorrent export --ttl`).
+pub(crate) const MAX_EXPORT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Peers returned when the announce does not say (`numwant`).
 const DEFAULT_NUMWANT: usize = 50;
 /// Most peers returned, whatever `numwant` asks.
@@ -53,8 +52,10 @@ const MAX_SWARM: usize = 10_000;
 /// Swarm shards: announces of different info hashes rarely wait for each
 /// other.
 const SHARDS: usize = 16;
-/// Bytes of an announce key (hex in the URL).
-const KEY_LEN: usize = 16;
+/// Bytes of an export key's MAC.
+const MAC_LEN: usize = 16;
+/// Bytes of an export key (member, expiry, MAC; hex in the URL).
+const KEY_LEN: usize = 8 + 8 + MAC_LEN;
 
 /// `event=` of an announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,28 +91,36 @@ pub(crate) struct AnnounceReply {
 /// Why an announce was refused (its `failure reason`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AnnounceError {
-    #[error("unknown announce key")]
+    /// Malformed, forged, of a member that left, or for another torrent.
+    #[error("unknown announce key, or not for this torrent")]
     UnknownKey,
+    #[error("this export has expired: ask its member to export it again")]
+    Expired,
 }
 
 struct PeerEntry {
     seen: Instant,
     seeder: bool,
-    /// `event=stopped` came: not listed, kept only to remember `wanted`.
-    stopped: bool,
-    /// When this address last caused a `Wanted`.
-    wanted: Option<Instant>,
+}
+
+/// One member's export of a version.
+struct Exporter {
+    member: MemberId,
+    addr: SocketAddr,
+    until: UnixMillis,
 }
 
 #[derive(Default)]
 struct Swarm {
+    exporters: Vec<Exporter>,
     peers: HashMap<SocketAddr, PeerEntry>,
 }
 
-/// The HTTP announce side's state: keys and swarms.
+/// The HTTP announce side's state: who may hold keys, and swarms.
 pub(crate) struct Announces {
     secret: [u8; 32],
-    keys: RwLock<HashMap<[u8; KEY_LEN], (GroupId, MemberId)>>,
+    /// Members whose export keys work.
+    admitted: RwLock<HashMap<MemberId, GroupId>>,
     shards: Vec<Mutex<HashMap<(GroupId, InfoHash), Swarm>>>,
 }
 
@@ -119,52 +128,79 @@ impl Announces {
     pub fn new(secret: [u8; 32]) -> Announces {
         Announces {
             secret,
-            keys: RwLock::new(HashMap::new()),
+            admitted: RwLock::new(HashMap::new()),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
-    fn key_of(&self, m: MemberId) -> [u8; KEY_LEN] {
+    fn mac(&self, g: GroupId, m: MemberId, ih: &InfoHash, until: UnixMillis) -> [u8; MAC_LEN] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(b"titorrent announce key\0");
+        mac.update(b"titorrent export key\0");
+        mac.update(&g.0.to_be_bytes());
         mac.update(&m.0.to_be_bytes());
+        mac.update(&ih.0);
+        mac.update(&until.to_be_bytes());
         let full = mac.finalize().into_bytes();
-        let mut key = [0u8; KEY_LEN];
-        key.copy_from_slice(&full[..KEY_LEN]);
-        key
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
     }
 
-    /// Makes `m`'s key valid (a member created, joined, or loaded at open);
-    /// returns it, as it goes in the URL.
-    pub fn admit(&self, g: GroupId, m: MemberId) -> String {
-        let key = self.key_of(m);
-        self.keys.write().insert(key, (g, m));
-        hex::encode(key)
+    /// `m`'s export keys work (a member created, joined, or loaded at open).
+    pub fn admit(&self, g: GroupId, m: MemberId) {
+        self.admitted.write().insert(m, g);
     }
 
-    /// `m` left: its key stops working.
+    /// `m` left or was removed: its keys stop working, its exports end.
     pub fn revoke(&self, m: MemberId) {
-        let key = self.key_of(m);
-        self.keys.write().remove(&key);
+        self.admitted.write().remove(&m);
+        for shard in &self.shards {
+            for s in shard.lock().values_mut() {
+                s.exporters.retain(|e| e.member != m);
+            }
+        }
     }
 
-    fn lookup(&self, key: &str) -> Option<(GroupId, MemberId)> {
+    /// The key for `m`'s export of `ih` until `until`, as it goes in the URL.
+    fn key(&self, g: GroupId, m: MemberId, ih: &InfoHash, until: UnixMillis) -> String {
+        let mut raw = Vec::with_capacity(KEY_LEN);
+        raw.extend_from_slice(&m.0.to_be_bytes());
+        raw.extend_from_slice(&until.to_be_bytes());
+        raw.extend_from_slice(&self.mac(g, m, ih, until));
+        hex::encode(raw)
+    }
+
+    /// The group a key for `ih` belongs to, if it is genuine, its member
+    /// still admitted, and it has not expired at `now`.
+    fn check(&self, key: &str, ih: &InfoHash, now: UnixMillis) -> Result<GroupId, AnnounceError> {
         let mut raw = [0u8; KEY_LEN];
-        hex::decode_to_slice(key, &mut raw).ok()?;
-        self.keys.read().get(&raw).copied()
+        hex::decode_to_slice(key, &mut raw).map_err(|_| AnnounceError::UnknownKey)?;
+        let m = MemberId(u64::from_be_bytes(raw[..8].try_into().expect("8 bytes")));
+        let until = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
+        let g = *self.admitted.read().get(&m).ok_or(AnnounceError::UnknownKey)?;
+        if self.mac(g, m, ih, until) != raw[16..] {
+            return Err(AnnounceError::UnknownKey);
+        }
+        if until <= now {
+            return Err(AnnounceError::Expired);
+        }
+        Ok(g)
     }
 
     fn shard(&self, info_hash: &InfoHash) -> &Mutex<HashMap<(GroupId, InfoHash), Swarm>> {
         &self.shards[usize::from(info_hash.0[19]) % SHARDS]
     }
 
-    /// Drops announcers not heard from for [`PEER_TTL`] and empty swarms.
+    /// Drops announcers not heard from for [`PEER_TTL`], exports that
+    /// ran out, and empty swarms.
     pub fn expire(&self, now: Instant) {
+        let wall = super::now_ms();
         for shard in &self.shards {
             let mut swarms = shard.lock();
             swarms.retain(|_, s| {
                 s.peers.retain(|_, p| now.duration_since(p.seen) < PEER_TTL);
-                !s.peers.is_empty()
+                s.exporters.retain(|e| e.until > wall);
+                !s.peers.is_empty() || !s.exporters.is_empty()
             });
         }
     }
@@ -209,77 +245,80 @@ impl Tracker {
         Ok((Response::Ok, None))
     }
 
-    /// The caller's announce key: its HTTP announce URL is
-    /// `http://TRACKER/announce/KEY`.
-    pub(crate) fn announce_key(&self, auth: &Auth) -> Outcome {
-        let key = self.announces.admit(auth.group.id, auth.member);
-        Ok((Response::AnnounceKey { key }, None))
+    /// The caller exports `info_hash` on `port` for `ttl_ms` (at most
+    /// [`MAX_EXPORT`]): it is listed to announcers with a key for it, and
+    /// the key is returned.
+    pub(crate) fn export_key(&self, auth: &Auth, info_hash: InfoHash, ttl_ms: u64, port: u16) -> Outcome {
+        // The IP is the connection's: nobody sends strangers to a third party.
+        let ip = auth.remote.ip();
+        if port == 0 {
+            return Err(ProtoError::BadRequest("export port 0".into()));
+        }
+        let until = now_ms().saturating_add(ttl_ms.clamp(1, MAX_EXPORT.as_millis() as u64));
+        let addr = canonical(SocketAddr::new(ip, port));
+        let (g, m) = (auth.group.id, auth.member);
+        {
+            let mut swarms = self.announces.shard(&info_hash).lock();
+            let swarm = swarms.entry((g, info_hash)).or_default();
+            swarm.exporters.retain(|e| e.member != m);
+            swarm.exporters.push(Exporter { member: m, addr, until });
+        }
+        let key = self.announces.key(g, m, &info_hash, until);
+        tracing::info!(group = %g, member = %m, %info_hash, %addr, "version exported");
+        Ok((Response::AnnounceKey { key, expires: until }, None))
     }
 
-    /// One announce from `from` with announce key `key`.
+    /// The caller no longer exports `info_hash`.
+    pub(crate) fn unexport(&self, auth: &Auth, info_hash: InfoHash) -> Outcome {
+        let mut swarms = self.announces.shard(&info_hash).lock();
+        if let Some(s) = swarms.get_mut(&(auth.group.id, info_hash)) {
+            s.exporters.retain(|e| e.member != auth.member);
+        }
+        Ok((Response::Ok, None))
+    }
+
+    /// One announce from `from` with export key `key`.
     pub(crate) fn announce(&self, key: &str, a: &Announce, from: SocketAddr) -> Result<AnnounceReply, AnnounceError> {
-        let (g, _) = self.announces.lookup(key).ok_or(AnnounceError::UnknownKey)?;
-        let group = self.group(g).ok_or(AnnounceError::UnknownKey)?;
+        let now_wall = now_ms();
+        let g = self.announces.check(key, &a.info_hash, now_wall)?;
         let peer = canonical(SocketAddr::new(from.ip(), a.port));
         let numwant = a.numwant.unwrap_or(DEFAULT_NUMWANT).min(MAX_NUMWANT);
-        let mut reply = AnnounceReply::default();
         let stopped = a.event == AnnounceEvent::Stopped;
-        // Members' addresses given (a member's own client may announce
-        // too: it is listed once).
-        let mut members: Vec<SocketAddr> = Vec::new();
-        if !stopped {
-            let st = group.state.lock();
-            for ms in st.members.values() {
-                if members.len() >= numwant {
-                    break;
-                }
-                match ms.rec.peer_addr.map(canonical) {
-                    Some(addr) if ms.conns > 0 && addr != peer && !members.contains(&addr) => {
-                        members.push(addr);
-                        reply.push(addr);
-                    }
-                    _ => {}
-                }
-            }
-        }
         let now = Instant::now();
-        let mut wanted = false;
-        {
-            let mut swarms = self.announces.shard(&a.info_hash).lock();
-            let swarm = swarms.entry((g, a.info_hash)).or_default();
-            let seeder = a.left == Some(0) || a.event == AnnounceEvent::Completed;
-            let keep = swarm.peers.len() < MAX_SWARM || swarm.peers.contains_key(&peer);
-            if keep {
-                let e = swarm.peers.entry(peer).or_insert(PeerEntry { seen: now, seeder, stopped, wanted: None });
-                e.seen = now;
-                e.seeder = seeder;
-                e.stopped = stopped;
-                if !stopped && !seeder && a.left.is_some() && e.wanted.is_none_or(|w| now - w >= WANTED_EVERY) {
-                    e.wanted = Some(now);
-                    wanted = true;
-                }
-            }
-            swarm.peers.retain(|addr, p| {
-                let live = now.duration_since(p.seen) < PEER_TTL;
-                if live && !p.stopped {
-                    if p.seeder {
-                        reply.complete += 1;
-                    } else {
-                        reply.incomplete += 1;
-                    }
-                    if !stopped && *addr != peer && reply_len(&reply) < numwant && !members.contains(addr) {
-                        reply.push(*addr);
-                    }
-                }
-                live
-            });
-            if swarm.peers.is_empty() {
-                swarms.remove(&(g, a.info_hash));
+        let mut reply = AnnounceReply::default();
+        let mut swarms = self.announces.shard(&a.info_hash).lock();
+        let swarm = swarms.entry((g, a.info_hash)).or_default();
+        swarm.exporters.retain(|e| e.until > now_wall);
+        let mut listed: Vec<SocketAddr> = Vec::new();
+        for e in &swarm.exporters {
+            reply.complete += 1;
+            if !stopped && e.addr != peer && listed.len() < numwant && !listed.contains(&e.addr) {
+                listed.push(e.addr);
+                reply.push(e.addr);
             }
         }
-        if wanted {
-            // No receiver is fine: no member is subscribed.
-            let _ = group.notices.send(Notice { info_hash: a.info_hash, peer, from: None });
+        let seeder = a.left == Some(0) || a.event == AnnounceEvent::Completed;
+        if stopped {
+            swarm.peers.remove(&peer);
+        } else if swarm.peers.len() < MAX_SWARM || swarm.peers.contains_key(&peer) {
+            swarm.peers.insert(peer, PeerEntry { seen: now, seeder });
+        }
+        swarm.peers.retain(|addr, p| {
+            let live = now.duration_since(p.seen) < PEER_TTL;
+            if live {
+                if p.seeder {
+                    reply.complete += 1;
+                } else {
+                    reply.incomplete += 1;
+                }
+                if !stopped && *addr != peer && reply_len(&reply) < numwant && !listed.contains(addr) {
+                    reply.push(*addr);
+                }
+            }
+            live
+        });
+        if swarm.peers.is_empty() && swarm.exporters.is_empty() {
+            swarms.remove(&(g, a.info_hash));
         }
         Ok(reply)
     }

@@ -47,7 +47,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::TrackerError;
 use crate::proto::{
-    Event, FileEntry, Fingerprint, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, UnixMillis, Version, VersionInfo,
+    Event, FileEntry, Fingerprint, FileId, GroupId, LeaseId, MemberId, ProtoError, Seq, TrashEntry, UnixMillis, Version,
+    VersionInfo,
 };
 
 const TREE: &str = "tracker-v1";
@@ -63,6 +64,7 @@ const VERSION: u8 = b'V';
 const NEXT_MEMBER: u8 = b'N';
 const SECRET: u8 = b'S';
 const RUN: u8 = b'R';
+const TRASH: u8 = b'X';
 
 /// Most events in one `R` record (a few KiB: well under the size at which
 /// sled moves a value to a file of its own).
@@ -113,6 +115,26 @@ pub(crate) struct GroupRec {
     pub next_file: u64,
     /// A floor for the next seq; see the module docs.
     pub next_seq: u64,
+    /// The longest explicit lock a member may take (ms; 0: the tracker's
+    /// maximum), as the owner or an admin set it.
+    pub max_lock_ms: u64,
+}
+
+/// A group record as protocol 7 stored it (no lock limit).
+#[derive(Deserialize)]
+struct GroupRecV7 {
+    name: String,
+    next_file: u64,
+    next_seq: u64,
+}
+
+impl GroupRec {
+    fn decode(k: &[u8], v: &[u8]) -> Result<GroupRec, StoreError> {
+        dec(k, v).or_else(|e| match dec::<GroupRecV7>(k, v) {
+            Ok(o) => Ok(GroupRec { name: o.name, next_file: o.next_file, next_seq: o.next_seq, max_lock_ms: 0 }),
+            Err(_) => Err(e),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -124,6 +146,36 @@ pub(crate) struct MemberRec {
     /// layout: no certificate hashes to it, so that member must join again.)
     pub key: Fingerprint,
     pub peer_addr: Option<SocketAddr>,
+    pub role: Role,
+}
+
+/// What a member may do beyond reading and writing files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Role {
+    Member,
+    /// Removes members, breaks locks.
+    Admin,
+    /// The group's creator: also makes admins.
+    Owner,
+}
+
+/// A member record as protocol 6 stored it (no role): read as a plain
+/// member.
+#[derive(Deserialize)]
+struct MemberRecV6 {
+    group: GroupId,
+    name: String,
+    key: Fingerprint,
+    peer_addr: Option<SocketAddr>,
+}
+
+impl MemberRec {
+    fn decode(k: &[u8], v: &[u8]) -> Result<MemberRec, StoreError> {
+        dec(k, v).or_else(|e| match dec::<MemberRecV6>(k, v) {
+            Ok(o) => Ok(MemberRec { group: o.group, name: o.name, key: o.key, peer_addr: o.peer_addr, role: Role::Member }),
+            Err(_) => Err(e),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +195,25 @@ pub(crate) struct InviteRec {
     pub group: GroupId,
     pub expires: UnixMillis,
     pub uses_left: u32,
+    /// Who made it: it dies when that member leaves or is removed.
+    pub by: MemberId,
+}
+
+/// An invite as protocol 6 stored it (no maker): kept until it expires.
+#[derive(Deserialize)]
+struct InviteRecV6 {
+    group: GroupId,
+    expires: UnixMillis,
+    uses_left: u32,
+}
+
+impl InviteRec {
+    fn decode(k: &[u8], v: &[u8]) -> Result<InviteRec, StoreError> {
+        dec(k, v).or_else(|e| match dec::<InviteRecV6>(k, v) {
+            Ok(o) => Ok(InviteRec { group: o.group, expires: o.expires, uses_left: o.uses_left, by: MemberId(0) }),
+            Err(_) => Err(e),
+        })
+    }
 }
 
 /// A failure of the store while serving a request. The client only ever
@@ -172,6 +243,41 @@ fn dec<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(v, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|source| StoreError::Decode { key: hex::encode(key), source })
+}
+
+/// Decodes a value that must fill the record, else one as protocol 11
+/// stored it (see `legacy`). Filling the record matters for a run: a run of
+/// old events read as new ones could otherwise eat the next event's bytes.
+fn dec_or_v11<T: DeserializeOwned, O: DeserializeOwned + Into<T>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    let cfg = bincode::config::standard();
+    match bincode::serde::decode_from_slice::<T, _>(v, cfg) {
+        Ok((t, used)) if used == v.len() => Ok(t),
+        first => match bincode::serde::decode_from_slice::<O, _>(v, cfg) {
+            Ok((o, used)) if used == v.len() => Ok(o.into()),
+            _ => first
+                .map(|(t, _)| t)
+                .map_err(|source| StoreError::Decode { key: hex::encode(key), source }),
+        },
+    }
+}
+
+fn dec_event(key: &[u8], v: &[u8]) -> Result<Event, StoreError> {
+    dec_or_v11::<Event, super::legacy::EventV11>(key, v)
+}
+
+fn dec_events(key: &[u8], v: &[u8]) -> Result<Vec<Event>, StoreError> {
+    struct Old(Vec<super::legacy::EventV11>);
+    impl<'de> Deserialize<'de> for Old {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Vec::deserialize(d).map(Old)
+        }
+    }
+    impl From<Old> for Vec<Event> {
+        fn from(o: Old) -> Self {
+            o.0.into_iter().map(Event::from).collect()
+        }
+    }
+    dec_or_v11::<Vec<Event>, Old>(key, v)
 }
 
 fn key(tag: u8, parts: &[u64]) -> Vec<u8> {
@@ -249,6 +355,13 @@ impl WriteSet {
     pub fn del_torrent(&mut self, g: GroupId, f: FileId, v: Version) {
         self.del(key(TORRENT, &[g.0, f.0, v.0]));
     }
+    pub fn put_trash(&mut self, g: GroupId, t: &TrashEntry) -> Result<(), StoreError> {
+        self.put(key(TRASH, &[g.0, t.entry.id.0]), enc(t)?);
+        Ok(())
+    }
+    pub fn del_trash(&mut self, g: GroupId, f: FileId) {
+        self.del(key(TRASH, &[g.0, f.0]));
+    }
     pub fn put_lock(&mut self, g: GroupId, f: FileId, rec: &LockRec) -> Result<(), StoreError> {
         self.put(key(LOCK, &[g.0, f.0]), enc(rec)?);
         Ok(())
@@ -297,9 +410,16 @@ pub(crate) struct LoadedGroup {
     pub files: BTreeMap<FileId, FileEntry>,
     pub locks: BTreeMap<FileId, LockRec>,
     pub versions: BTreeMap<FileId, BTreeMap<Version, VersionInfo>>,
+    pub trash: BTreeMap<FileId, TrashEntry>,
     /// First and last seq still in the log, if any.
     pub log: Option<(u64, u64)>,
 }
+
+/// sled's page cache. Its default (1 GiB) let a 100,000-file group's
+/// pages (table, kept versions, the event log) all stay resident, though
+/// the tracker answers from its own memory and reads sled only for log
+/// catch-up and torrents; what misses is in the OS page cache anyway.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -312,7 +432,7 @@ impl Store {
         let open_err = |source| TrackerError::Open { path: dir.to_path_buf(), source };
         // It holds the tracker's keys and every group's file table.
         super::private::make_private(dir, "tracker data").map_err(|e| open_err(sled::Error::Io(e)))?;
-        let db = sled::Config::new().path(dir).open().map_err(open_err)?;
+        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(open_err)?;
         let tree = db.open_tree(TREE).map_err(open_err)?;
         // What sled just created under a permissive umask (an embedding
         // process's): the directory is private already, this is for depth.
@@ -375,17 +495,30 @@ impl Store {
     pub fn invite(&self, code_hash: &[u8; 32]) -> Result<Option<InviteRec>, StoreError> {
         let k = invite_key(code_hash);
         match self.tree.get(&k)? {
-            Some(v) => Ok(Some(dec(&k, &v)?)),
+            Some(v) => Ok(Some(InviteRec::decode(&k, &v)?)),
             None => Ok(None),
         }
     }
 
     /// Raw keys of invites that expired before `now`, at most `limit`.
+    /// The keys of the invites `by` made (scans the invites: there are few,
+    /// and members leave rarely).
+    pub fn invites_by(&self, by: MemberId) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([INVITE]) {
+            let (k, v) = kv?;
+            if InviteRec::decode(&k, &v)?.by == by {
+                out.push(k.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     pub fn expired_invites(&self, now: UnixMillis, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix([INVITE]) {
             let (k, v) = kv?;
-            let rec: InviteRec = dec(&k, &v)?;
+            let rec = InviteRec::decode(&k, &v)?;
             if rec.expires <= now {
                 out.push(k.to_vec());
                 if out.len() >= limit {
@@ -427,7 +560,7 @@ impl Store {
         let mut singles = Vec::new();
         for kv in self.tree.range(key(EVENT, &[g.0, from])..=key(EVENT, &[g.0, to])) {
             let (k, v) = kv?;
-            singles.push(dec::<Event>(&k, &v)?);
+            singles.push(dec_event(&k, &v)?);
             if singles.len() >= limit {
                 break;
             }
@@ -440,7 +573,7 @@ impl Store {
         let mut runs = Vec::new();
         for kv in self.tree.range(key(RUN, &[g.0, start])..=key(RUN, &[g.0, to])) {
             let (k, v) = kv?;
-            let evs: Vec<Event> = dec(&k, &v)?;
+            let evs: Vec<Event> = dec_events(&k, &v)?;
             let (Some(first), Some(last)) = (evs.first().map(|e| e.seq.0), evs.last().map(|e| e.seq.0)) else {
                 continue;
             };
@@ -514,7 +647,7 @@ impl Store {
         let runs = key(RUN, &[g.0, 0])..=key(RUN, &[g.0, u64::MAX]);
         let first_run = self.tree.range(runs.clone()).next().transpose()?.and_then(|(k, _)| u64_at(&k, 1));
         let last_run = match self.tree.range(runs).next_back().transpose()? {
-            Some((k, v)) => dec::<Vec<Event>>(&k, &v)?.last().map(|e| e.seq.0),
+            Some((k, v)) => dec_events(&k, &v)?.last().map(|e| e.seq.0),
             None => None,
         };
         let first = [first, first_run].into_iter().flatten().min();
@@ -530,7 +663,7 @@ impl Store {
         for kv in self.tree.scan_prefix([GROUP]) {
             let (k, v) = kv?;
             let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
-            let rec: GroupRec = dec(&k, &v).map_err(corrupt)?;
+            let rec = GroupRec::decode(&k, &v).map_err(corrupt)?;
             let log = self.log_bounds(g).map_err(corrupt)?;
             groups.insert(
                 g,
@@ -540,6 +673,7 @@ impl Store {
                     files: BTreeMap::new(),
                     locks: BTreeMap::new(),
                     versions: BTreeMap::new(),
+                    trash: BTreeMap::new(),
                     log,
                 },
             );
@@ -547,7 +681,7 @@ impl Store {
         for kv in self.tree.scan_prefix([MEMBER]) {
             let (k, v) = kv?;
             let m = MemberId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
-            let rec: MemberRec = dec(&k, &v).map_err(corrupt)?;
+            let rec = MemberRec::decode(&k, &v).map_err(corrupt)?;
             match groups.get_mut(&rec.group) {
                 Some(lg) => {
                     lg.members.insert(m, rec);
@@ -558,7 +692,7 @@ impl Store {
         for kv in self.tree.scan_prefix([FILE]) {
             let (k, v) = kv?;
             let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
-            let e: FileEntry = dec(&k, &v).map_err(corrupt)?;
+            let e: FileEntry = dec_or_v11::<FileEntry, super::legacy::FileEntryV11>(&k, &v).map_err(corrupt)?;
             if let Some(lg) = groups.get_mut(&g) {
                 lg.files.insert(e.id, e);
             }
@@ -579,6 +713,14 @@ impl Store {
             let info: VersionInfo = dec(&k, &v).map_err(corrupt)?;
             if let Some(lg) = groups.get_mut(&g) {
                 lg.versions.entry(f).or_default().insert(info.version, info);
+            }
+        }
+        for kv in self.tree.scan_prefix([TRASH]) {
+            let (k, v) = kv?;
+            let g = GroupId(u64_at(&k, 0).ok_or_else(|| bad_key(&k))?);
+            let t: TrashEntry = dec(&k, &v).map_err(corrupt)?;
+            if let Some(lg) = groups.get_mut(&g) {
+                lg.trash.insert(t.entry.id, t);
             }
         }
         let next_member = match self.tree.get([NEXT_MEMBER])? {
@@ -611,7 +753,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let g = GroupId(3);
         let mut w = WriteSet::new();
-        w.put_group(g, &GroupRec { name: "g".into(), next_file: 2, next_seq: 4 }).unwrap();
+        w.put_group(g, &GroupRec { name: "g".into(), next_file: 2, next_seq: 4, max_lock_ms: 0 }).unwrap();
         let root = FileEntry {
             id: FileId::ROOT,
             parent: FileId::ROOT,
@@ -623,6 +765,8 @@ mod tests {
             version: Version(0),
             info_hash: None,
             author: MemberId(1),
+            owner: Default::default(),
+            ctime: 0,
         };
         w.put_file(g, &root).unwrap();
         for s in 1..=3 {
@@ -687,4 +831,60 @@ mod tests {
         let (_, start, more) = store.prune_front(g, 7, 9, 100, 2).unwrap();
         assert_eq!((start, more), (None, true));
     }
+
+    #[test]
+    fn entries_and_events_stored_by_protocol_11_still_load() {
+        // The layout protocol 11 wrote: no owner, no ctime.
+        #[derive(Serialize)]
+        struct Old {
+            id: FileId,
+            parent: FileId,
+            name: String,
+            kind: crate::proto::FileKind,
+            size: u64,
+            mtime: UnixMillis,
+            mode: u32,
+            version: Version,
+            info_hash: Option<crate::proto::InfoHash>,
+            author: MemberId,
+        }
+        #[derive(Serialize)]
+        enum OldKind {
+            FileCreated(Old),
+        }
+        #[derive(Serialize)]
+        struct OldEvent {
+            seq: Seq,
+            at: UnixMillis,
+            by: MemberId,
+            kind: OldKind,
+        }
+        let old = |id: u64| Old {
+            id: FileId(id),
+            parent: FileId::ROOT,
+            name: format!("f{id}"),
+            kind: crate::proto::FileKind::File,
+            size: 3,
+            mtime: 77,
+            mode: 0o644,
+            version: Version(1),
+            info_hash: None,
+            author: MemberId(2),
+        };
+        let e: FileEntry = dec_or_v11::<FileEntry, super::super::legacy::FileEntryV11>(b"k", &enc(&old(5)).unwrap()).unwrap();
+        assert_eq!((e.id, e.name.as_str(), e.mtime, e.ctime), (FileId(5), "f5", 77, 77));
+        assert_eq!(e.owner, crate::proto::Owner::default(), "no owner: each member shows its mounting user");
+        let evs: Vec<OldEvent> =
+            (1..=3).map(|s| OldEvent { seq: Seq(s), at: 9, by: MemberId(2), kind: OldKind::FileCreated(old(s)) }).collect();
+        let back = dec_events(b"k", &enc(&evs).unwrap()).unwrap();
+        assert_eq!(back.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(matches!(&back[2].kind, EventKind::FileCreated(f) if f.name == "f3" && f.ctime == 77));
+        let one = dec_event(b"k", &enc(&evs[0]).unwrap()).unwrap();
+        assert_eq!(one.seq, Seq(1));
+        // Today's records decode as themselves.
+        let new = FileEntry { owner: crate::proto::Owner { user: "ana".into(), group: "staff".into() }, ctime: 80, ..e };
+        let again: FileEntry = dec_or_v11::<FileEntry, super::super::legacy::FileEntryV11>(b"k", &enc(&new).unwrap()).unwrap();
+        assert_eq!(again, new);
+    }
+
 }

@@ -1,7 +1,8 @@
 //! Background upkeep: releases expired leases about every second (sooner
 //! for short ttls) and, at start and then every minute (sooner for short
 //! retentions, and again at once while a backlog remains), drops events
-//! past the log retention and expired invites; every minute, announcers
+//! past the log retention, files past the trash retention and expired
+//! invites; every minute, announcers
 //! not heard from for two announce intervals.
 
 use std::sync::Weak;
@@ -27,7 +28,7 @@ fn prune_interval(retention: Duration) -> Duration {
 /// Runs until `cancel` or until the tracker is dropped; holds the tracker
 /// only while sweeping.
 pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: CancellationToken) {
-    let prune_every = prune_interval(cfg.log_retention);
+    let prune_every = prune_interval(cfg.log_retention.min(cfg.trash_retention));
     let mut tick = tokio::time::interval(sweep_interval(cfg.lease_ttl).min(prune_every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention = duration_ms(cfg.log_retention);
@@ -45,6 +46,7 @@ pub(crate) async fn run(tracker: Weak<Tracker>, cfg: TrackerConfig, cancel: Canc
         if prune_due || last_prune.elapsed() >= prune_every {
             last_prune = Instant::now();
             prune_due = t.prune(now, now.saturating_sub(retention));
+            prune_due |= t.purge_trash(now);
         }
         if last_expire.elapsed() >= PRUNE_EVERY {
             last_expire = Instant::now();

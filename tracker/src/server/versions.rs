@@ -59,6 +59,7 @@ impl Tracker {
         match st.files.get(&file) {
             None => return Err(ProtoError::NoSuchFile),
             Some(e) if e.kind == FileKind::Dir => return Err(ProtoError::IsADirectory),
+            Some(e) if e.kind != FileKind::File => return Err(ProtoError::BadRequest("only a regular file has versions".into())),
             Some(_) => {}
         }
         let list = st.versions.get(&file).map(|vs| vs.values().rev().cloned().collect()).unwrap_or_default();
@@ -78,6 +79,7 @@ impl Tracker {
         let cur = match st.files.get(&file) {
             None => return Err(ProtoError::NoSuchFile),
             Some(e) if e.kind == FileKind::Dir => return Err(ProtoError::IsADirectory),
+            Some(e) if e.kind != FileKind::File => return Err(ProtoError::BadRequest("only a regular file has versions".into())),
             Some(e) => e.clone(),
         };
         let now = now_ms();
@@ -103,6 +105,7 @@ impl Tracker {
             mtime: now,
             info_hash: old.info_hash,
             author: m,
+            ctime: now,
             ..cur
         };
         let mut txn = Txn::new(group.id, &st, now);

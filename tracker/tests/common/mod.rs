@@ -134,14 +134,21 @@ impl Server {
 }
 
 /// A raw-frame client: sequential requests, events and `Wanted` notices
-/// buffered.
+/// buffered, answers sent in parts put together.
 pub struct Client {
     rd: BufReader<ReadHalf<TlsStream<TcpStream>>>,
     wr: WriteHalf<TlsStream<TcpStream>>,
     pub identity: Arc<Identity>,
     next_id: u64,
+    /// Events read and not taken yet, one by one.
     pub events: VecDeque<Event>,
+    /// The seqs of every `Events` frame read, with its `more`, in order.
+    pub event_frames: Vec<(Vec<Seq>, bool)>,
     pub wanted: VecDeque<(InfoHash, SocketAddr)>,
+    /// Frames of the last answer: 1 plus its parts.
+    pub last_frames: usize,
+    /// How long [`Client::frame`] waits for the next frame.
+    pub wait: Duration,
 }
 
 pub async fn read_server_frame(rd: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<ServerFrame>> {
@@ -166,7 +173,17 @@ impl Client {
         let s = tls_connect_as(addr, identity.clone()).await;
         let (rd, wr) = tokio::io::split(s);
         let mut c =
-            Client { rd: BufReader::new(rd), wr, identity, next_id: 1, events: VecDeque::new(), wanted: VecDeque::new() };
+            Client {
+                rd: BufReader::new(rd),
+                wr,
+                identity,
+                next_id: 1,
+                events: VecDeque::new(),
+                event_frames: Vec::new(),
+                wanted: VecDeque::new(),
+                last_frames: 0,
+                wait: WAIT,
+            };
         c.write(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await;
         match c.frame().await {
             Some(ServerFrame::Hello { version }) => assert_eq!(version, PROTOCOL_VERSION),
@@ -196,7 +213,7 @@ impl Client {
 
     /// Next frame, `None` when the server closed.
     pub async fn frame(&mut self) -> Option<ServerFrame> {
-        tokio::time::timeout(WAIT, read_server_frame(&mut self.rd))
+        tokio::time::timeout(self.wait, read_server_frame(&mut self.rd))
             .await
             .expect("no frame from the tracker in time")
             .ok()
@@ -211,15 +228,32 @@ impl Client {
         id
     }
 
-    /// The response to request `id`, buffering events that come first.
+    /// The response to request `id`, buffering events that come first; an
+    /// answer sent in parts is put together (nothing may come between its
+    /// parts).
     pub async fn response(&mut self, id: u64) -> Response {
+        let mut parts = Reassembly::default();
+        self.last_frames = 1;
         loop {
-            match self.frame().await {
+            let frame = self.frame().await;
+            if parts.is_open() {
+                assert!(
+                    matches!(frame, Some(ServerFrame::Part { .. } | ServerFrame::Response { .. })),
+                    "{} between the parts of an answer",
+                    frame.as_ref().map_or("the end".to_string(), |f| format!("{f:?}").chars().take(80).collect())
+                );
+            }
+            match frame {
+                Some(ServerFrame::Part { id: got, files }) => {
+                    assert_eq!(got, id, "a part of another answer");
+                    parts.part(got, files).unwrap();
+                    self.last_frames += 1;
+                }
                 Some(ServerFrame::Response { id: got, resp }) => {
                     assert_eq!(got, id, "responses out of order");
-                    return resp;
+                    return parts.finish(got, resp).unwrap();
                 }
-                Some(ServerFrame::Event(e)) => self.events.push_back(e),
+                Some(ServerFrame::Events { events, more }) => self.buffer_events(events, more),
                 Some(ServerFrame::Wanted { info_hash, peer }) => self.wanted.push_back((info_hash, peer)),
                 other => panic!("expected response {id}, got {other:?}"),
             }
@@ -231,17 +265,40 @@ impl Client {
         self.response(id).await
     }
 
+    /// Keeps the events of an `Events` frame, and what the frame held.
+    fn buffer_events(&mut self, events: Vec<Event>, more: bool) {
+        assert!(!events.is_empty(), "an empty Events frame");
+        self.event_frames.push((events.iter().map(|e| e.seq).collect(), more));
+        self.events.extend(events);
+    }
+
     pub async fn next_event(&mut self) -> Event {
-        if let Some(e) = self.events.pop_front() {
-            return e;
-        }
         loop {
+            if let Some(e) = self.events.pop_front() {
+                return e;
+            }
             match self.frame().await {
-                Some(ServerFrame::Event(e)) => return e,
+                Some(ServerFrame::Events { events, more }) => self.buffer_events(events, more),
                 Some(ServerFrame::Wanted { info_hash, peer }) => self.wanted.push_back((info_hash, peer)),
                 other => panic!("expected an event, got {other:?}"),
             }
         }
+    }
+
+    /// The `Events` frame (with those before it marked `more`) that held
+    /// `seq`: the seqs the client got together with it.
+    pub fn frame_of(&self, seq: Seq) -> Vec<Seq> {
+        let mut group = Vec::new();
+        for (seqs, more) in &self.event_frames {
+            group.extend(seqs.iter().copied());
+            if !*more {
+                if group.contains(&seq) {
+                    return group;
+                }
+                group.clear();
+            }
+        }
+        panic!("no whole Events frame held {seq}: {:?}", self.event_frames)
     }
 
     /// The next `Wanted` notice (events that come first are buffered).
@@ -252,7 +309,7 @@ impl Client {
         loop {
             match self.frame().await {
                 Some(ServerFrame::Wanted { info_hash, peer }) => return (info_hash, peer),
-                Some(ServerFrame::Event(e)) => self.events.push_back(e),
+                Some(ServerFrame::Events { events, more }) => self.buffer_events(events, more),
                 other => panic!("expected a Wanted notice, got {other:?}"),
             }
         }
@@ -272,7 +329,7 @@ impl Client {
     }
 
     pub async fn create_file(&mut self, parent: FileId, name: &str, kind: FileKind, lock: bool) -> (FileEntry, Option<Lease>) {
-        let req = Request::CreateFile { parent, name: name.into(), kind, mode: 0o644, lock };
+        let req = Request::CreateFile { parent, name: name.into(), kind, mode: 0o644, lock, owner: Default::default() };
         match self.req(req).await {
             Response::File { entry, lease } => (entry, lease),
             other => panic!("create {name}: {other:?}"),

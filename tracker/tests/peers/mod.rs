@@ -136,10 +136,13 @@ fn peers(b: &Bencode) -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn announce_key(c: &mut Client) -> String {
-    match c.req(Request::AnnounceKey).await {
-        Response::AnnounceKey { key } => key,
-        other => panic!("AnnounceKey: {other:?}"),
+async fn export_key(c: &mut Client, ih: InfoHash, ttl_ms: u64, port: u16) -> String {
+    match c.req(Request::ExportKey { info_hash: ih, ttl_ms, port }).await {
+        Response::AnnounceKey { key, expires } => {
+            assert!(expires > 0);
+            key
+        }
+        other => panic!("ExportKey: {other:?}"),
     }
 }
 
@@ -147,60 +150,57 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// HTTP announces on the tracker's own port: keys, swarms, numwant,
-/// stopped, the group's online members in every reply, and refusals.
+/// HTTP announces with an export key: one info hash, the exporters and
+/// the other announcers listed (never the group's members), numwant,
+/// stopped, refusals.
 #[tokio::test]
-async fn http_announces_share_a_swarm_per_info_hash() {
+async fn an_export_key_lists_the_exporters_and_announcers_of_its_one_version() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), TTL).await;
     let (mut setup, a) = new_group(srv.addr, "alice").await;
     let (_, b) = join(srv.addr, &mut setup, a.group, "bob").await;
     drop(setup);
-    // Alice's member is online at 127.0.0.1:6000; bob is offline.
+    // Alice's member is online at 127.0.0.1:6000 and exports on 6100; bob
+    // is online at 6001 and exports nothing.
     let mut alice = Client::authed_at(srv.addr, &a, Some(local(6000))).await;
-    let key = announce_key(&mut alice).await;
-    assert_eq!(key.len(), 32);
-    assert_eq!(announce_key(&mut alice).await, key, "the same key each time");
-    let ih = InfoHash([0x5a; 20]);
+    let _bob = Client::authed_at(srv.addr, &b, Some(local(6001))).await;
+    let (ih, other) = (InfoHash([0x5a; 20]), InfoHash([0x5b; 20]));
+    let key = export_key(&mut alice, ih, 600_000, 6100).await;
+    assert_eq!(key.len(), 64);
 
-    // Bad keys are refused with a failure reason.
-    for bad in ["0123456789abcdef0123456789abcdef", "nothex", ""] {
+    // Bad keys are refused with a failure reason; so is this key for
+    // another info hash.
+    for bad in ["0123456789abcdef0123456789abcdef", "nothex", "", &key[..63]] {
         let r = get(srv.addr, &announce(bad, ih, 7001, "&left=0")).await;
         assert!(failure_reason(&r).is_some(), "{bad}: {r:?}");
     }
+    let mut forged = key.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let r = get(srv.addr, &announce(std::str::from_utf8(&forged).unwrap(), ih, 7001, "&left=0")).await;
+    assert!(failure_reason(&r).is_some(), "a forged key: {r:?}");
+    let r = get(srv.addr, &announce(&key, other, 7001, "&left=0")).await;
+    assert!(failure_reason(&r).is_some_and(|f| f.contains("not for this torrent")), "{r:?}");
 
-    // The first announcer sees the member; the second sees the member and
-    // the first; the first, again, sees the second and not itself.
-    assert_eq!(peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=0&event=started")).await), [local(6000)]);
+    // The first announcer sees the exporter (not the members' TLS ports);
+    // the second sees the exporter and the first; the first, again, sees
+    // the second and not itself.
+    assert_eq!(peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=5&event=started")).await), [local(6100)]);
     let r = get(srv.addr, &announce(&key, ih, 7002, "&left=5&event=started")).await;
-    assert_eq!(peers(&r), [local(6000), local(7001)]);
-    assert_eq!((r.get("complete"), r.get("incomplete")), (Some(&Bencode::Int(1)), Some(&Bencode::Int(1))));
+    assert_eq!(peers(&r), [local(6100), local(7001)]);
+    assert_eq!((r.get("complete"), r.get("incomplete")), (Some(&Bencode::Int(1)), Some(&Bencode::Int(2))));
     assert_eq!(r.get("interval"), Some(&Bencode::Int(300)));
     let mut again = peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=0")).await);
     again.sort();
-    assert_eq!(again, [local(6000), local(7002)]);
-    // The member's own client announcing is not given itself.
-    let mine = peers(&get(srv.addr, &announce(&key, ih, 6000, "&left=0")).await);
-    assert!(!mine.contains(&local(6000)), "{mine:?}");
-    // Another info hash is another swarm.
-    assert_eq!(peers(&get(srv.addr, &announce(&key, InfoHash([1; 20]), 7003, "&left=1")).await), [local(6000)]);
-    // Bob's key works for the same group and sees the same swarm.
-    let mut bob = Client::authed(srv.addr, &b).await;
-    let bob_key = announce_key(&mut bob).await;
-    assert_ne!(bob_key, key);
-    let mut seen = peers(&get(srv.addr, &announce(&bob_key, ih, 7004, "&left=1")).await);
-    seen.sort();
-    assert_eq!(seen, [local(6000), local(7001), local(7002)], "the member once, though its client announced too");
-
-    // numwant caps the list (the member counts).
-    assert_eq!(peers(&get(srv.addr, &announce(&key, ih, 7005, "&left=1&numwant=2")).await).len(), 2);
+    assert_eq!(again, [local(6100), local(7002)]);
+    // numwant caps the list.
+    assert_eq!(peers(&get(srv.addr, &announce(&key, ih, 7005, "&left=1&numwant=1")).await).len(), 1);
     assert_eq!(peers(&get(srv.addr, &announce(&key, ih, 7005, "&left=1&numwant=0")).await).len(), 0);
-
     // stopped removes the announcer from the others' lists.
     get(srv.addr, &announce(&key, ih, 7002, "&left=5&event=stopped")).await;
     let after = peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=0&numwant=200")).await);
     assert!(!after.contains(&local(7002)), "{after:?}");
-    assert!(after.contains(&local(7004)), "{after:?}");
+    assert!(after.contains(&local(6100)) && after.contains(&local(7005)), "{after:?}");
 
     // Malformed queries get a failure reason; the server keeps serving.
     let h = url_bytes(&ih.0);
@@ -217,46 +217,49 @@ async fn http_announces_share_a_swarm_per_info_hash() {
     }
     let r = get(srv.addr, &format!("/announce?info_hash={h}&port=7001")).await;
     assert!(failure_reason(&r).is_some_and(|f| f.contains("key")), "{r:?}");
-    assert!(peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=0")).await).contains(&local(7004)));
-    assert!(matches!(alice.req(Request::ListMembers).await, Response::Members(_)));
 
-    // Bob leaves: his key stops working at once.
-    assert_eq!(bob.req(Request::Leave).await, Response::Ok);
-    assert!(failure_reason(&get(srv.addr, &announce(&bob_key, ih, 7004, "&left=1")).await).is_some());
+    // Unexport: the exporter is no longer listed; the key still answers
+    // (the announcers remain) until it expires.
+    assert_eq!(alice.req(Request::Unexport { info_hash: ih }).await, Response::Ok);
+    let after = peers(&get(srv.addr, &announce(&key, ih, 7001, "&left=0&numwant=200")).await);
+    assert!(!after.contains(&local(6100)), "{after:?}");
     srv.stop().await;
 }
 
-/// An announcer that still needs pieces is a `Wanted` for the group's
-/// subscribed members, once per (info hash, address) per 30 s; a seeder
-/// is not. Keys survive a restart.
+/// An export key stops working when it expires and when its member
+/// leaves; it works after a tracker restart (it is checked, not stored).
 #[tokio::test]
-async fn a_leeching_announcer_is_wanted_by_the_members() {
+async fn export_keys_expire_die_with_their_member_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), TTL).await;
     let (mut setup, a) = new_group(srv.addr, "alice").await;
     let (_, b) = join(srv.addr, &mut setup, a.group, "bob").await;
     drop(setup);
-    let mut alice = subscribed(srv.addr, &a, Some(local(6000))).await;
-    let mut bob = subscribed(srv.addr, &b, Some(local(6001))).await;
-    let key = announce_key(&mut alice).await;
-    let (ih, other) = (InfoHash([0x77; 20]), InfoHash([0x78; 20]));
+    let mut alice = Client::authed_at(srv.addr, &a, Some(local(6000))).await;
+    let mut bob = Client::authed_at(srv.addr, &b, Some(local(6001))).await;
+    let ih = InfoHash([0x77; 20]);
 
-    get(srv.addr, &announce(&key, ih, 7001, "&left=100&event=started")).await;
-    for c in [&mut alice, &mut bob] {
-        assert_eq!(c.next_wanted().await, (ih, local(7001)));
-    }
-    // Again at once, and as a seeder elsewhere: no new notice. A marker
-    // (a leecher of another info hash) shows what came before it.
-    get(srv.addr, &announce(&key, ih, 7001, "&left=50")).await;
-    get(srv.addr, &announce(&key, ih, 7002, "&left=0&event=completed")).await;
-    get(srv.addr, &announce(&key, other, 7003, "&left=1")).await;
-    for c in [&mut alice, &mut bob] {
-        assert_eq!(c.next_wanted().await, (other, local(7003)));
-    }
+    let short = export_key(&mut alice, ih, 300, 6100).await;
+    let r = poll("the short export expires", Duration::from_secs(5), || async {
+        let r = get(srv.addr, &announce(&short, ih, 7001, "&left=1")).await;
+        failure_reason(&r).filter(|f| f.contains("expired"))
+    })
+    .await;
+    assert!(r.contains("export it again"), "{r}");
+
+    let kept = export_key(&mut alice, ih, 600_000, 6100).await;
+    let bobs = export_key(&mut bob, ih, 600_000, 6101).await;
+    let mut both = peers(&get(srv.addr, &announce(&kept, ih, 7001, "&left=1")).await);
+    both.sort();
+    assert_eq!(both, [local(6100), local(6101)]);
+    assert_eq!(bob.req(Request::Leave).await, Response::Ok);
+    assert!(failure_reason(&get(srv.addr, &announce(&bobs, ih, 7002, "&left=1")).await).is_some(), "bob's key after he left");
+    assert!(!peers(&get(srv.addr, &announce(&kept, ih, 7002, "&left=1")).await).contains(&local(6101)), "bob's export went with him");
+    drop(alice);
     srv.stop().await;
 
     let srv = Server::start(dir.path(), TTL).await;
-    let r = get(srv.addr, &announce(&key, ih, 7001, "&left=0")).await;
+    let r = get(srv.addr, &announce(&kept, ih, 7001, "&left=0")).await;
     assert_eq!(failure_reason(&r), None, "the key after a restart: {r:?}");
     srv.stop().await;
 }

@@ -265,7 +265,7 @@ async fn set_attr_shares_mode_and_mtime_without_a_version() {
     let (f, _) = alice.create_file(FileId::ROOT, "f", FileKind::File, false).await;
     let (d, _) = alice.create_file(FileId::ROOT, "d", FileKind::Dir, false).await;
     let mut w = watcher(srv.addr, &a_cred).await;
-    let set = |file, mode, mtime| Request::SetAttr { file, mode, mtime };
+    let set = |file, mode, mtime| Request::SetAttr { file, mode, mtime, owner: None };
 
     let Response::File { entry, lease: None } = alice.req(set(f.id, Some(0o100600), None)).await else { panic!() };
     assert_eq!((entry.mode, entry.mtime, entry.version), (0o600, f.mtime, f.version), "permission bits only");
@@ -713,7 +713,7 @@ async fn changes_survive_a_reopen() {
         .await;
     assert_eq!(r, Response::Ok);
     assert!(matches!(
-        alice.req(Request::SetAttr { file: d.id, mode: Some(0o711), mtime: Some(5) }).await,
+        alice.req(Request::SetAttr { file: d.id, mode: Some(0o711), mtime: Some(5), owner: None }).await,
         Response::File { .. }
     ));
     let Response::Locked(held) = alice.req(Request::LockExplicit { file: f.id, ttl_ms: 0 }).await else { panic!() };
@@ -783,5 +783,179 @@ async fn a_publish_retried_after_a_tracker_restart_is_answered_again() {
     let (other, _) = fake_torrent(b'8');
     let stale = Request::Publish { file, base, lease, size: 108, mtime, info_hash: Some(other), torrent, keep_lock };
     assert_eq!(alice.req(stale).await, err(ProtoError::StaleVersion { base: Version(0), current: first.version }));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_owner_and_admins_remove_members_and_break_locks_and_invites_die_with_their_maker() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut owner, o_cred) = new_group(srv.addr, "owner").await;
+    let (mut ann, a_cred) = join(srv.addr, &mut owner, o_cred.group, "ann").await;
+    let (mut bob, b_cred) = join(srv.addr, &mut owner, o_cred.group, "bob").await;
+    let (mut cat, c_cred) = join(srv.addr, &mut owner, o_cred.group, "cat").await;
+    let (f, _) = owner.create_file(FileId::ROOT, "f", FileKind::File, false).await;
+    bob.lock(f.id).await.unwrap();
+
+    // A plain member can do none of it.
+    assert_eq!(ann.req(Request::RemoveMember { member: b_cred.member }).await, err(ProtoError::NotAllowed));
+    assert_eq!(ann.req(Request::ForceUnlock { file: f.id }).await, err(ProtoError::NotAllowed));
+    assert_eq!(ann.req(Request::SetAdmin { member: a_cred.member, admin: true }).await, err(ProtoError::NotAllowed));
+    // The owner makes ann an admin; ann breaks bob's lock, as the log says.
+    assert_eq!(owner.req(Request::SetAdmin { member: a_cred.member, admin: true }).await, Response::Ok);
+    let mut w = watcher(srv.addr, &o_cred).await;
+    assert_eq!(ann.req(Request::ForceUnlock { file: f.id }).await, Response::Ok);
+    let evs = w.events_until(|e| matches!(e.kind, EventKind::Unlocked { .. })).await;
+    assert_eq!(evs.last().unwrap().by, a_cred.member);
+    assert!(cat.lock(f.id).await.is_ok());
+    // An admin cannot remove the owner; the owner cannot remove itself.
+    assert_eq!(ann.req(Request::RemoveMember { member: o_cred.member }).await, err(ProtoError::NotAllowed));
+    assert_eq!(owner.req(Request::RemoveMember { member: o_cred.member }).await, err(ProtoError::NotAllowed));
+    assert_eq!(ann.req(Request::RemoveMember { member: MemberId(999) }).await, err(ProtoError::NoSuchMember));
+
+    // ann removes cat: cat's locks go, everyone sees MemberLeft, cat's
+    // connection is closed, its key no longer authenticates, and the invite
+    // it made dies (the owner's still works).
+    let cats_invite = cat.invite().await;
+    let owners_invite = owner.invite().await;
+    assert_eq!(ann.req(Request::RemoveMember { member: c_cred.member }).await, Response::Ok);
+    let mut stranger = Client::connect(srv.addr).await;
+    let via_cat = Request::Join { group: o_cred.group, invite: cats_invite, member_name: "eve".into(), peer_addr: None };
+    assert_eq!(stranger.req(via_cat).await, err(ProtoError::BadInvite));
+    let via_owner = Request::Join { group: o_cred.group, invite: owners_invite, member_name: "dan".into(), peer_addr: None };
+    assert!(matches!(stranger.req(via_owner).await, Response::Joined { .. }));
+    let evs = w.events_until(|e| matches!(e.kind, EventKind::MemberLeft { .. })).await;
+    assert_eq!(evs.last().unwrap().kind, EventKind::MemberLeft { member: c_cred.member });
+    assert!(matches!(cat.frame().await, Some(ServerFrame::Goodbye { .. }) | None));
+    let mut again = Client::connect_as(srv.addr, c_cred.identity.clone()).await;
+    let auth = Request::Authenticate { group: c_cred.group, member: c_cred.member, peer_addr: None };
+    assert_eq!(again.req(auth).await, err(ProtoError::NotAuthenticated));
+    assert!(owner.lock(f.id).await.is_ok(), "cat's lock went with cat");
+    drop(bob);
+    srv.stop().await;
+
+    // Roles are kept: after a reopen ann is still an admin.
+    let srv = Server::start(dir.path(), TTL).await;
+    let mut ann = Client::authed(srv.addr, &a_cred).await;
+    assert_eq!(ann.req(Request::RemoveMember { member: b_cred.member }).await, Response::Ok);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn admins_set_the_longest_explicit_lock_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut owner, o_cred) = new_group(srv.addr, "owner").await;
+    let (mut ann, a_cred) = join(srv.addr, &mut owner, o_cred.group, "ann").await;
+    let (f, _) = owner.create_file(FileId::ROOT, "f", FileKind::File, false).await;
+    let hour = 3_600_000;
+    assert_eq!(ann.req(Request::SetLockLimit { max_ms: hour }).await, err(ProtoError::NotAllowed));
+    assert_eq!(owner.req(Request::SetLockLimit { max_ms: hour }).await, Response::Ok);
+    let lasts = |r: Response| match r {
+        Response::Locked(l) => l.expires.saturating_sub(now_ms()),
+        other => panic!("{other:?}"),
+    };
+    // "As long as allowed" and "a day" both get an hour now.
+    let got = lasts(ann.req(Request::LockExplicit { file: f.id, ttl_ms: 0 }).await);
+    assert!(got <= hour && got > hour - 60_000, "{got} ms");
+    assert_eq!(ann.req(Request::UnlockFile { file: f.id }).await, Response::Ok);
+    let got = lasts(ann.req(Request::LockExplicit { file: f.id, ttl_ms: 24 * hour }).await);
+    assert!(got <= hour, "{got} ms");
+    assert_eq!(ann.req(Request::UnlockFile { file: f.id }).await, Response::Ok);
+    drop((owner, ann));
+    srv.stop().await;
+
+    let srv = Server::start(dir.path(), TTL).await;
+    let mut ann = Client::authed(srv.addr, &a_cred).await;
+    let got = lasts(ann.req(Request::LockExplicit { file: f.id, ttl_ms: 0 }).await);
+    assert!(got <= hour, "the limit after a restart: {got} ms");
+    srv.stop().await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn trash(c: &mut Client) -> Vec<TrashEntry> {
+    match c.req(Request::ListTrash).await {
+        Response::Trash(t) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_file_waits_in_the_trash_until_undeleted_or_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), TTL);
+    let srv = Server::start_cfg(cfg.clone()).await;
+    let (mut alice, a_cred) = new_group(srv.addr, "alice").await;
+    let (mut bob, b_cred) = join(srv.addr, &mut alice, a_cred.group, "bob").await;
+    let (d, _) = alice.create_file(FileId::ROOT, "docs", FileKind::Dir, false).await;
+    let (f, _) = alice.create_file(d.id, "plan.txt", FileKind::File, false).await;
+    publish(&mut alice, f.id, 0, None, b'a').await;
+    let v2 = publish(&mut alice, f.id, 1, None, b'b').await;
+    let (empty, _) = alice.create_file(d.id, "empty", FileKind::File, false).await;
+    let mut w = watcher(srv.addr, &a_cred).await;
+
+    // Bob deletes the file: it leaves the table, not the tracker.
+    let t0 = now();
+    assert_eq!(bob.req(Request::Delete { file: f.id }).await, Response::Ok);
+    assert_eq!(bob.req(Request::Delete { file: empty.id }).await, Response::Ok);
+    assert!(!files(&mut alice).await.iter().any(|e| e.id == f.id));
+    let t = trash(&mut alice).await;
+    assert_eq!(t.len(), 1, "an empty file has nothing to keep: {t:?}");
+    assert_eq!((t[0].path.as_str(), t[0].by, &t[0].entry), ("docs/plan.txt", b_cred.member, &v2));
+    assert!(t[0].deleted_at >= t0);
+
+    // Back where it was, with its last content as a new version (no bytes
+    // move: same info hash and torrent), announced as a creation.
+    let undelete = |parent: FileId, name: &str| Request::Undelete { file: f.id, parent, name: name.into() };
+    alice.create_file(d.id, "taken", FileKind::File, false).await;
+    assert_eq!(alice.req(undelete(d.id, "taken")).await, err(ProtoError::AlreadyExists));
+    assert_eq!(alice.req(undelete(FileId(999), "x")).await, err(ProtoError::NoSuchFile));
+    let Response::File { entry: back, lease: None } = alice.req(undelete(d.id, "plan.txt")).await else { panic!() };
+    assert_eq!((back.id, back.version, back.info_hash, back.size), (f.id, Version(3), v2.info_hash, v2.size));
+    assert_eq!((back.parent, back.name.as_str(), back.author), (d.id, "plan.txt", a_cred.member));
+    assert_eq!((back.mtime, back.owner.clone()), (v2.mtime, v2.owner.clone()), "as it was");
+    assert!(back.ctime >= t0, "coming back is a change");
+    let evs = w.events_until(|e| matches!(&e.kind, EventKind::FileCreated(x) if x.id == f.id)).await;
+    assert_eq!(evs.last().unwrap().kind, EventKind::FileCreated(back.clone()));
+    let r = bob.req(Request::GetTorrent { file: f.id, version: Version(3) }).await;
+    assert_eq!(r, Response::Torrent(torrent_of(b'b', 100 + 98).1));
+    let kept: Vec<u64> = versions(&mut bob, f.id).await.iter().map(|v| v.version.0).collect();
+    assert_eq!(kept, [3, 2, 1, 0], "its history came back with it");
+    assert!(trash(&mut alice).await.is_empty());
+    assert_eq!(alice.req(undelete(d.id, "again")).await, err(ProtoError::NoSuchFile));
+
+    // A file replaced by a rename goes to the trash too, and the trash
+    // survives a restart.
+    let (g, _) = alice.create_file(FileId::ROOT, "g", FileKind::File, false).await;
+    let g1 = publish(&mut alice, g.id, 0, None, b'g').await;
+    let (h, _) = alice.create_file(FileId::ROOT, "h", FileKind::File, false).await;
+    publish(&mut alice, h.id, 0, None, b'h').await;
+    let over = Request::Rename { file: h.id, new_parent: FileId::ROOT, new_name: "g".into(), replace: true };
+    assert_eq!(alice.req(over).await, Response::Ok);
+    drop((alice, bob, w));
+    srv.stop().await;
+    let srv = Server::start_cfg(cfg.clone()).await;
+    let mut alice = Client::authed(srv.addr, &a_cred).await;
+    let t = trash(&mut alice).await;
+    assert_eq!(t.iter().map(|t| (t.path.as_str(), t.entry.info_hash)).collect::<Vec<_>>(), [("g", g1.info_hash)]);
+    drop(alice);
+    srv.stop().await;
+
+    // With a short retention it is purged: versions and torrents go, with
+    // a `Purged` event, and it cannot come back.
+    let srv = Server::start_cfg(TrackerConfig { trash_retention: Duration::from_millis(300), ..cfg }).await;
+    let mut alice = Client::authed(srv.addr, &a_cred).await;
+    let evs = log_until(&mut alice, "the purge", |evs| evs.iter().any(|e| e.kind == EventKind::Purged { file: g.id })).await;
+    // (Not necessarily the log's last event: alice's reconnection may
+    // come after the sweep.)
+    let purged = evs.iter().find(|e| e.kind == EventKind::Purged { file: g.id }).unwrap();
+    assert_eq!(purged.by, MemberId(0), "the tracker purges");
+    assert!(trash(&mut alice).await.is_empty());
+    let back = Request::Undelete { file: g.id, parent: FileId::ROOT, name: "g2".into() };
+    assert_eq!(alice.req(back).await, err(ProtoError::NoSuchFile));
+    drop(alice);
     srv.stop().await;
 }

@@ -71,21 +71,52 @@ fn sha1_of(b: &[u8]) -> [u8; 20] {
 }
 
 #[tokio::test]
-async fn setuid_setgid_and_sticky_bits_are_not_shared() {
+async fn setuid_is_not_shared_and_setgid_and_sticky_only_on_directories() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), TTL).await;
     let (mut alice, _) = new_group(srv.addr, "alice").await;
-    let req = Request::CreateFile { parent: FileId::ROOT, name: "run".into(), kind: FileKind::File, mode: 0o4755, lock: false };
+    let req = Request::CreateFile { parent: FileId::ROOT, name: "run".into(), kind: FileKind::File, mode: 0o5755, lock: false, owner: Default::default() };
     let Response::File { entry, .. } = alice.req(req).await else { panic!() };
     assert_eq!(entry.mode, 0o755);
-    let req = Request::CreateFile { parent: FileId::ROOT, name: "tmp".into(), kind: FileKind::Dir, mode: 0o1777, lock: false };
+    let req = Request::CreateFile { parent: FileId::ROOT, name: "tmp".into(), kind: FileKind::Dir, mode: 0o7777, lock: false, owner: Default::default() };
     let Response::File { entry: d, .. } = alice.req(req).await else { panic!() };
-    assert_eq!(d.mode, 0o777);
+    assert_eq!(d.mode, 0o3777, "a directory keeps its setgid and sticky bits");
     for mode in [0o2755, 0o6777, 0o1700] {
-        let r = alice.req(Request::SetAttr { file: entry.id, mode: Some(mode), mtime: None }).await;
+        let r = alice.req(Request::SetAttr { file: entry.id, mode: Some(mode), mtime: None, owner: None }).await;
         let Response::File { entry: e, .. } = r else { panic!("{r:?}") };
         assert_eq!(e.mode, mode & 0o777, "{mode:o}");
+        let r = alice.req(Request::SetAttr { file: d.id, mode: Some(mode), mtime: None, owner: None }).await;
+        let Response::File { entry: e, .. } = r else { panic!("{r:?}") };
+        assert_eq!(e.mode, mode & 0o3777, "{mode:o} on a directory");
     }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn owners_are_names_checked_kept_and_their_change_moves_the_ctime() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut alice, _) = new_group(srv.addr, "alice").await;
+    let ana = Owner { user: "ana".into(), group: "staff".into() };
+    let req = Request::CreateFile { parent: FileId::ROOT, name: "f".into(), kind: FileKind::File, mode: 0o644, lock: false, owner: ana.clone() };
+    let Response::File { entry, .. } = alice.req(req).await else { panic!() };
+    assert_eq!(entry.owner, ana);
+    assert_eq!(entry.ctime, entry.mtime, "a new entry's ctime is its creation");
+    let bo = Owner { user: "bo".into(), group: "staff".into() };
+    let r = alice.req(Request::SetAttr { file: entry.id, mode: None, mtime: None, owner: Some(bo.clone()) }).await;
+    let Response::File { entry: e, .. } = r else { panic!("{r:?}") };
+    assert_eq!((e.owner.clone(), e.mtime), (bo.clone(), entry.mtime), "chown keeps the mtime");
+    assert!(e.ctime >= entry.ctime && e.ctime > 0, "chown sets the ctime to now");
+    for bad in ["a\nb".to_string(), "x:y".into(), "a/b".into(), "u".repeat(65)] {
+        let o = Owner { user: bad.clone(), group: "g".into() };
+        let r = alice.req(Request::SetAttr { file: entry.id, mode: None, mtime: None, owner: Some(o.clone()) }).await;
+        assert!(matches!(r, Response::Error(ProtoError::BadRequest(_))), "{bad:?}: {r:?}");
+        let req = Request::CreateFile { parent: FileId::ROOT, name: "g".into(), kind: FileKind::File, mode: 0o644, lock: false, owner: o };
+        assert!(matches!(alice.req(req).await, Response::Error(ProtoError::BadRequest(_))), "{bad:?}");
+    }
+    let r = alice.req(Request::ListFiles).await;
+    let Response::Files { files, .. } = r else { panic!("{r:?}") };
+    assert_eq!(files.iter().find(|f| f.id == entry.id).map(|f| f.owner.clone()), Some(bo));
     srv.stop().await;
 }
 
@@ -96,12 +127,12 @@ async fn names_with_control_characters_are_refused() {
     let (mut alice, _) = new_group(srv.addr, "alice").await;
     let (f, _) = alice.create_file(FileId::ROOT, "plain.txt", FileKind::File, false).await;
     for name in ["\x1b]0;pwned\x07", "a\nb", "tab\t", "bell\x07", "del\x7f", "c1\u{9b}"] {
-        let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false };
+        let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
         assert!(matches!(alice.req(req).await, Response::Error(ProtoError::InvalidName(_))), "create {name:?}");
         let req = Request::Rename { file: f.id, new_parent: FileId::ROOT, new_name: name.into(), replace: false };
         assert!(matches!(alice.req(req).await, Response::Error(ProtoError::InvalidName(_))), "rename to {name:?}");
     }
-    let req = Request::CreateFile { parent: FileId::ROOT, name: "ünïcödé ok.txt".into(), kind: FileKind::File, mode: 0o644, lock: false };
+    let req = Request::CreateFile { parent: FileId::ROOT, name: "ünïcödé ok.txt".into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
     assert!(matches!(alice.req(req).await, Response::File { .. }));
     srv.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The tracker client against an in-process tracker on 127.0.0.1:0:
 //! one-shot connections, and a link that survives a tracker restart.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -77,15 +78,55 @@ async fn next(rx: &mut UnboundedReceiver<LinkEvent>) -> LinkEvent {
     tokio::time::timeout(WAIT, rx.recv()).await.expect("no link event in time").expect("link ended")
 }
 
-fn created_name(ev: &LinkEvent) -> Option<&str> {
+/// What a link hands on, one event at a time (a commit's events come out
+/// of [`Events::next`] one by one), for a test that follows seqs.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Online,
+    Offline,
+    Snapshot { seq: Seq, files: Vec<FileEntry> },
+    Event(Event),
+    Wanted { info_hash: InfoHash, peer: SocketAddr },
+}
+
+/// A link's receiver, its commits taken apart.
+struct Events {
+    rx: UnboundedReceiver<LinkEvent>,
+    queued: VecDeque<Event>,
+}
+
+impl Events {
+    fn new(rx: UnboundedReceiver<LinkEvent>) -> Events {
+        Events { rx, queued: VecDeque::new() }
+    }
+
+    async fn next(&mut self) -> Got {
+        if let Some(ev) = self.queued.pop_front() {
+            return Got::Event(ev);
+        }
+        match next(&mut self.rx).await {
+            LinkEvent::Online => Got::Online,
+            LinkEvent::Offline => Got::Offline,
+            LinkEvent::Snapshot { seq, files } => Got::Snapshot { seq, files },
+            LinkEvent::Wanted { info_hash, peer } => Got::Wanted { info_hash, peer },
+            LinkEvent::Events(evs) => {
+                assert!(!evs.is_empty(), "an empty commit");
+                self.queued.extend(evs);
+                Got::Event(self.queued.pop_front().unwrap())
+            }
+        }
+    }
+}
+
+fn created_name(ev: &Got) -> Option<&str> {
     match ev {
-        LinkEvent::Event(Event { kind: EventKind::FileCreated(e), .. }) => Some(&e.name),
+        Got::Event(Event { kind: EventKind::FileCreated(e), .. }) => Some(&e.name),
         _ => None,
     }
 }
 
 async fn create(c: &mut Connection, name: &str) -> FileEntry {
-    let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false };
+    let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
     match c.request(req).await.unwrap() {
         Response::File { entry, .. } => entry,
         other => panic!("{other:?}"),
@@ -121,6 +162,54 @@ async fn one_shot_connection_requests_and_refusals() {
     srv.stop().await;
 }
 
+/// Twenty creates in flight on the link's one connection at once: each
+/// answered, and their events after `last` in order with no gap; returns
+/// the last event's seq.
+async fn twenty_creates_in_flight(link: &TrackerLink, rx: &mut Events, mut last: Seq) -> Seq {
+    let reqs = (0..20).map(|i| {
+        let link = link.clone();
+        async move {
+            let req = Request::CreateFile {
+                parent: FileId::ROOT,
+                name: format!("f{i}"),
+                kind: FileKind::File,
+                mode: 0o644,
+                lock: false,
+                owner: Default::default(),
+            };
+            link.request(req).await
+        }
+    });
+    for r in futures::future::join_all(reqs).await {
+        assert!(matches!(r, Ok(Response::File { .. })), "{r:?}");
+    }
+    let mut names = Vec::new();
+    while names.len() < 20 {
+        let Got::Event(ev) = rx.next().await else { panic!("unexpected link event") };
+        assert_eq!(ev.seq.0, last.0 + 1, "gap");
+        last = ev.seq;
+        if let EventKind::FileCreated(e) = ev.kind {
+            names.push(e.name);
+        }
+    }
+    last
+}
+
+/// Events after `last` until the link says it is offline (presence events
+/// may still arrive before the close), in order; returns the last seq.
+async fn events_until_offline(rx: &mut Events, mut last: Seq) -> Seq {
+    loop {
+        match rx.next().await {
+            Got::Offline => return last,
+            Got::Event(ev) => {
+                assert_eq!(ev.seq.0, last.0 + 1);
+                last = ev.seq;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,38 +221,14 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     let ana = Login { group, member, tls };
     drop(c);
 
-    let (link, mut rx) = TrackerLink::start(addr.to_string(), ana.clone(), 6881, None);
-    assert_eq!(next(&mut rx).await, LinkEvent::Online);
+    let (link, rx) = TrackerLink::start(addr.to_string(), ana.clone(), 6881, None);
+    let mut rx = Events::new(rx);
+    assert_eq!(rx.next().await, Got::Online);
     assert!(link.is_online());
-    let LinkEvent::Snapshot { seq: mut last, files } = next(&mut rx).await else { panic!("expected a snapshot") };
+    let Got::Snapshot { seq: mut last, files } = rx.next().await else { panic!("expected a snapshot") };
     assert_eq!(files.len(), 1);
 
-    // Many requests in flight on the one connection.
-    let reqs = (0..20).map(|i| {
-        let link = link.clone();
-        async move {
-            let req = Request::CreateFile {
-                parent: FileId::ROOT,
-                name: format!("f{i}"),
-                kind: FileKind::File,
-                mode: 0o644,
-                lock: false,
-            };
-            link.request(req).await
-        }
-    });
-    for r in futures::future::join_all(reqs).await {
-        assert!(matches!(r, Ok(Response::File { .. })), "{r:?}");
-    }
-    let mut names = Vec::new();
-    while names.len() < 20 {
-        let LinkEvent::Event(ev) = next(&mut rx).await else { panic!("unexpected link event") };
-        assert_eq!(ev.seq.0, last.0 + 1, "gap");
-        last = ev.seq;
-        if let EventKind::FileCreated(e) = ev.kind {
-            names.push(e.name);
-        }
-    }
+    last = twenty_creates_in_flight(&link, &mut rx, last).await;
     // The peer address is the link's local IP with the BitTorrent port.
     let Response::Members(ms) = link.request(Request::ListMembers).await.unwrap() else { panic!() };
     assert_eq!(ms[0].peer_addr, Some("127.0.0.1:6881".parse().unwrap()));
@@ -173,17 +238,7 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
 
     // The tracker goes away.
     srv.stop().await;
-    loop {
-        match next(&mut rx).await {
-            LinkEvent::Offline => break,
-            LinkEvent::Event(ev) => {
-                // Presence events may still arrive before the close.
-                assert_eq!(ev.seq.0, last.0 + 1);
-                last = ev.seq;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    last = events_until_offline(&mut rx, last).await;
     assert!(!link.is_online());
     let t = Instant::now();
     assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
@@ -202,14 +257,14 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     tokio::spawn(srv.tracker.clone().serve(listener));
 
     // The link is back, without a snapshot, and replays what it missed.
-    assert_eq!(next(&mut rx).await, LinkEvent::Online);
+    assert_eq!(rx.next().await, Got::Online);
     let mut seen = Vec::new();
     while !seen.iter().any(|n| n == "away2") {
-        let ev = next(&mut rx).await;
+        let ev = rx.next().await;
         if let Some(n) = created_name(&ev) {
             seen.push(n.to_string());
         }
-        let LinkEvent::Event(ev) = ev else { panic!("expected events only, got {ev:?}") };
+        let Got::Event(ev) = ev else { panic!("expected events only, got {ev:?}") };
         assert_eq!(ev.seq.0, last.0 + 1, "gap or duplicate after reconnect");
         last = ev.seq;
     }
@@ -219,7 +274,7 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     assert!(matches!(r, Response::Files { ref files, .. } if files.len() == 23), "{r:?}");
     create(&mut other, "live").await;
     loop {
-        let ev = next(&mut rx).await;
+        let ev = rx.next().await;
         if created_name(&ev) == Some("live") {
             break;
         }
@@ -326,7 +381,7 @@ async fn next_wanted(rx: &mut UnboundedReceiver<LinkEvent>) -> (InfoHash, Socket
     loop {
         match next(rx).await {
             LinkEvent::Wanted { info_hash, peer } => return (info_hash, peer),
-            LinkEvent::Event(_) | LinkEvent::Snapshot { .. } | LinkEvent::Online => {}
+            LinkEvent::Events(_) | LinkEvent::Snapshot { .. } | LinkEvent::Online => {}
             LinkEvent::Offline => panic!("link went offline"),
         }
     }
@@ -358,9 +413,6 @@ async fn want_reaches_another_link_as_wanted() {
         assert_eq!(next(rx).await, LinkEvent::Online);
         assert!(matches!(next(rx).await, LinkEvent::Snapshot { .. }));
     }
-    let url = ana_link.announce_url().await.unwrap();
-    let key = url.strip_prefix(&format!("http://{}/announce/", srv.addr)).unwrap_or_else(|| panic!("{url}"));
-    assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{url}");
     ana_link.want(InfoHash([5; 20]));
     assert_eq!(next_wanted(&mut ben_rx).await, (InfoHash([5; 20]), "127.0.0.1:6881".parse().unwrap()));
     // Notices of a group arrive in order: ana's own would come first.
@@ -374,3 +426,5 @@ async fn want_reaches_another_link_as_wanted() {
     ana_link.shutdown();
     srv.stop().await;
 }
+
+mod frames;
