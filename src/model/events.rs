@@ -79,8 +79,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         for (parent, name) in gone {
             self.kernel_inval_entry(parent, &name);
         }
+        // Only the names that went or moved: a new name has no dentry to
+        // drop, and an unchanged one keeps its own (see `Tree::link`).
         for e in &changed {
-            self.kernel_inval_entry(e.parent, &e.name);
             self.kernel_inval_inode(e.id);
             self.fetch_in_background(e);
         }

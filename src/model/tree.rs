@@ -286,22 +286,32 @@ impl Tree {
         self.apply(entry)
     }
 
+    /// Makes `entry`'s name in its parent name it. Only a name that named
+    /// another file goes into `applied.names`: the kernel may hold a
+    /// dentry for that one. A new name needs nothing (the kernel keeps no
+    /// negative dentry past its lookup: fuse::lookup answers ENOENT, which
+    /// the kernel looks up again next time), and a name that already named
+    /// this entry must keep its dentry: invalidating a directory's dentry
+    /// unhashes it, and every process whose working directory it is gets
+    /// ENOENT from getcwd (`git init repo` in a mount did, when its own
+    /// creation's event came before the answer).
     fn link(&mut self, entry: &FileEntry, applied: &mut Applied) {
         let prev = self.nodes.get(&entry.parent).and_then(|p| p.children.get(&entry.name)).copied();
-        if prev != Some(entry.id) {
-            if let Some(prev) = prev {
-                // The tracker decided the name now means another file;
-                // the old one is no longer reachable under it.
-                tracing::debug!(old = %prev, new = %entry.id, name = %entry.name, "name taken over");
-                self.unname(entry.parent, &entry.name, prev);
-            }
-            let dir = self.is_dir(entry.id);
-            if let Some(p) = self.nodes.get_mut(&entry.parent) {
-                p.children.insert(entry.name.clone(), entry.id);
-                p.subdirs += u32::from(dir);
-            }
+        if prev == Some(entry.id) {
+            return;
         }
-        applied.names.push((entry.parent, entry.name.clone()));
+        if let Some(prev) = prev {
+            // The tracker decided the name now means another file;
+            // the old one is no longer reachable under it.
+            tracing::debug!(old = %prev, new = %entry.id, name = %entry.name, "name taken over");
+            self.unname(entry.parent, &entry.name, prev);
+            applied.names.push((entry.parent, entry.name.clone()));
+        }
+        let dir = self.is_dir(entry.id);
+        if let Some(p) = self.nodes.get_mut(&entry.parent) {
+            p.children.insert(entry.name.clone(), entry.id);
+            p.subdirs += u32::from(dir);
+        }
     }
 
     /// Removes an entry (and, for a directory, everything below it).
@@ -424,11 +434,12 @@ mod tests {
         t.apply(file(4, 2, "n", 1));
         // Then the tracker's events: another member's earlier rename of y
         // to d/n, y's deletion by this member's rename, this rename.
-        t.apply_moved(file(3, 2, "n", 1));
+        let over = t.apply_moved(file(3, 2, "n", 1));
+        assert!(over.names.contains(&(FileId(2), "n".to_string())), "the kernel's dentry of d/n (z) must go");
         t.remove(FileId(3));
         let a = t.apply_moved(file(4, 2, "n", 1));
         assert_eq!(t.lookup(FileId(2), "n").map(|e| e.id), Some(FileId(4)));
-        assert!(a.names.contains(&(FileId(2), "n".to_string())), "the kernel looks the name up again");
+        assert!(a.names.is_empty(), "the name was free again: no dentry to drop");
         // Nothing changes for a rename already in place.
         assert!(t.apply_moved(file(4, 2, "n", 1)).names.is_empty());
     }
@@ -486,6 +497,19 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_named_where_it_already_is_keeps_its_dentry() {
+        // This member's mkdir: its answer first, then its own event (or
+        // the other way round), then a snapshot's row. None may drop the
+        // kernel's dentry, which may be a process's working directory.
+        let mut t = Tree::new();
+        assert!(t.apply(dir(2, 1, "repo")).names.is_empty());
+        assert!(t.apply(dir(2, 1, "repo")).names.is_empty());
+        assert!(t.apply_moved(dir(2, 1, "repo")).names.is_empty());
+        assert!(t.apply_in_place(dir(2, 1, "repo")).names.is_empty());
+        assert_eq!(t.lookup(FileId::ROOT, "repo").unwrap().id, FileId(2));
+    }
+
+    #[test]
     fn rename_moves_between_directories() {
         let mut t = Tree::new();
         t.apply(dir(2, 1, "d"));
@@ -495,8 +519,7 @@ mod tests {
         let applied = t.apply(moved);
         assert!(t.lookup(FileId::ROOT, "a").is_none());
         assert_eq!(t.lookup(FileId(2), "b").unwrap().id, FileId(3));
-        assert!(applied.names.contains(&(FileId::ROOT, "a".to_string())));
-        assert!(applied.names.contains(&(FileId(2), "b".to_string())));
+        assert_eq!(applied.names, vec![(FileId::ROOT, "a".to_string())], "only the name that went");
     }
 
     #[test]
