@@ -1,8 +1,9 @@
 //! What POSIX tools ask of any filesystem, on a real mount: `statfs` tells
 //! the cache disk's real size (`df`), a name over 255 bytes is
 //! `ENAMETOOLONG` for every call that takes one, a file removed or
-//! replaced the moment it is closed stays removed or replaced, and a
-//! directory's mtime and ctime move with its entries on every member.
+//! replaced the moment it is closed stays removed or replaced, a
+//! directory's mtime and ctime move with its entries on every member, and a
+//! program inside a directory it just made can still ask where it is.
 //!
 //! Needs root, /dev/fuse, fusermount3 and the binaries built (`cargo build
 //! --workspace`).
@@ -12,7 +13,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
-use titorrent_integration::programs::{conflict_copies, errno, names, SEE};
+use titorrent_integration::programs::{conflict_copies, errno, names, program, run_ok, SEE};
 use titorrent_integration::{alice_and_bob, scenario, wait_for, Peer, TrackerProc};
 
 fn statvfs(p: &Path) -> libc::statvfs {
@@ -146,5 +147,37 @@ fn a_directorys_times_move_with_its_entries_on_every_member() {
         let (d2, _) = same_on_bob("dst", &w);
         assert!(d2 > d1, "a removal touches its directory: {d1} -> {d2}");
         assert_eq!(times(&alice.path("src/sub")).unwrap().0, sub0, "and no other directory");
+    });
+}
+
+/// `git init repo` makes `repo`, changes into it and asks for its working
+/// directory. Its own mkdir's event, coming back from the tracker around
+/// the answer, once dropped the kernel's fresh dentry: getcwd(2) then
+/// failed with ENOENT. Many rounds of the same in one process, with bob's
+/// mount getting the events too.
+#[test]
+fn a_program_in_a_directory_it_just_made_can_still_get_its_working_directory() {
+    scenario(Duration::from_secs(180), || {
+        let (_tracker, alice, bob) = alice_and_bob();
+        let script = r#"
+import os
+for i in range(150):
+    os.mkdir(f"d{i}")
+    os.chdir(f"d{i}")
+    os.mkdir("inner")
+    os.chdir("inner")
+    here = os.getcwd()
+    assert here.endswith(f"/d{i}/inner"), here
+    os.chdir("../..")
+print("ok")
+"#;
+        let home = tempfile::tempdir().unwrap();
+        let out = run_ok(program("/usr/bin/python3", alice.mountpoint(), home.path()).arg("-c").arg(script));
+        assert_eq!(out.stdout.trim(), "ok");
+        wait_for(SEE, "bob lists alice's 150 directories", || {
+            let n = names(bob.mountpoint());
+            if n.len() == 150 { Ok(()) } else { Err(format!("{} names", n.len())) }
+        });
+        assert!(bob.path("d149/inner").is_dir());
     });
 }
