@@ -6,7 +6,8 @@
 //! local copy) and fails an open that asks for the other one with EIO;
 //! these are the mixes a member meets: a file read while it was fetched and
 //! read again once local, a file opened for writing while it is being read,
-//! a new version opened while the old one is still being read.
+//! a new version opened while the old one is still being read, a file
+//! mapped into memory (shared and private) while it is still being fetched.
 //!
 //! Needs root, /dev/fuse, fusermount3, the binaries built (`cargo build
 //! --workspace`) and getfattr (package attr).
@@ -14,6 +15,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 use titorrent_integration::programs::{getfattr, wait_for_content, SEE};
@@ -163,5 +165,63 @@ fn a_mount_reads_ahead_one_full_fuse_request() {
             // (the kernel's default is 128 KiB, and INIT cannot raise it).
             assert_eq!(kib.trim(), "1024", "{}'s {knob}", p.name());
         }
+    });
+}
+
+/// The bytes of `len` bytes at `offset` of `f` seen through an mmap of it
+/// (`flags`: MAP_SHARED or MAP_PRIVATE), read-only.
+fn mapped(f: &File, flags: libc::c_int, offset: usize, len: usize, size: usize) -> std::io::Result<Vec<u8>> {
+    // SAFETY: a read-only mapping of an open file, read within its size and
+    // unmapped before returning.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ, flags, f.as_raw_fd(), 0);
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let v = std::slice::from_raw_parts((p as *const u8).add(offset), len).to_vec();
+        libc::munmap(p, size);
+        Ok(v)
+    }
+}
+
+/// A version still being fetched is opened with direct I/O (its bytes go
+/// into the object file only, not a second time into the page cache);
+/// programs that map files (linkers, git, databases) must still map it.
+#[test]
+fn a_file_still_being_fetched_can_be_mapped_shared_and_private() {
+    scenario(Duration::from_secs(180), || {
+        let (_tracker, alice, bob, _dir) = alice_and_bob("replication = \"on-demand\"\n");
+        let size = 8 * MIB;
+        let pattern = Pattern::new(0x6d6d6170);
+        pattern.write_file(&alice.path("mapped.bin"), size).unwrap();
+        let path = bob.path("mapped.bin");
+        wait_for(SEE, "bob sees mapped.bin published", || match fs::metadata(&path) {
+            Ok(m) if m.len() == size && getfattr(&path, "user.titorrent.version").as_deref() == Ok("1") => Ok(()),
+            other => Err(format!("{other:?}")),
+        });
+        assert_eq!(bytes_local(&path), 0, "on demand: nothing fetched before a read");
+
+        let f = File::open(&path).unwrap();
+        let at = (5 * MIB + 12345) as usize;
+        let shared = mapped(&f, libc::MAP_SHARED, at, 4096, size as usize).expect("MAP_SHARED of a file being fetched");
+        assert_same_bytes("bob's shared mapping", &shared, &pattern.bytes_at(at as u64, 4096));
+        let private = mapped(&f, libc::MAP_PRIVATE, 100, 8192, size as usize).expect("MAP_PRIVATE of a file being fetched");
+        assert_same_bytes("bob's private mapping", &private, &pattern.bytes_at(100, 8192));
+        // Plain reads through the same handle, small ones as stdio makes.
+        let mut small = vec![0u8; 512];
+        f.read_exact_at(&mut small, 3 * MIB + 7).unwrap();
+        assert_same_bytes("bob's 512-byte read", &small, &pattern.bytes_at(3 * MIB + 7, 512));
+        assert_same_bytes("bob's whole read", &fs::read(&path).unwrap(), &pattern.bytes_at(0, size as usize));
+        drop(f);
+
+        // Once complete, a new open (passthrough where the kernel has it)
+        // maps and reads the same bytes.
+        wait_for(FETCH, "bob holds all of mapped.bin", || match bytes_local(&path) {
+            n if n == size => Ok(()),
+            n => Err(format!("{n} bytes local")),
+        });
+        let f = File::open(&path).expect("an open of the local copy after a mapped one");
+        let shared = mapped(&f, libc::MAP_SHARED, at, 4096, size as usize).expect("MAP_SHARED of the local copy");
+        assert_same_bytes("bob's shared mapping once local", &shared, &pattern.bytes_at(at as u64, 4096));
     });
 }

@@ -26,6 +26,12 @@
 //!   at the offset the kernel guessed. A direct-I/O open takes no mode of
 //!   the inode (iomode.c), so it fits beside cached opens; beside
 //!   passthrough ones it is passthrough + direct I/O, as above;
+//! - a read-only open of a version not complete here is direct I/O: its
+//!   bytes come from the network into the object file, and a second copy
+//!   in this inode's page cache would cost as much again (twice the memory
+//!   traffic of a cold read; P2a). Its mmap puts the inode in the kernel's
+//!   cached mode (`FUSE_DIRECT_IO_ALLOW_MMAP`), so it counts as cached
+//!   here: no passthrough open is offered beside it;
 //! - otherwise it is cached.
 //!
 //! Our view of what is open trails the kernel's: the kernel drops an open's
@@ -89,9 +95,17 @@ impl<B> Default for IoModes<B> {
 
 impl<B> IoModes<B> {
     /// A read-only open of `ino` as handle `fh`. `local` is the version
-    /// when it is complete here (and passthrough is on); `open_backing`
-    /// registers its object file with the kernel, `None` when refused.
-    pub fn open_read(&mut self, ino: u64, fh: u64, local: Option<InfoHash>, open_backing: impl FnOnce() -> Option<B>) -> Mode<B> {
+    /// when it is complete here (and passthrough is on); `remote`, that the
+    /// version's bytes are not all here yet; `open_backing` registers its
+    /// object file with the kernel, `None` when refused.
+    pub fn open_read(
+        &mut self,
+        ino: u64,
+        fh: u64,
+        local: Option<InfoHash>,
+        remote: bool,
+        open_backing: impl FnOnce() -> Option<B>,
+    ) -> Mode<B> {
         let io = self.inodes.entry(ino).or_default();
         // (A live backing means no cached open is live.)
         let mode = match (local, &io.backing) {
@@ -108,7 +122,11 @@ impl<B> IoModes<B> {
             _ => Mode::Cached,
         };
         self.add(ino, fh, &mode);
-        mode
+        match mode {
+            // Counted as cached (above): its mmap would make it so.
+            Mode::Cached if remote => Mode::Direct,
+            mode => mode,
+        }
     }
 
     /// An open for writing (or a create) of `ino` as handle `fh`: the
@@ -197,8 +215,8 @@ mod tests {
     fn complete_local_reads_share_one_backing_id() {
         let mut io = IoModes::default();
         let mut made = 0;
-        let a = io.open_read(7, 1, Some(V1), backing(&mut made));
-        let b = io.open_read(7, 2, Some(V1), backing(&mut made));
+        let a = io.open_read(7, 1, Some(V1), false, backing(&mut made));
+        let b = io.open_read(7, 2, Some(V1), false, backing(&mut made));
         match (&a, &b) {
             (Mode::Passthrough(x), Mode::Passthrough(y)) => assert!(Arc::ptr_eq(x, y)),
             _ => panic!("both opens should be passthrough"),
@@ -207,38 +225,38 @@ mod tests {
         io.release(1);
         io.release(2);
         // All closed: the next open registers the file again.
-        assert_eq!(show(&io.open_read(7, 3, Some(V1), backing(&mut made))), ("passthrough", Some(2)));
+        assert_eq!(show(&io.open_read(7, 3, Some(V1), false, backing(&mut made))), ("passthrough", Some(2)));
     }
 
     #[test]
     fn a_read_opened_before_the_file_was_local_keeps_later_reads_cached() {
         let mut io = IoModes::default();
         let mut made = 0;
-        assert_eq!(show(&io.open_read(7, 1, None, backing(&mut made))), ("cached", None));
+        assert_eq!(show(&io.open_read(7, 1, None, false, backing(&mut made))), ("cached", None));
         // Complete now, but the first open still uses the page cache.
-        assert_eq!(show(&io.open_read(7, 2, Some(V1), backing(&mut made))), ("cached", None));
+        assert_eq!(show(&io.open_read(7, 2, Some(V1), false, backing(&mut made))), ("cached", None));
         assert_eq!(made, 0);
         io.release(1);
         io.release(2);
-        assert_eq!(show(&io.open_read(7, 3, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_read(7, 3, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
     }
 
     #[test]
     fn a_write_open_beside_passthrough_readers_keeps_their_backing_and_is_cached_once_they_close() {
         let mut io = IoModes::default();
         let mut made = 0;
-        assert_eq!(show(&io.open_read(7, 1, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_read(7, 1, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
         assert_eq!(show(&io.open_write(7, 2, false)), ("beside", Some(1)));
         // Another inode is unaffected.
         assert_eq!(show(&io.open_write(8, 3, false)), ("cached", None));
         io.release(1);
         // The write still holds the backing: a new read shares it.
-        assert_eq!(show(&io.open_read(7, 4, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_read(7, 4, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
         io.release(2);
         io.release(4);
         assert_eq!(show(&io.open_write(7, 5, false)), ("cached", None));
         // And a read of 7 cannot be passthrough while that write is open.
-        assert_eq!(show(&io.open_read(7, 6, Some(V1), backing(&mut made))), ("cached", None));
+        assert_eq!(show(&io.open_read(7, 6, Some(V1), false, backing(&mut made))), ("cached", None));
         assert_eq!(made, 1);
     }
 
@@ -246,25 +264,25 @@ mod tests {
     fn a_new_version_opened_while_the_old_one_is_read_by_passthrough_is_served_beside_it() {
         let mut io = IoModes::default();
         let mut made = 0;
-        assert_eq!(show(&io.open_read(7, 1, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
-        assert_eq!(show(&io.open_read(7, 2, Some(V2), backing(&mut made))), ("beside", Some(1)));
-        assert_eq!(show(&io.open_read(7, 3, None, backing(&mut made))), ("beside", Some(1)));
+        assert_eq!(show(&io.open_read(7, 1, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_read(7, 2, Some(V2), false, backing(&mut made))), ("beside", Some(1)));
+        assert_eq!(show(&io.open_read(7, 3, None, false, backing(&mut made))), ("beside", Some(1)));
         assert_eq!(made, 1);
         io.release(1);
         io.release(2);
         io.release(3);
-        assert_eq!(show(&io.open_read(7, 4, Some(V2), backing(&mut made))), ("passthrough", Some(2)));
+        assert_eq!(show(&io.open_read(7, 4, Some(V2), false, backing(&mut made))), ("passthrough", Some(2)));
     }
 
     #[test]
     fn an_append_is_direct_io_beside_cached_opens_and_beside_passthrough_beside_passthrough_ones() {
         let mut io = IoModes::default();
         let mut made = 0;
-        assert_eq!(show(&io.open_read(7, 1, None, backing(&mut made))), ("cached", None));
+        assert_eq!(show(&io.open_read(7, 1, None, false, backing(&mut made))), ("cached", None));
         assert_eq!(show(&io.open_write(7, 2, true)), ("direct", None));
         io.release(1);
         // The direct open holds no mode: a local read may be passthrough.
-        assert_eq!(show(&io.open_read(7, 3, Some(V1), backing(&mut made))), ("passthrough", Some(1)));
+        assert_eq!(show(&io.open_read(7, 3, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
         assert_eq!(show(&io.open_write(7, 4, true)), ("beside", Some(1)));
         io.release(2);
         io.release(3);
@@ -275,9 +293,26 @@ mod tests {
     #[test]
     fn a_refused_backing_id_falls_back_to_the_page_cache() {
         let mut io = IoModes::<u32>::default();
-        assert_eq!(show(&io.open_read(7, 1, Some(V1), || None)), ("cached", None));
+        assert_eq!(show(&io.open_read(7, 1, Some(V1), false, || None)), ("cached", None));
         io.release(1);
         io.release(1); // a second release of the same handle changes nothing
         assert!(io.inodes.is_empty() && io.handles.is_empty());
+    }
+
+    #[test]
+    fn a_version_not_here_is_read_direct_and_keeps_passthrough_away_while_open() {
+        let mut io = IoModes::default();
+        let mut made = 0;
+        // Still being fetched: direct I/O, but counted as cached (its mmap
+        // would put the inode in the kernel's cached mode).
+        assert_eq!(show(&io.open_read(7, 1, None, true, backing(&mut made))), ("direct", None));
+        // Now complete here: no passthrough beside it, the page cache.
+        assert_eq!(show(&io.open_read(7, 2, Some(V1), false, backing(&mut made))), ("cached", None));
+        io.release(1);
+        io.release(2);
+        assert_eq!(show(&io.open_read(7, 3, Some(V1), false, backing(&mut made))), ("passthrough", Some(1)));
+        // Beside passthrough readers, a remote open reads through them.
+        assert_eq!(show(&io.open_read(7, 4, None, true, backing(&mut made))), ("beside", Some(1)));
+        assert_eq!(made, 1);
     }
 }

@@ -132,7 +132,10 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
         // object file (kernel 6.9+; see `open`).
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
-        tracing::debug!(passthrough = self.passthrough, readdirplus, "FUSE init");
+        // A direct-I/O open (appends, and reads of versions not complete
+        // here: see `iomode`) may still be mmapped, shared too.
+        let direct_mmap = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
+        tracing::debug!(passthrough = self.passthrough, readdirplus, direct_mmap, "FUSE init");
         Ok(())
     }
 
@@ -328,7 +331,8 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
             // the object file (passthrough): reads at disk speed.
             let local = if self.passthrough { folder.local_content(id) } else { None };
             let version = local.as_ref().map(|(ih, _)| *ih);
-            let io = self.io.lock().open_read(id.0, fh.0, version, || {
+            let remote = local.is_none() && folder.content_elsewhere(id);
+            let io = self.io.lock().open_read(id.0, fh.0, version, remote, || {
                 let (_, path) = local.as_ref()?;
                 let file = std::fs::File::open(path).ok()?;
                 reply

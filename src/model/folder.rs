@@ -197,6 +197,18 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.content.local_path(ih).map(|p| (ih, p))
     }
 
+    /// Whether a file's current version has bytes that are not all here
+    /// yet (and no write session of this member is open on it): its reads
+    /// fetch, and the fuse layer opens it with direct I/O so that the bytes
+    /// land once, in the object file, instead of twice (a second copy in
+    /// the mount's page cache).
+    pub fn content_elsewhere(&self, id: FileId) -> bool {
+        if self.writes.has_session(id) {
+            return false;
+        }
+        self.table.current(id).and_then(|e| e.info_hash).is_some_and(|ih| self.content.local_path(ih).is_none())
+    }
+
     /// Opens a file for reading: from memory, never waits. Notes the access
     /// as relatime does: when the last one noted is older than the file's
     /// last change, or a day old.
