@@ -1,6 +1,7 @@
 //! The daemons' and commands' log output: one line per event on stderr,
-//! filtered by `RUST_LOG`, without librqbit's report of its own normal
-//! operation as an error.
+//! filtered by `RUST_LOG`, in colour only when stderr is a terminal (a log
+//! file, `journalctl` or `grep` gets plain text), without librqbit's report
+//! of its own normal operation as an error.
 //!
 //! librqbit 9.1 ends a torrent's per-torrent tasks with an error when the
 //! torrent is paused ("speed_estimator_updater finished with error: chunk
@@ -10,6 +11,7 @@
 //! `tar -x`). Exactly that message is dropped; every other error of that
 //! target still shows.
 
+use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Metadata};
 use tracing_subscriber::filter::{EnvFilter, FilterExt};
@@ -28,7 +30,10 @@ const PAUSED: &str = "torrent was paused";
 /// Installs the global subscriber (stderr; `RUST_LOG`, else the default).
 pub fn init() {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env.and(PausedTaskNoise));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(env.and(PausedTaskNoise));
     tracing_subscriber::registry().with(layer).init();
 }
 

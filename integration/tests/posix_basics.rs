@@ -101,6 +101,7 @@ fn a_file_removed_or_replaced_the_moment_it_is_closed_stays_gone_with_no_conflic
             std::thread::sleep(Duration::from_millis(200));
         }
         let log = alice.log_since(mark);
+        assert!(!log.contains('\x1b'), "alice's log file has terminal colour codes:\n{log}");
         let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains("ERROR")).collect();
         assert!(warnings.is_empty(), "alice's log warns about her own deletes:\n{}", warnings.join("\n"));
     });

@@ -15,8 +15,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Its data directory holds keys and every group's file table.
     server::private::owner_only_umask();
+    // Colour only on a terminal: a log file or journal gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
