@@ -1,11 +1,9 @@
 //! Reads the mount table (`/proc/self/mountinfo`) and removes stale mounts.
 
+pub use mount_titorrent::FSTYPE;
 use mount_titorrent::unescape;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// The fstype a titorrent mount shows in mountinfo.
-pub const FSTYPE: &str = "fuse.titorrent";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
