@@ -4,6 +4,9 @@
 //! member that publishes a 10 TiB torrent for a small file would otherwise
 //! make every other member create a 10 TiB sparse object.
 
+use librqbit_bencode::{ByteBuf, WithRawBytes};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
 use crate::proto::{InfoHash, ProtoError};
@@ -19,58 +22,23 @@ fn bad(why: impl Into<String>) -> ProtoError {
     ProtoError::BadRequest(format!("torrent refused: {}", why.into()))
 }
 
-/// A bencoded value, borrowing from the input.
-enum Value<'a> {
-    Int(i64),
-    Bytes(&'a [u8]),
-    List,
-    /// Keys and values, and the dict's own bytes.
-    Dict(Vec<(&'a [u8], Value<'a>)>, &'a [u8]),
+/// The parts of a .torrent the tracker checks. Parsed with librqbit's
+/// bencode (serde; bounded nesting, so a hostile torrent cannot exhaust
+/// the stack; trailing bytes refused); other keys are ignored.
+#[derive(Deserialize)]
+struct Torrent<'a> {
+    #[serde(borrow)]
+    info: Option<WithRawBytes<Info<'a>, ByteBuf<'a>>>,
 }
 
-/// Parses one value at `b[at..]`; returns it and where it ends. Nesting is
-/// bounded so that a hostile torrent cannot exhaust the stack.
-fn parse(b: &[u8], at: usize, depth: u32) -> Result<(Value<'_>, usize), ProtoError> {
-    if depth > 32 {
-        return Err(bad("nested too deep"));
-    }
-    match b.get(at) {
-        Some(b'i') => {
-            let end = b[at..].iter().position(|c| *c == b'e').ok_or_else(|| bad("unterminated integer"))? + at;
-            let s = std::str::from_utf8(&b[at + 1..end]).map_err(|_| bad("integer"))?;
-            Ok((Value::Int(s.parse().map_err(|_| bad("integer"))?), end + 1))
-        }
-        Some(b'l') => {
-            let mut i = at + 1;
-            while b.get(i) != Some(&b'e') {
-                i = parse(b, i, depth + 1)?.1;
-            }
-            Ok((Value::List, i + 1))
-        }
-        Some(b'd') => {
-            let mut i = at + 1;
-            let mut items = Vec::new();
-            while b.get(i) != Some(&b'e') {
-                let (k, next) = parse(b, i, depth + 1)?;
-                let Value::Bytes(k) = k else { return Err(bad("a dict key is not a string")) };
-                let (v, next) = parse(b, next, depth + 1)?;
-                items.push((k, v));
-                i = next;
-            }
-            Ok((Value::Dict(items, &b[at..i + 1]), i + 1))
-        }
-        Some(c) if c.is_ascii_digit() => {
-            let colon = b[at..].iter().position(|c| *c == b':').ok_or_else(|| bad("string"))? + at;
-            let len: usize = std::str::from_utf8(&b[at..colon]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad("string"))?;
-            let end = colon.checked_add(1 + len).filter(|e| *e <= b.len()).ok_or_else(|| bad("string past the end"))?;
-            Ok((Value::Bytes(&b[colon + 1..end]), end))
-        }
-        _ => Err(bad("not bencode")),
-    }
-}
-
-fn get<'v, 'a>(d: &'v [(&'a [u8], Value<'a>)], key: &[u8]) -> Option<&'v Value<'a>> {
-    d.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+#[derive(Deserialize)]
+struct Info<'a> {
+    length: Option<i64>,
+    files: Option<IgnoredAny>,
+    #[serde(rename = "piece length")]
+    piece_length: Option<i64>,
+    #[serde(borrow)]
+    pieces: Option<ByteBuf<'a>>,
 }
 
 /// Refuses `torrent` unless it describes one file of `size` bytes with
@@ -79,31 +47,27 @@ pub(crate) fn check(torrent: &[u8], size: u64, info_hash: InfoHash) -> Result<()
     if size > MAX_FILE_SIZE {
         return Err(bad(format!("a file of {size} bytes is over the limit of {MAX_FILE_SIZE}")));
     }
-    let (top, end) = parse(torrent, 0, 0)?;
-    if end != torrent.len() {
-        return Err(bad("trailing bytes"));
-    }
-    let Value::Dict(top, _) = top else { return Err(bad("not a dict")) };
-    let Some(Value::Dict(info, info_bytes)) = get(&top, b"info") else { return Err(bad("no info dict")) };
-    let hash: [u8; 20] = Sha1::digest(info_bytes).into();
+    let top: Torrent<'_> = librqbit_bencode::from_bytes(torrent).map_err(|e| bad(format!("not a bencoded dict: {e}")))?;
+    let WithRawBytes { data: info, raw_bytes } = top.info.ok_or_else(|| bad("no info dict"))?;
+    let hash: [u8; 20] = Sha1::digest(raw_bytes.0).into();
     if hash != info_hash.0 {
         return Err(bad("the info hash is not the SHA-1 of its info dict"));
     }
-    if get(info, b"files").is_some() {
+    if info.files.is_some() {
         return Err(bad("a torrent of several files"));
     }
-    let Some(Value::Int(length)) = get(info, b"length") else { return Err(bad("no length")) };
-    if u64::try_from(*length).ok() != Some(size) {
+    let length = info.length.ok_or_else(|| bad("no length"))?;
+    if u64::try_from(length).ok() != Some(size) {
         return Err(bad(format!("its length {length} is not the file's size {size}")));
     }
-    let Some(Value::Int(pl)) = get(info, b"piece length") else { return Err(bad("no piece length")) };
-    let pl = u64::try_from(*pl).map_err(|_| bad("piece length"))?;
+    let pl = info.piece_length.ok_or_else(|| bad("no piece length"))?;
+    let pl = u64::try_from(pl).map_err(|_| bad("piece length"))?;
     if !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&pl) || !pl.is_power_of_two() {
         return Err(bad(format!("piece length {pl} (a power of two from {MIN_PIECE_LENGTH} to {MAX_PIECE_LENGTH})")));
     }
-    let Some(Value::Bytes(pieces)) = get(info, b"pieces") else { return Err(bad("no pieces")) };
-    if pieces.len() as u64 != 20 * size.div_ceil(pl) {
-        return Err(bad(format!("{} bytes of piece hashes for {} pieces", pieces.len(), size.div_ceil(pl))));
+    let pieces = info.pieces.ok_or_else(|| bad("no pieces"))?;
+    if pieces.0.len() as u64 != 20 * size.div_ceil(pl) {
+        return Err(bad(format!("{} bytes of piece hashes for {} pieces", pieces.0.len(), size.div_ceil(pl))));
     }
     Ok(())
 }
@@ -149,5 +113,16 @@ mod tests {
         for garbage in [&b""[..], b"d4:infodee", b"d4:infoi3ee", b"ddddddddddddddddddddddddddddddddddddddddd", b"d4:info99999:x"] {
             assert!(check(garbage, 5, ih).is_err());
         }
+        // Nested past any torrent's depth under a key nobody reads.
+        let mut deep = t[..t.len() - 1].to_vec();
+        deep.extend_from_slice(b"4:zzzz");
+        deep.extend(std::iter::repeat_n(b'l', 100_000));
+        deep.extend(std::iter::repeat_n(b'e', 100_000));
+        deep.push(b'e');
+        assert!(refused(&deep, 100_000, ih).contains("torrent refused"));
+        // Trailing bytes after the dict.
+        let mut trailing = t.clone();
+        trailing.push(b'x');
+        assert!(refused(&trailing, 100_000, ih).contains("not a bencoded dict"));
     }
 }
