@@ -13,8 +13,9 @@
 //! always compact (`peers`, and `peers6` for IPv6 peers), whatever
 //! `compact` asks. Anything else is a 404 and closes the connection.
 
+use librqbit_bencode::ByteBuf;
+use serde::Serialize;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,40 +168,48 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let _ = write!(out, "{}:", b.len());
-    out.extend_from_slice(b);
-}
-
 /// `d14:failure reason...e`
 pub(crate) fn failure(reason: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + reason.len());
-    out.push(b'd');
-    push_bytes(&mut out, b"failure reason");
-    push_bytes(&mut out, reason.as_bytes());
-    out.push(b'e');
-    out
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        #[serde(rename = "failure reason")]
+        reason: &'a str,
+    }
+    bencode(&Failure { reason })
 }
 
-/// The bencoded dictionary of a reply (keys in sorted order, as bencode
-/// requires).
+/// The bencoded dictionary of a reply. Bencode wants a dictionary's keys
+/// in sorted order: the fields are declared in that order.
 pub(crate) fn encode_reply(r: &AnnounceReply) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96 + r.peers.len() + r.peers6.len());
-    let _ = write!(
-        out,
-        "d8:completei{}e10:incompletei{}e8:intervali{}e12:min intervali{}e",
-        r.complete,
-        r.incomplete,
-        INTERVAL.as_secs(),
-        MIN_INTERVAL.as_secs()
-    );
-    push_bytes(&mut out, b"peers");
-    push_bytes(&mut out, &r.peers);
-    if !r.peers6.is_empty() {
-        push_bytes(&mut out, b"peers6");
-        push_bytes(&mut out, &r.peers6);
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        complete: usize,
+        incomplete: usize,
+        interval: u64,
+        #[serde(rename = "min interval")]
+        min_interval: u64,
+        peers: ByteBuf<'a>,
+        #[serde(skip_serializing_if = "is_empty")]
+        peers6: ByteBuf<'a>,
     }
-    out.push(b'e');
+    fn is_empty(b: &ByteBuf<'_>) -> bool {
+        b.0.is_empty()
+    }
+    bencode(&Reply {
+        complete: r.complete,
+        incomplete: r.incomplete,
+        interval: INTERVAL.as_secs(),
+        min_interval: MIN_INTERVAL.as_secs(),
+        peers: ByteBuf(&r.peers),
+        peers6: ByteBuf(&r.peers6),
+    })
+}
+
+/// Bencodes a reply (librqbit's bencode; a struct of plain fields cannot
+/// fail to serialize).
+fn bencode(v: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    librqbit_bencode::bencode_serialize_to_writer(v, &mut out).expect("a reply of plain fields serializes");
     out
 }
 
