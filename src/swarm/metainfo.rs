@@ -1,19 +1,22 @@
 //! Edit-torrent metainfo: hashing a finished file into a private single-file
 //! BEP 3 torrent, and checking torrent bytes offered under an info hash.
 //!
-//! We build the bencode ourselves instead of using librqbit's
+//! We hash and build the dicts ourselves instead of using librqbit's
 //! `create_torrent`, which appends a hash of empty data when the size is a
 //! multiple of the piece length, always writes `private = 0` and hashes with
-//! 8 KiB reads. The dicts here have a fixed set of keys, so a few lines that
-//! write them in sorted order are easier to check against BEP 3 than a serde
-//! mapping (which would also need care to encode `pieces` as a byte string).
+//! 8 KiB reads (QUIRKS.md #3); the bencode itself is librqbit's (serde
+//! structs whose fields are declared in sorted key order, as bencode
+//! requires).
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use librqbit_bencode::raw_value::RawValue;
+use librqbit_bencode::ByteBuf;
 use librqbit_sha1_wrapper::{ISha1, Sha1};
+use serde::{Deserialize, Serialize};
 use titorrent_tracker::proto::InfoHash;
 
 use super::error::SwarmError;
@@ -270,80 +273,56 @@ pub fn check_name(name: &str) -> Result<(), SwarmError> {
     Ok(())
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(b.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(b);
-}
-
-fn put_int(out: &mut Vec<u8>, i: u64) {
-    out.push(b'i');
-    out.extend_from_slice(i.to_string().as_bytes());
-    out.push(b'e');
+/// Bencodes a dict of plain fields (cannot fail).
+fn bencode(v: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    librqbit_bencode::bencode_serialize_to_writer(v, &mut out).expect("a dict of plain fields serializes");
+    out
 }
 
 /// The info dict, keys in sorted (raw byte) order as bencode requires.
 /// `similar` (BEP 38) names the version this one was edited from, so that a
 /// client holding it can reuse its pieces.
 pub fn info_dict(name: &str, length: u64, piece_length: u32, pieces: &[u8], similar: Option<InfoHash>) -> Vec<u8> {
-    let mut d = Vec::with_capacity(pieces.len() + name.len() + 96);
-    d.push(b'd');
-    put_bytes(&mut d, b"length");
-    put_int(&mut d, length);
-    put_bytes(&mut d, b"name");
-    put_bytes(&mut d, name.as_bytes());
-    put_bytes(&mut d, b"piece length");
-    put_int(&mut d, u64::from(piece_length));
-    put_bytes(&mut d, b"pieces");
-    put_bytes(&mut d, pieces);
-    put_bytes(&mut d, b"private");
-    put_int(&mut d, 1);
-    if let Some(s) = similar {
-        put_bytes(&mut d, b"similar");
-        d.push(b'l');
-        put_bytes(&mut d, &s.0);
-        d.push(b'e');
+    #[derive(Serialize)]
+    struct Info<'a> {
+        length: u64,
+        name: &'a str,
+        #[serde(rename = "piece length")]
+        piece_length: u32,
+        pieces: ByteBuf<'a>,
+        private: u8,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        similar: Vec<ByteBuf<'a>>,
     }
-    d.push(b'e');
-    d
+    let similar = similar.as_ref().map(|s| ByteBuf(&s.0[..])).into_iter().collect();
+    bencode(&Info { length, name, piece_length, pieces: ByteBuf(pieces), private: 1, similar })
 }
 
-/// The info hashes a raw info dict names under `similar` (BEP 38). Only the
-/// keys after `pieces` are looked at (`similar` sorts after it), so no piece
-/// hash is mistaken for the key.
+/// The info hashes a raw info dict names under `similar` (BEP 38); none if
+/// the key is missing or is not a list of 20-byte strings.
 fn similar_of(info: &[u8]) -> Vec<InfoHash> {
-    let Some(at) = find(info, b"6:pieces") else { return Vec::new() };
-    let rest = &info[at + 8..];
-    let Some(colon) = rest.iter().position(|b| *b == b':') else { return Vec::new() };
-    let Some(len) = std::str::from_utf8(&rest[..colon]).ok().and_then(|n| n.parse::<usize>().ok()) else { return Vec::new() };
-    let Some(tail) = rest.get(colon + 1 + len..) else { return Vec::new() };
-    let Some(at) = find(tail, b"7:similarl") else { return Vec::new() };
-    let mut list = &tail[at + 10..];
-    let mut out = Vec::new();
-    while let Some(h) = list.strip_prefix(b"20:").and_then(|l| l.get(..20)) {
-        out.push(InfoHash(h.try_into().expect("20 bytes")));
-        list = &list[23..];
+    #[derive(Deserialize)]
+    struct Similar<'a> {
+        #[serde(borrow, default)]
+        similar: Vec<ByteBuf<'a>>,
     }
-    out
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let Ok(d) = librqbit_bencode::from_bytes::<Similar<'_>>(info) else { return Vec::new() };
+    d.similar.iter().filter_map(|h| <[u8; 20]>::try_from(h.0).ok()).map(InfoHash).collect()
 }
 
 /// The .torrent around an info dict. No `announce`: peers come from the
 /// group's member list, never from public trackers.
 pub fn torrent_file(info: &[u8], creation_date: u64) -> Vec<u8> {
-    let mut t = Vec::with_capacity(info.len() + 64);
-    t.push(b'd');
-    put_bytes(&mut t, b"created by");
-    put_bytes(&mut t, CREATED_BY.as_bytes());
-    put_bytes(&mut t, b"creation date");
-    put_int(&mut t, creation_date);
-    put_bytes(&mut t, b"info");
-    t.extend_from_slice(info);
-    t.push(b'e');
-    t
+    #[derive(Serialize)]
+    struct Torrent<'a> {
+        #[serde(rename = "created by")]
+        created_by: &'a str,
+        #[serde(rename = "creation date")]
+        creation_date: u64,
+        info: RawValue<ByteBuf<'a>>,
+    }
+    bencode(&Torrent { created_by: CREATED_BY, creation_date, info: RawValue(ByteBuf(info)) })
 }
 
 /// A torrent that passed [`check`]: what the swarm needs to know of it.
