@@ -25,6 +25,10 @@ pub enum ModelError {
     Locked { path: String, holder: LockHolder },
     #[error("the tracker is unreachable; the folder is read-only until it is back")]
     Offline,
+    /// The connection to the tracker went away while a request was in
+    /// flight: whether it was applied is unknown.
+    #[error("the tracker connection was lost before it answered; the outcome is unknown")]
+    Lost,
     #[error("stale file handle")]
     BadHandle,
     /// The inode is no longer in the table (another member replaced or
@@ -56,7 +60,9 @@ pub enum ModelError {
 impl From<CoordError> for ModelError {
     fn from(e: CoordError) -> Self {
         match e {
-            CoordError::Offline | CoordError::Failed(_) => ModelError::Offline,
+            CoordError::Offline => ModelError::Offline,
+            CoordError::Lost => ModelError::Lost,
+            e @ (CoordError::Unexpected(_) | CoordError::Protocol(_)) => ModelError::Protocol(e.to_string()),
             CoordError::Refused(ProtoError::NoSuchFile) => ModelError::NotFound,
             CoordError::Refused(ProtoError::AlreadyExists) => ModelError::Exists,
             CoordError::Refused(ProtoError::NotADirectory) => ModelError::NotDir,
