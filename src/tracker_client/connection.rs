@@ -71,7 +71,7 @@ impl Connection {
     }
 
     /// [`Connection::call`] with the untyped request and answer.
-    pub(crate) async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+    async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         write_frame(&mut self.wr, &ClientFrame::Request { id, req }).await?;

@@ -169,7 +169,7 @@ impl TrackerLink {
     }
 
     /// [`TrackerLink::call`] with the untyped request and answer.
-    pub(crate) async fn request(&self, req: Request) -> Result<Response, ClientError> {
+    async fn request(&self, req: Request) -> Result<Response, ClientError> {
         let live = self.inner.live.lock().clone().ok_or(ClientError::Offline)?;
         let id = live.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_frame(&ClientFrame::Request { id, req })?;
