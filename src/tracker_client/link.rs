@@ -280,7 +280,7 @@ async fn run(inner: Arc<Inner>, cfg: Config, mut last_seq: Option<Seq>, events: 
 
 fn refused_or_lost(e: ClientError) -> End {
     match e {
-        ClientError::Refused(_) | ClientError::Protocol(_) => End::Refused(e),
+        ClientError::Refused(_) | ClientError::Protocol(_) | ClientError::Unexpected(_) => End::Refused(e),
         ClientError::Tls(titorrent_tracker::tls::TlsError::WrongTracker { .. }) => End::Refused(e),
         other => End::Lost(other),
     }
@@ -561,7 +561,7 @@ async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientE
         Subscription::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
         Subscription::Resumed { seq } if Some(seq) == from => Ok((rd, wr, None)),
         Subscription::Resumed { seq } => {
-            Err(ClientError::Protocol(format!("Subscribe from {from:?} answered events from {seq}")))
+            Err(ClientError::Protocol(format!("a Subscribe from {from:?} resumed from {seq}")))
         }
     }
 }

@@ -3,9 +3,10 @@
 //! unlock, explicit locks, publish, torrents); deletes and renames are in
 //! [`super::tree`], versions in [`super::versions`], the log in
 //! [`super::log`]. Every operation here is synchronous: it runs
-//! under one group mutex and returns the reply plus, when the reply
-//! promises durability, a [`Ticket`] the connection waits on before
-//! writing it.
+//! under one group mutex and returns its call's answer (the type
+//! `crate::calls` names for the request; the connection makes it a
+//! `Response`) plus, when the answer promises durability, a [`Ticket`] the
+//! connection waits on before writing it.
 //!
 //! A member locking a file it already holds is refused like anyone else
 //! (`Locked` naming itself): a lease is owned by one writer, and the
