@@ -100,6 +100,8 @@ pub(super) struct FakeTracker {
     pub(super) locks: Mutex<HashMap<FileId, (LeaseId, MemberId)>>,
     pub(super) next: Mutex<u64>,
     pub(super) offline: AtomicBool,
+    /// Every request is sent and the connection then lost, unanswered.
+    pub(super) cut_off: AtomicBool,
     pub(super) publishes: Mutex<Vec<Request>>,
     /// Member name the fake reports as holding foreign locks.
     pub(super) foreign_holder: Mutex<Option<LockHolder>>,
@@ -127,6 +129,9 @@ impl FakeTracker {
     fn answer(&self, req: Request) -> Answer {
         if self.offline.load(Ordering::SeqCst) {
             return Err(CoordError::Offline);
+        }
+        if self.cut_off.load(Ordering::SeqCst) {
+            return Err(CoordError::Lost);
         }
         let mut next = self.next.lock();
         *next += 1;
