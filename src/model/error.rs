@@ -51,8 +51,10 @@ pub enum ModelError {
     Refused(#[source] ProtoError),
     #[error("content unavailable: {0}")]
     Content(#[source] ContentError),
+    /// The tracker answered out of protocol (an answer of another shape
+    /// than the request's, a malformed frame).
     #[error("the tracker answered something unexpected: {0}")]
-    Protocol(String),
+    Protocol(#[source] CoordError),
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -62,7 +64,7 @@ impl From<CoordError> for ModelError {
         match e {
             CoordError::Offline => ModelError::Offline,
             CoordError::Lost => ModelError::Lost,
-            e @ (CoordError::Unexpected(_) | CoordError::Protocol(_)) => ModelError::Protocol(e.to_string()),
+            e @ (CoordError::Unexpected(_) | CoordError::Protocol(_)) => ModelError::Protocol(e),
             CoordError::Refused(ProtoError::NoSuchFile) => ModelError::NotFound,
             CoordError::Refused(ProtoError::AlreadyExists) => ModelError::Exists,
             CoordError::Refused(ProtoError::NotADirectory) => ModelError::NotDir,

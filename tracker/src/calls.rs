@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 /// What answers a call: one shape of [`Response`] (a refusal,
 /// `Response::Error`, is not an answer; clients take it apart first).
 pub trait Answer: Sized {
-    /// The answer in `r`, or `r` back if it has another shape.
+    /// The answer in `r`, or `r` back if it has another shape. (The `Err`
+    /// is as large as a `Response`, the size of what came in anyway.)
+    #[allow(clippy::result_large_err)]
     fn from_response(r: Response) -> Result<Self, Response>;
     fn into_response(self) -> Response;
 }
@@ -33,6 +35,7 @@ pub trait Call: Into<Request> {
     const NAME: &'static str;
 
     /// The answer in `r`, or `r` back if it has another shape.
+    #[allow(clippy::result_large_err)]
     fn answer(r: Response) -> Result<Self::Answer, Response> {
         Self::Answer::from_response(r)
     }
