@@ -137,7 +137,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             // Concurrently: a burst of writes holds many leases, and one
             // round trip each in turn would outlast them on a slow link.
             futures::stream::iter(due)
-                .for_each_concurrent(RENEWALS_IN_FLIGHT, |(id, lease, _)| self.renew(id, lease))
+                .for_each_concurrent(RENEWALS_IN_FLIGHT, |(id, lease)| self.renew(id, lease))
                 .await;
         }
     }
