@@ -5,11 +5,12 @@
 //! The wire is the [`Request`] enum (defined here, with the calls, from one
 //! list) and the [`Response`] enum of `proto`: a call becomes its `Request`
 //! variant, an answer its `Response` variant, and these types decide which
-//! variant answers which request. A client sends a
-//! call and turns the `Response` back with [`Call::answer`]; the one check
-//! of an answer's shape is in the client's adapter. The server's handlers
-//! return the call's [`Call::Answer`], and one place turns it into a
-//! `Response` with [`Answer::into_response`].
+//! variant answers which request. A client sends a call and turns the
+//! `Response` back with [`Call::expect`], the one check of an answer's
+//! shape, whose failure is the typed [`Mismatch`]. The server's handlers
+//! return the call's [`Call::Answer`], and one place (the connection's
+//! dispatch) turns it into a `Response` with [`Answer::into_response`].
+//! The bincode of a `Request` is what it was before the calls existed.
 
 use crate::proto::{
     Event, FileEntry, FileId, FileKind, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo, Owner, Response, Seq,
