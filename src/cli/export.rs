@@ -4,7 +4,7 @@
 //!
 //! The daemon opens the version on its export port (xattr
 //! user.titorrent.export); the tracker, asked for an export key
-//! (`Request::ExportKey`), lists this member's export address to clients
+//! (`calls::ExportKey`), lists this member's export address to clients
 //! that announce that one info hash with that key until it expires.
 
 use super::files::{authenticated, mount_holding};
@@ -13,7 +13,8 @@ use crate::state::StateDir;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use titorrent_tracker::proto::{InfoHash, Request, Response};
+use titorrent_tracker::calls;
+use titorrent_tracker::proto::InfoHash;
 
 pub async fn export(path: &Path, ttl: Duration, revoke: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     let (_, mount) = mount_holding(path)?;
@@ -30,7 +31,7 @@ pub async fn export(path: &Path, ttl: Duration, revoke: bool, out: Option<PathBu
     let mut conn = authenticated(&st, &m).await?;
     if revoke {
         xattr::remove(path, xattr::EXPORT).with_context(|| format!("cannot revoke the export of {shown}"))?;
-        conn.request(Request::Unexport { info_hash }).await.context("telling the tracker")?;
+        conn.call(calls::Unexport { info_hash }).await.context("telling the tracker")?;
         println!("{shown} is no longer exported");
         return Ok(());
     }
@@ -39,10 +40,8 @@ pub async fn export(path: &Path, ttl: Duration, revoke: bool, out: Option<PathBu
     let Some(served) = xattr::get_string(path, xattr::EXPORT)? else { bail!("the daemon did not export {shown}") };
     let (addr, _) = served.split_once(' ').context("the daemon's export answer")?;
     let port: u16 = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).context("the export port")?;
-    let req = Request::ExportKey { info_hash, ttl_ms: ttl.as_millis() as u64, port };
-    let Response::AnnounceKey { key, expires } = conn.request(req).await.context("asking the tracker for an export key")? else {
-        bail!("unexpected answer to ExportKey")
-    };
+    let call = calls::ExportKey { info_hash, ttl_ms: ttl.as_millis() as u64, port };
+    let calls::AnnounceKey { key, expires } = conn.call(call).await.context("asking the tracker for an export key")?;
     let url = format!("http://{}/announce/{key}", m.tracker);
     let torrent = std::fs::read(st.torrents().join(format!("{hex}.torrent"))).context("the version's .torrent")?;
     let exported = with_announce(&torrent, &url).context("the version's .torrent is not a bencoded dictionary")?;

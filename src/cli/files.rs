@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use titorrent_tracker::calls;
 use titorrent_tracker::proto::{
-    Event, EventKind, FileEntry, FileId, MemberId, ProtoError, Request, Response, Seq, UnixMillis, Version,
+    Event, EventKind, FileEntry, FileId, MemberId, ProtoError, Seq, UnixMillis, Version,
 };
 
 /// A path inside a titorrent mount, resolved.
@@ -74,8 +75,8 @@ pub async fn authenticated(st: &StateDir, m: &Membership) -> anyhow::Result<Conn
     let login = st.login(m)?;
     let mut conn =
         Connection::connect(&m.tracker, &login.tls).await.with_context(|| format!("connecting to the tracker {}", m.tracker))?;
-    let auth = Request::Authenticate { group: login.group, member: login.member, peer_addr: None };
-    conn.request(auth).await.context("authenticating")?;
+    let auth = calls::Authenticate { group: login.group, member: login.member, peer_addr: None };
+    conn.call(auth).await.context("authenticating")?;
     Ok(conn)
 }
 
@@ -96,13 +97,8 @@ pub async fn lock(target: &Located, ttl: Option<Duration>, config: &Config) -> a
     let mut conn = authenticated(&target.state, &m).await?;
     let ttl_ms = ttl.map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64);
     let shown = target.shown();
-    match conn.request(Request::LockExplicit { file: target.file, ttl_ms }).await.map_err(|e| refusal(&shown, e))? {
-        Response::Locked(lease) => {
-            println!("locked {shown} until {} (release it with `titorrent unlock {shown}`)", local_time(lease.expires))
-        }
-        Response::Ok => println!("locked {shown}"),
-        other => bail!("unexpected answer: {other:?}"),
-    }
+    let lease = conn.call(calls::LockExplicit { file: target.file, ttl_ms }).await.map_err(|e| refusal(&shown, e))?;
+    println!("locked {shown} until {} (release it with `titorrent unlock {shown}`)", local_time(lease.expires));
     Ok(())
 }
 
@@ -110,14 +106,15 @@ pub async fn unlock(target: &Located, force: bool) -> anyhow::Result<()> {
     let m = target.state.load()?;
     let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
-    let req = if force { Request::ForceUnlock { file: target.file } } else { Request::UnlockFile { file: target.file } };
-    conn.request(req).await.map_err(|e| refusal(&shown, e))?;
+    let file = target.file;
+    let done = if force { conn.call(calls::ForceUnlock { file }).await } else { conn.call(calls::UnlockFile { file }).await };
+    done.map_err(|e| refusal(&shown, e))?;
     println!("unlocked {shown}");
     Ok(())
 }
 
 pub(crate) async fn member_names(conn: &mut Connection) -> anyhow::Result<HashMap<MemberId, String>> {
-    let Response::Members(ms) = conn.request(Request::ListMembers).await? else { bail!("unexpected answer to ListMembers") };
+    let ms = conn.call(calls::ListMembers).await?;
     Ok(ms.into_iter().map(|m| (m.id, m.name)).collect())
 }
 
@@ -133,8 +130,7 @@ pub async fn versions(target: &Located) -> anyhow::Result<()> {
     let m = target.state.load()?;
     let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
-    let resp = conn.request(Request::ListVersions { file: target.file }).await.map_err(|e| refusal(&shown, e))?;
-    let Response::Versions(vs) = resp else { bail!("unexpected answer: {resp:?}") };
+    let vs = conn.call(calls::ListVersions { file: target.file }).await.map_err(|e| refusal(&shown, e))?;
     let names = member_names(&mut conn).await?;
     println!("{:<8} {:<19}  {:>10}  BY", "VERSION", "PUBLISHED", "SIZE");
     for (i, v) in vs.iter().enumerate() {
@@ -154,17 +150,11 @@ pub async fn restore(target: &Located, version: u64) -> anyhow::Result<()> {
     let m = target.state.load()?;
     let mut conn = authenticated(&target.state, &m).await?;
     let shown = target.shown();
-    let resp = conn
-        .request(Request::Restore { file: target.file, version: Version(version), lease: None })
+    let e = conn
+        .call(calls::Restore { file: target.file, version: Version(version), lease: None })
         .await
         .map_err(|e| refusal(&shown, e))?;
-    match resp {
-        Response::Published(e) | Response::File { entry: e, .. } => {
-            println!("restored {shown} to version {version}: it is now version {}", e.version)
-        }
-        Response::Ok => println!("restored {shown} to version {version}"),
-        other => bail!("unexpected answer: {other:?}"),
-    }
+    println!("restored {shown} to version {version}: it is now version {}", e.version);
     Ok(())
 }
 
@@ -209,13 +199,13 @@ pub async fn log(state: &StateDir, after: Option<u64>, limit: usize) -> anyhow::
     let m = state.load()?;
     let mut conn = authenticated(state, &m).await?;
     let names = member_names(&mut conn).await?;
-    let Response::Files { files, .. } = conn.request(Request::ListFiles).await? else { bail!("unexpected answer to ListFiles") };
+    let files = conn.call(calls::ListFiles).await?.files;
     let paths = Paths::new(files);
     let mut cursor = after.map(Seq);
     let mut kept: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     loop {
-        let resp = conn.request(Request::ReadLog { after: cursor, limit: 1000 }).await.context("reading the log")?;
-        let Response::Log { events, more } = resp else { bail!("unexpected answer: {resp:?}") };
+        let calls::LogPage { events, more } =
+            conn.call(calls::ReadLog { after: cursor, limit: 1000 }).await.context("reading the log")?;
         cursor = events.last().map(|e| e.seq).or(cursor);
         for e in events {
             if after.is_some() {

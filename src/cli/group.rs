@@ -7,7 +7,8 @@ use crate::tracker_client::Connection;
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
 use std::path::Path;
-use titorrent_tracker::proto::{Fingerprint, GroupId, MemberId, Request, Response};
+use titorrent_tracker::calls::{self, GroupCreated};
+use titorrent_tracker::proto::{Fingerprint, GroupId, MemberId};
 use titorrent_tracker::tls::ClientTls;
 
 /// Creates a group on the tracker at `tracker` with this member in it.
@@ -25,9 +26,8 @@ pub async fn create_group(
         .to_string();
     let tls = ClientTls { identity: st.identity()?, pin: tracker_key };
     let mut conn = Connection::connect(tracker, &tls).await.with_context(|| format!("connecting to {tracker}"))?;
-    let req = Request::CreateGroup { admin_token, group_name: group.to_string(), member_name: member.to_string(), peer_addr: None };
-    let resp = conn.request(req).await?;
-    let Response::Created { group: g, member: m } = resp else { bail!("unexpected answer: {resp:?}") };
+    let call = calls::CreateGroup { admin_token, group_name: group.to_string(), member_name: member.to_string(), peer_addr: None };
+    let GroupCreated { group: g, member: m } = conn.call(call).await?;
     save_membership(st, tracker, conn.tracker_key(), group, member, g, m)?;
     println!("created group {group}; you are {member}");
     if tracker_key.is_none() {
@@ -39,8 +39,7 @@ pub async fn create_group(
 pub async fn invite(st: &StateDir, ttl_secs: u64, uses: u32) -> anyhow::Result<()> {
     let m = st.load()?;
     let mut conn = authenticated(st, &m).await?;
-    let resp = conn.request(Request::CreateInvite { ttl_ms: ttl_secs.saturating_mul(1000), uses }).await?;
-    let Response::Invite { code, .. } = resp else { bail!("unexpected answer: {resp:?}") };
+    let code = conn.call(calls::CreateInvite { ttl_ms: ttl_secs.saturating_mul(1000), uses }).await?.code;
     let tracker_key = m.tracker_key().map_err(anyhow::Error::msg)?;
     println!("{}", InviteUrl { tracker: m.tracker.clone(), group: m.group, code, tracker_key });
     Ok(())
@@ -51,12 +50,11 @@ pub async fn join(st: &StateDir, invite: &str, member_name: &str) -> anyhow::Res
     let tls = ClientTls { identity: st.identity()?, pin: Some(inv.tracker_key) };
     let mut conn = Connection::connect(&inv.tracker, &tls).await.with_context(|| format!("connecting to {}", inv.tracker))?;
     let group = GroupId(inv.group);
-    let req = Request::Join { group, invite: inv.code.clone(), member_name: member_name.to_string(), peer_addr: None };
-    let resp = conn.request(req).await?;
-    let Response::Joined { member } = resp else { bail!("unexpected answer: {resp:?}") };
-    let group_name = match conn.request(Request::Authenticate { group, member, peer_addr: None }).await {
-        Ok(Response::Authenticated { group_name, .. }) => group_name,
-        _ => format!("group-{}", inv.group),
+    let call = calls::Join { group, invite: inv.code.clone(), member_name: member_name.to_string(), peer_addr: None };
+    let member = conn.call(call).await?.member;
+    let group_name = match conn.call(calls::Authenticate { group, member, peer_addr: None }).await {
+        Ok(a) => a.group_name,
+        Err(_) => format!("group-{}", inv.group),
     };
     save_membership(st, &inv.tracker, inv.tracker_key, &group_name, member_name, group, member)?;
     println!("joined {group_name} as {member_name}");
@@ -66,9 +64,7 @@ pub async fn join(st: &StateDir, invite: &str, member_name: &str) -> anyhow::Res
 pub async fn members(st: &StateDir) -> anyhow::Result<()> {
     let m = st.load()?;
     let mut conn = authenticated(st, &m).await?;
-    let resp = conn.request(Request::ListMembers).await?;
-    let Response::Members(ms) = resp else { bail!("unexpected answer: {resp:?}") };
-    for mem in ms {
+    for mem in conn.call(calls::ListMembers).await? {
         let addr = mem.peer_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         println!("{}  {}  {}", mem.name, if mem.online { "online" } else { "offline" }, addr);
     }
@@ -89,7 +85,7 @@ pub async fn leave(st: StateDir, yes: bool) -> anyhow::Result<()> {
         }
     }
     let mut conn = authenticated(&st, &m).await?;
-    conn.request(Request::Leave).await.context("leaving")?;
+    conn.call(calls::Leave).await.context("leaving")?;
     let member_file = st.root().join("member.toml");
     std::fs::remove_file(&member_file).with_context(|| format!("left, but cannot remove {}", member_file.display()))?;
     println!("left {} as {}; {} holds no membership any more", m.group_name, m.member_name, st.root().display());

@@ -7,7 +7,8 @@ use crate::config::Config;
 use anyhow::{bail, Context};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use titorrent_tracker::proto::{FileId, Request, Response, TrashEntry};
+use titorrent_tracker::calls;
+use titorrent_tracker::proto::{FileId, TrashEntry};
 
 /// A path inside a mount that may no longer exist: the mount, the member,
 /// and the path from the group's root ("a/b").
@@ -50,10 +51,7 @@ fn under(entry_path: &str, rel: &str) -> bool {
 }
 
 async fn list(conn: &mut crate::tracker_client::Connection) -> anyhow::Result<Vec<TrashEntry>> {
-    match conn.request(Request::ListTrash).await.context("reading the trash")? {
-        Response::Trash(t) => Ok(t),
-        other => bail!("unexpected answer: {other:?}"),
-    }
+    conn.call(calls::ListTrash).await.context("reading the trash")
 }
 
 /// `titorrent trash [PATH]`: the trash of the group (or of what was under
@@ -109,8 +107,8 @@ pub async fn undelete(path: &Path, state: Option<&Path>, config: &Config) -> any
         std::fs::create_dir_all(&dir).with_context(|| format!("making {} again", dir.display()))?;
         let parent = FileId(std::fs::metadata(&dir).with_context(|| format!("{}", dir.display()))?.ino());
         let shown = at.mount_point.join(&t.path);
-        let req = Request::Undelete { file: t.entry.id, parent, name: name.to_string() };
-        match conn.request(req).await {
+        let call = calls::Undelete { file: t.entry.id, parent, name: name.to_string() };
+        match conn.call(call).await {
             Ok(_) => done += 1,
             Err(e) => bail!("{}: {e} ({done} of {} brought back)", shown.display(), chosen.len()),
         }

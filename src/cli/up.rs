@@ -7,10 +7,10 @@ use crate::config::Config;
 use crate::daemon::{run_mount, MountConfig};
 use crate::state::StateDir;
 use crate::tracker_client::Connection;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
-use titorrent_tracker::proto::{Request, Response};
+use titorrent_tracker::calls::{self, GroupCreated};
 use titorrent_tracker::tls::ClientTls;
 
 /// Flags over the config file over the defaults.
@@ -94,20 +94,19 @@ pub async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
         // Our own tracker: its key is known without asking the network.
         let tls = ClientTls { identity: st.identity()?, pin: Some(tracker_key) };
         let mut conn = Connection::connect(&local_tracker, &tls).await?;
-        let resp = conn
-            .request(Request::CreateGroup {
+        let GroupCreated { group, member } = conn
+            .call(calls::CreateGroup {
                 admin_token,
                 group_name: "shared".into(),
                 member_name: host.clone(),
                 peer_addr: None,
             })
             .await?;
-        let Response::Created { group, member } = resp else { bail!("unexpected answer: {resp:?}") };
         save_membership(&st, &local_tracker, tracker_key, "shared", &host, group, member)?;
     }
     let m = st.load()?;
     let mut conn = authenticated(&st, &m).await?;
-    if let Ok(Response::Invite { code, .. }) = conn.request(Request::CreateInvite { ttl_ms: 86_400_000, uses: 1 }).await {
+    if let Ok(calls::Invite { code, .. }) = conn.call(calls::CreateInvite { ttl_ms: 86_400_000, uses: 1 }).await {
         // A specific listen address is what others dial; for "any address"
         // the host name is the best guess at a name others can resolve.
         let ip = args.tracker_listen.ip();

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use titorrent_tracker::proto::{FileEntry, MemberId, Request, Seq};
+use titorrent_tracker::proto::{FileEntry, MemberId, Seq};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
@@ -255,7 +255,7 @@ async fn go_offline(
     warn_sole_copies(folder, cfg.wait_replication).await;
     session::unmount(session, cfg.mountpoint.clone()).await?;
     for lease in folder.held_leases() {
-        let _ = folder.tracker().request(Request::Unlock { lease }).await;
+        let _ = folder.tracker().call(titorrent_tracker::calls::Unlock { lease }).await;
     }
     background.renew.abort();
     background.save.abort();

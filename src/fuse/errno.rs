@@ -18,6 +18,8 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::NameTooLong => Errno::ENAMETOOLONG,
         ModelError::Locked { .. } => Errno::EBUSY,
         ModelError::Offline => Errno::EROFS,
+        // Its outcome is unknown: not a refusal a program could act on.
+        ModelError::Lost => Errno::EIO,
         ModelError::BadHandle => Errno::EBADF,
         // The VFS retries an open that fails with ESTALE once, with a fresh
         // lookup of every name on the path (LOOKUP_REVAL).
@@ -76,10 +78,16 @@ pub fn missing_xattr(name: &str) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CoordError;
+    use titorrent_tracker::calls::Mismatch;
     use titorrent_tracker::proto::{LockHolder, MemberId};
 
     #[test]
     fn lock_conflicts_are_ebusy_and_offline_is_erofs() {
+        assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Offline)), Errno::EROFS);
+        assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Lost)), Errno::EIO, "outcome unknown");
+        let mismatch = Mismatch { call: "CreateFile", answer: "Ok".into() };
+        assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Unexpected(mismatch))), Errno::EIO);
         let holder = LockHolder { member: MemberId(2), member_name: "ana".into(), since: 0, expires: 1 };
         assert_eq!(to_errno("open", &ModelError::Locked { path: "a".into(), holder }), Errno::EBUSY);
         assert_eq!(to_errno("open", &ModelError::Offline), Errno::EROFS);

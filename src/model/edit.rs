@@ -7,7 +7,8 @@ use bytes::Bytes;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
-use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, Owner, ProtoError, Request, Response, Version};
+use titorrent_tracker::calls::{Delete, Deleted, FileAnswer, Rename, SetAttr};
+use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, Owner, ProtoError, Version};
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Decides a read from memory: local bytes now, or what to fetch.
@@ -117,8 +118,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             if !self.is_online() {
                 return Err(ModelError::Offline);
             }
-            let resp = self.coord.request(Request::SetAttr { file: id, mode: None, mtime: None, owner: Some(owner) }).await;
-            let entry = self.entry_reply("SetAttr", resp).map_err(|e| self.with_path(id, e))?;
+            let resp = self.coord.call(SetAttr { file: id, mode: None, mtime: None, owner: Some(owner) }).await;
+            let entry = self.entry_reply(resp).map_err(|e| self.with_path(id, e))?;
             self.table.attrs_set(entry);
         }
         if mode.is_none() && mtime.is_none() {
@@ -134,8 +135,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !self.is_online() {
             return Err(ModelError::Offline);
         }
-        let resp = self.coord.request(Request::SetAttr { file: id, mode: mode.map(|m| m & 0o7777), mtime, owner: None }).await;
-        let entry = self.entry_reply("SetAttr", resp).map_err(|e| self.with_path(id, e))?;
+        let resp = self.coord.call(SetAttr { file: id, mode: mode.map(|m| m & 0o7777), mtime, owner: None }).await;
+        let entry = self.entry_reply(resp).map_err(|e| self.with_path(id, e))?;
         self.table.attrs_set(entry);
         if let Some(m) = mode {
             self.table.set_own_bits(id, m);
@@ -157,10 +158,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     /// The entry in a `File` answer, or a refusal mapped to the model's error.
-    pub(super) fn entry_reply(&self, what: &str, resp: std::result::Result<Response, CoordError>) -> Result<FileEntry> {
+    pub(super) fn entry_reply(&self, resp: std::result::Result<FileAnswer, CoordError>) -> Result<FileEntry> {
         match resp {
-            Ok(Response::File { entry, .. }) => Ok(entry),
-            Ok(other) => Err(ModelError::Protocol(format!("{what} answered {other:?}"))),
+            Ok(FileAnswer { entry, .. }) => Ok(entry),
             Err(CoordError::Refused(ProtoError::Locked(holder))) => Err(ModelError::Locked { path: String::new(), holder }),
             Err(e) => Err(e.into()),
         }
@@ -197,8 +197,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let named = self.table.name_entry(parent, name).filter(|n| n.kind.link_of().is_some());
         let target = named.as_ref().map_or(e.id, |n| n.id);
         let _deleting = self.writes.deleting(e.id, &self.changed);
-        match self.coord.request(Request::Delete { file: target }).await {
-            Ok(Response::File { entry, .. }) if named.is_none() => {
+        match self.coord.call(Delete { file: target }).await {
+            Ok(Deleted { promoted: Some(entry) }) if named.is_none() => {
                 self.promoted_here(entry); // a link took the file's place
                 return Ok(());
             }
@@ -250,11 +250,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         // A target with hard links is not deleted: the tracker moves it to
         // one link's place, and its events bring that here.
         let target = target.filter(|t| self.table.links_to(*t) == 0);
-        let req = Request::Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
+        let call = Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
         let _deleting = target.map(|t| self.writes.deleting(t, &self.changed));
-        let moved = match self.coord.request(req).await {
-            Ok(Response::File { entry, .. }) => entry,
-            Ok(_) => {
+        let moved = match self.coord.call(call).await {
+            Ok(()) => {
                 // As the table has it now: a publish may have landed while
                 // this rename waited for it (a newer version than `src`).
                 let cur = self.table.current(src.id).unwrap_or_else(|| src.clone());

@@ -25,6 +25,10 @@ pub enum ModelError {
     Locked { path: String, holder: LockHolder },
     #[error("the tracker is unreachable; the folder is read-only until it is back")]
     Offline,
+    /// The connection to the tracker went away while a request was in
+    /// flight: whether it was applied is unknown.
+    #[error("the tracker connection was lost before it answered; the outcome is unknown")]
+    Lost,
     #[error("stale file handle")]
     BadHandle,
     /// The inode is no longer in the table (another member replaced or
@@ -47,8 +51,10 @@ pub enum ModelError {
     Refused(#[source] ProtoError),
     #[error("content unavailable: {0}")]
     Content(#[source] ContentError),
+    /// The tracker answered out of protocol (an answer of another shape
+    /// than the request's, a malformed frame).
     #[error("the tracker answered something unexpected: {0}")]
-    Protocol(String),
+    Protocol(#[source] CoordError),
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -56,7 +62,9 @@ pub enum ModelError {
 impl From<CoordError> for ModelError {
     fn from(e: CoordError) -> Self {
         match e {
-            CoordError::Offline | CoordError::Failed(_) => ModelError::Offline,
+            CoordError::Offline => ModelError::Offline,
+            CoordError::Lost => ModelError::Lost,
+            e @ (CoordError::Unexpected(_) | CoordError::Protocol(_)) => ModelError::Protocol(e),
             CoordError::Refused(ProtoError::NoSuchFile) => ModelError::NotFound,
             CoordError::Refused(ProtoError::AlreadyExists) => ModelError::Exists,
             CoordError::Refused(ProtoError::NotADirectory) => ModelError::NotDir,

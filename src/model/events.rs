@@ -9,7 +9,8 @@ use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use titorrent_tracker::proto::{Event, EventKind, FileEntry, FileId, Lease, MemberId, MemberInfo, Request, Response, Seq};
+use titorrent_tracker::calls::{ListMembers, Renew};
+use titorrent_tracker::proto::{Event, EventKind, FileEntry, FileId, Lease, MemberId, MemberInfo, Seq};
 
 /// Lease renewals sent at once.
 const RENEWALS_IN_FLIGHT: usize = 64;
@@ -28,8 +29,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Takes the member list from the tracker and hands the swarm the
     /// online members' peers.
     async fn refresh_members(&self) {
-        match self.coord.request(Request::ListMembers).await {
-            Ok(Response::Members(ms)) => {
+        match self.coord.call(ListMembers).await {
+            Ok(ms) => {
                 for m in &ms {
                     self.content.learn_member(m);
                 }
@@ -37,7 +38,6 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                     self.content.forget_member(gone.id, gone.peer_addr);
                 }
             }
-            Ok(other) => tracing::warn!(answer = ?other, "unexpected answer to ListMembers"),
             Err(e) => tracing::debug!(error = %e, "cannot list members"),
         }
     }
@@ -137,20 +137,14 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             // Concurrently: a burst of writes holds many leases, and one
             // round trip each in turn would outlast them on a slow link.
             futures::stream::iter(due)
-                .for_each_concurrent(RENEWALS_IN_FLIGHT, |(id, lease, len)| self.renew(id, lease, len))
+                .for_each_concurrent(RENEWALS_IN_FLIGHT, |(id, lease)| self.renew(id, lease))
                 .await;
         }
     }
 
-    async fn renew(&self, id: FileId, lease: Lease, len: u64) {
-        match self.coord.request(Request::Renew { lease: lease.id }).await {
-            Ok(resp) => {
-                let expires = match resp {
-                    Response::Locked(l) => l.expires,
-                    _ => now_ms() + len,
-                };
-                self.writes.renewed(id, lease.id, Some(expires));
-            }
+    async fn renew(&self, id: FileId, lease: Lease) {
+        match self.coord.call(Renew { lease: lease.id }).await {
+            Ok(l) => self.writes.renewed(id, lease.id, Some(l.expires)),
             Err(CoordError::Refused(e)) => {
                 self.writes.renewed(id, lease.id, None);
                 tracing::error!(file = %self.path_of(id), error = %e, "lease lost: the edit will be kept as a conflict copy if the publish is refused");

@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, Lease, LeaseId, Owner, ProtoError, Request, Response, UnixMillis, Version};
+use titorrent_tracker::calls::{CreateFile, CreateLocked, Lock, LockedFile, SetAttr, Unlock};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, Lease, LeaseId, Owner, ProtoError, UnixMillis, Version};
 
 /// Ends an `Opening` state however the open ends (an error, or its future
 /// dropped), and wakes the opens for write waiting on the file.
@@ -119,10 +120,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if !self.is_online() {
             return Err(ModelError::Offline);
         }
-        let req = Request::CreateFile { parent, name: name.to_string(), kind: FileKind::File, mode: mode & 0o7777, lock: true, owner };
-        let (entry, lease) = match self.coord.request(req).await {
-            Ok(Response::File { entry, lease: Some(lease) }) => (entry, lease),
-            Ok(other) => return Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
+        let call = CreateLocked { parent, name: name.to_string(), mode: mode & 0o7777, owner };
+        let (entry, lease) = match self.coord.call(call).await {
+            Ok(LockedFile { entry, lease }) => (entry, lease),
             Err(CoordError::Refused(ProtoError::AlreadyExists)) if exclusive => return Err(ModelError::Exists),
             Err(CoordError::Refused(ProtoError::AlreadyExists)) => {
                 // Someone else created it first: open theirs, as O_CREAT without O_EXCL would.
@@ -161,15 +161,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Creates an entry nobody locks (a directory, a symlink, a hard link's
     /// name) at the tracker and records it in the table.
     pub(super) async fn create_unlocked(&self, parent: FileId, name: &str, kind: FileKind, mode: u32, owner: Owner) -> Result<FileEntry> {
-        let req = Request::CreateFile { parent, name: name.to_string(), kind, mode, lock: false, owner };
-        match self.coord.request(req).await? {
-            Response::File { entry, .. } => {
-                self.table.insert(entry.clone());
-                self.changed.notify_waiters();
-                Ok(entry)
-            }
-            other => Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
-        }
+        let call = CreateFile { parent, name: name.to_string(), kind, mode, lock: false, owner };
+        let entry = self.coord.call(call).await?.entry;
+        self.table.insert(entry.clone());
+        self.changed.notify_waiters();
+        Ok(entry)
     }
 
     pub(super) fn check_new_name(&self, parent: FileId, name: &str) -> Result<()> {
@@ -195,9 +191,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 
     async fn take_lock(&self, id: FileId) -> Result<Lease> {
-        match self.coord.request(Request::Lock { file: id }).await {
-            Ok(Response::Locked(lease)) => Ok(lease),
-            Ok(other) => Err(ModelError::Protocol(format!("Lock answered {other:?}"))),
+        match self.coord.call(Lock { file: id }).await {
+            Ok(lease) => Ok(lease),
             Err(CoordError::Refused(ProtoError::Locked(holder))) => {
                 Err(ModelError::Locked { path: self.path_of(id), holder })
             }
@@ -224,7 +219,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// over it sent right after the close (`rm` after a write), or by
     /// running out.
     async fn give_back(&self, lease: LeaseId) {
-        match self.coord.request(Request::Unlock { lease }).await {
+        match self.coord.call(Unlock { lease }).await {
             Ok(_) => {}
             Err(CoordError::Refused(ProtoError::NoLease)) => tracing::debug!(%lease, "the lease had ended already"),
             Err(e) => tracing::warn!(%lease, error = %e, "unlock failed; the lease will expire by itself"),
@@ -255,8 +250,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     /// Sends a mode and/or mtime set while the file was open for write here.
     pub(super) async fn share_attrs(&self, id: FileId, mode: Option<u32>, mtime: Option<UnixMillis>) {
-        let resp = self.coord.request(Request::SetAttr { file: id, mode, mtime, owner: None }).await;
-        match self.entry_reply("SetAttr", resp) {
+        let resp = self.coord.call(SetAttr { file: id, mode, mtime, owner: None }).await;
+        match self.entry_reply(resp) {
             Ok(e) => {
                 self.table.attrs_set(e);
                 self.changed.notify_waiters();

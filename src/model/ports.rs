@@ -5,12 +5,12 @@
 //! `tracker_client/coordinator.rs`, `fuse::KernelNotifier`).
 
 use bytes::Bytes;
-use titorrent_tracker::proto::ProtoError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use titorrent_tracker::proto::{FileId, InfoHash, MemberId, MemberInfo, Request, Response};
+use titorrent_tracker::calls::{Call, Mismatch};
+use titorrent_tracker::proto::{FileId, InfoHash, MemberId, MemberInfo, ProtoError};
 
 /// A version's content as the swarm made it available.
 #[derive(Clone, Debug)]
@@ -117,9 +117,10 @@ pub trait Content: Send + Sync + 'static {
     fn forget(&self, info_hash: InfoHash) -> impl Future<Output = Result<(), ContentError>> + Send;
 }
 
-/// The tracker manager, as the model uses it.
+/// The tracker manager, as the model uses it: one typed call at a time,
+/// answered with that call's own answer type.
 pub trait Coordinator: Send + Sync + 'static {
-    fn request(&self, req: Request) -> impl Future<Output = Result<Response, CoordError>> + Send;
+    fn call<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<C::Answer, CoordError>> + Send;
 }
 
 /// The kernel's dentry and page caches, told when another member changed
@@ -153,12 +154,21 @@ pub enum ContentError {
 /// How a request to the tracker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordError {
+    /// Not connected: the request was not sent.
     #[error("not connected to the tracker")]
     Offline,
+    /// The connection went away while the request was in flight: it may or
+    /// may not have been applied.
+    #[error("the tracker connection was lost before the answer came")]
+    Lost,
     #[error("refused: {0}")]
     Refused(#[source] ProtoError),
-    #[error("tracker connection failed: {0}")]
-    Failed(String),
+    /// The tracker answered with another shape than the call's.
+    #[error("tracker protocol: {0}")]
+    Unexpected(#[source] Mismatch),
+    /// The tracker said something else out of protocol.
+    #[error("tracker protocol: {0}")]
+    Protocol(String),
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 
 use super::outbox::{conflict_name, remove_staging, OutboxEntry};
 use super::writes::View;
-use super::{now_ms, Content, Coordinator, CoordError, Delta, Folder, ModelError, Result};
+use super::{now_ms, Content, Coordinator, CoordError, Delta, Folder, Result};
 use std::sync::Arc;
 use std::time::Duration;
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, LeaseId, ProtoError, Request, Response, Version};
+use titorrent_tracker::calls::{CreateLocked, LockedFile, Publish};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, LeaseId, ProtoError, Version};
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
     /// The outbox entry of a session (`view`) on `id`, as things are now.
@@ -141,7 +142,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// The compare-and-set publish, retried while the tracker is away.
     async fn publish_until_answered(self: &Arc<Self>, entry: &OutboxEntry, torrent: Vec<u8>, path: &str) {
         let id = FileId(entry.file);
-        let req = Request::Publish {
+        let call = Publish {
             file: id,
             base: Version(entry.base),
             lease: LeaseId(entry.lease),
@@ -153,21 +154,23 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.coord.request(req.clone()).await {
-                Ok(Response::Published(published)) => {
+            match self.coord.call(call.clone()).await {
+                Ok(published) => {
                     tracing::info!(%path, version = %published.version, size = entry.size, "published");
                     return self.finish(entry, Some(published));
                 }
                 Err(CoordError::Refused(ProtoError::NoSuchFile)) if self.deleted_here(id).await => {
                     return self.finish(entry, None);
                 }
-                Err(CoordError::Offline) | Err(CoordError::Failed(_)) => {
+                // A publish cut off mid-flight is sent again: the tracker
+                // answers a repeat of the publish it applied with its entry.
+                Err(CoordError::Offline | CoordError::Lost | CoordError::Protocol(_)) => {
                     tracing::info!(%path, "tracker unreachable; the edit waits in the outbox");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Ok(other) => {
-                    tracing::error!(%path, answer = ?other, "unexpected answer to publish");
+                Err(e @ CoordError::Unexpected(_)) => {
+                    tracing::error!(%path, error = %e, "unexpected answer to publish");
                     return self.give_up(entry, path);
                 }
                 Err(CoordError::Refused(e)) => {
@@ -253,12 +256,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let p = FileId(entry.parent);
         let parent = if self.table.current(p).is_some_and(|e| e.kind == FileKind::Dir) { p } else { FileId::ROOT };
         let name = conflict_name(&entry.name, &self.me_name, now_ms());
-        let req = Request::CreateFile { parent, name: name.clone(), kind: FileKind::File, mode: entry.mode, lock: true, owner: Default::default() };
-        let (created, lease) = match self.coord.request(req).await? {
-            Response::File { entry, lease: Some(lease) } => (entry, lease),
-            other => return Err(ModelError::Protocol(format!("CreateFile answered {other:?}"))),
-        };
-        let req = Request::Publish {
+        let call = CreateLocked { parent, name: name.clone(), mode: entry.mode, owner: Default::default() };
+        let LockedFile { entry: created, lease } = self.coord.call(call).await?;
+        let call = Publish {
             file: created.id,
             base: created.version,
             lease: lease.id,
@@ -268,15 +268,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             torrent,
             keep_lock: false,
         };
-        match self.coord.request(req).await? {
-            Response::Published(p) => {
-                tracing::warn!(original = %entry.name, copy = %name, "edit kept as a conflict copy");
-                self.table.apply_in_place(p.clone());
-                self.changed.notify_waiters();
-                Ok(p)
-            }
-            other => Err(ModelError::Protocol(format!("Publish answered {other:?}"))),
-        }
+        let p = self.coord.call(call).await?;
+        tracing::warn!(original = %entry.name, copy = %name, "edit kept as a conflict copy");
+        self.table.apply_in_place(p.clone());
+        self.changed.notify_waiters();
+        Ok(p)
     }
 
     /// This run cannot publish the edit: its bytes go to the local

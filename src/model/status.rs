@@ -8,7 +8,8 @@
 use super::{fmt_time, Content, Coordinator, Folder, ModelError, Result};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, MemberId, Request, Response};
+use titorrent_tracker::calls::ExportKey;
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, MemberId};
 
 pub const XATTR_PREFIX: &str = "user.titorrent.";
 const FILE_ATTRS: &[&str] = &["version", "info_hash", "author", "lock_holder", "bytes_local", "holders", "pin"];
@@ -97,10 +98,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     pub async fn register_exports(&self) {
         for (info_hash, addr, until) in self.content.exports() {
             let Ok(left) = until.duration_since(std::time::SystemTime::now()) else { continue };
-            let req = Request::ExportKey { info_hash, ttl_ms: left.as_millis().max(1) as u64, port: addr.port() };
-            match self.coord.request(req).await {
-                Ok(Response::AnnounceKey { .. }) => tracing::info!(%info_hash, %addr, "export listed at the tracker again"),
-                Ok(other) => tracing::info!(%info_hash, answer = ?other, "export not listed at the tracker again"),
+            let call = ExportKey { info_hash, ttl_ms: left.as_millis().max(1) as u64, port: addr.port() };
+            match self.coord.call(call).await {
+                Ok(_) => tracing::info!(%info_hash, %addr, "export listed at the tracker again"),
                 Err(e) => tracing::info!(%info_hash, error = %e, "export not listed at the tracker again"),
             }
         }

@@ -273,6 +273,17 @@ async fn writes_while_offline_are_read_only() {
     assert!(matches!(err, ModelError::Offline));
 }
 
+/// A request the connection lost before its answer may or may not have
+/// been applied: the model says so (`Lost`, EIO to programs), and does not
+/// take it for the tracker being away (`Offline`, EROFS).
+#[tokio::test]
+async fn a_request_cut_off_in_flight_is_lost_not_offline() {
+    let f = fixture();
+    f.tracker.cut_off.store(true, Ordering::SeqCst);
+    let err = f.folder.mkdir(FileId::ROOT, "d", 0o755, Owner::default()).await.unwrap_err();
+    assert!(matches!(err, ModelError::Lost), "{err:?}");
+}
+
 #[tokio::test]
 async fn another_members_version_is_fetched_not_read_locally() {
     let f = fixture();

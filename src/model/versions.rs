@@ -3,10 +3,11 @@
 //! background, collecting old versions, and which files only this member
 //! holds.
 
-use super::{Content, ContentError, Coordinator, Fetch, Folder, ModelError, Result};
+use super::{Content, ContentError, Coordinator, Fetch, Folder, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, Request, Response, Version};
+use titorrent_tracker::calls::{GetTorrent, Have};
+use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, Version};
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Records a file's new current version and forgets local versions of
@@ -58,13 +59,11 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let tpath = self.dirs.torrents.join(format!("{ih}.torrent"));
         let torrent = match std::fs::read(&tpath) {
             Ok(t) => t,
-            Err(_) => match self.coord.request(Request::GetTorrent { file, version }).await? {
-                Response::Torrent(t) => {
-                    let _ = crate::atomic_file::write(&tpath, &t, false);
-                    t
-                }
-                other => return Err(ModelError::Protocol(format!("GetTorrent answered {other:?}"))),
-            },
+            Err(_) => {
+                let t = self.coord.call(GetTorrent { file, version }).await?;
+                let _ = crate::atomic_file::write(&tpath, &t, false);
+                t
+            }
         };
         let peers = self.members.peers();
         let fetch = if self.background.load(Ordering::Relaxed) || self.is_pinned(file) {
@@ -103,7 +102,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 }
                 let current = this.table.current(file).is_some_and(|e| e.version == version);
                 if current {
-                    if let Err(e) = this.coord.request(Request::Have { file, version }).await {
+                    if let Err(e) = this.coord.call(Have { file, version }).await {
                         tracing::debug!(%file, error = %e, "could not report a complete copy");
                         this.store.report_failed(&ih);
                     }

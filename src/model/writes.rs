@@ -480,15 +480,15 @@ impl WriteSessions {
         self.states.lock().values().filter_map(|s| s.session()).map(|(s, _)| s.lease.id).collect()
     }
 
-    /// Leases to renew now: (file, lease, lease length) of those past a
+    /// Leases to renew now: (file, lease) of those past a
     /// third of their length and not lost.
-    pub fn due_renewals(&self, now: UnixMillis) -> Vec<(FileId, Lease, u64)> {
+    pub fn due_renewals(&self, now: UnixMillis) -> Vec<(FileId, Lease)> {
         let states = self.states.lock();
         states
             .iter()
             .filter_map(|(id, st)| st.session().map(|(s, _)| (id, s)))
             .filter(|(_, s)| !s.lease_lost && s.lease.expires.saturating_sub(now) < s.lease_len_ms * 2 / 3)
-            .map(|(id, s)| (*id, s.lease.clone(), s.lease_len_ms))
+            .map(|(id, s)| (*id, s.lease.clone()))
             .collect()
     }
 

@@ -9,6 +9,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::frame::{closed, read_frame, write_frame};
 use super::ClientError;
+use titorrent_tracker::calls::Call;
 use titorrent_tracker::proto::{ClientFrame, Fingerprint, Reassembly, Request, Response, ServerFrame, PROTOCOL_VERSION};
 use titorrent_tracker::tls::ClientTls;
 
@@ -62,9 +63,15 @@ impl Connection {
         Ok(c)
     }
 
-    /// Sends `req` and waits for its answer (put together if it comes in
-    /// parts: a large file table); a refusal is `Refused`.
-    pub async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+    /// Sends a call and waits for its answer (put together if it comes in
+    /// parts: a large file table); a refusal is `Refused`, an answer of
+    /// another shape `Unexpected`.
+    pub async fn call<C: Call>(&mut self, c: C) -> Result<C::Answer, ClientError> {
+        Ok(C::expect(self.request(c.into()).await?)?)
+    }
+
+    /// [`Connection::call`] with the untyped request and answer.
+    async fn request(&mut self, req: Request) -> Result<Response, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         write_frame(&mut self.wr, &ClientFrame::Request { id, req }).await?;

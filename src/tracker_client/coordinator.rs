@@ -4,23 +4,25 @@ use std::future::Future;
 
 use super::{ClientError, TrackerLink};
 use crate::model::{CoordError, Coordinator};
-use titorrent_tracker::proto::{Request, Response};
+use titorrent_tracker::calls::Call;
 
 impl From<ClientError> for CoordError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Offline => CoordError::Offline,
+            // The request went out on a connection that failed before the
+            // answer came.
+            ClientError::Lost | ClientError::Io(_) | ClientError::Tls(_) => CoordError::Lost,
             ClientError::Refused(p) => CoordError::Refused(p),
-            other @ (ClientError::Io(_) | ClientError::Frame(_) | ClientError::Tls(_) | ClientError::Protocol(_)) => {
-                CoordError::Failed(other.to_string())
-            }
+            ClientError::Unexpected(m) => CoordError::Unexpected(m),
+            other @ (ClientError::Frame(_) | ClientError::Protocol(_)) => CoordError::Protocol(other.to_string()),
         }
     }
 }
 
 impl Coordinator for TrackerLink {
-    fn request(&self, req: Request) -> impl Future<Output = Result<Response, CoordError>> + Send {
+    fn call<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<C::Answer, CoordError>> + Send {
         let link = self.clone();
-        async move { TrackerLink::request(&link, req).await.map_err(CoordError::from) }
+        async move { TrackerLink::call(&link, c).await.map_err(CoordError::from) }
     }
 }

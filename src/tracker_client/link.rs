@@ -3,7 +3,7 @@
 //! concurrent requests.
 //!
 //! States of the link (exactly one at a time):
-//! - **connecting**: no live connection; `request` fails at once with
+//! - **connecting**: no live connection; `call` fails at once with
 //!   `Offline`; a background task retries (100 ms doubling to 2 s; 30 s
 //!   after the tracker refused the credential or the protocol);
 //! - **online**: Hello, Authenticate and Subscribe succeeded; `Online` was
@@ -40,6 +40,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::connection::{check_hello, dial, TlsRead, TlsWrite, CONNECT_TIMEOUT};
 use super::frame::{closed, read_frame};
 use super::{ClientError, Login};
+use titorrent_tracker::calls::{self, Call, Subscription};
 use titorrent_tracker::proto::{
     encode_frame, ClientFrame, Event, FileEntry, InfoHash, Reassembly, Request, Response, Seq, ServerFrame,
     PROTOCOL_VERSION,
@@ -114,7 +115,7 @@ struct Pending {
 }
 
 impl Live {
-    /// Fails every waiting request with `Offline` (their senders drop).
+    /// Fails every waiting request with `Lost` (their senders drop).
     fn close(&self) {
         let mut p = self.pending.lock();
         p.closed = true;
@@ -158,12 +159,17 @@ impl TrackerLink {
         (link, rx)
     }
 
-    /// Sends a request on the current connection; if not connected, fails at
-    /// once with [`ClientError::Offline`] (never waits for reconnect). Many
-    /// requests may be in flight at once. A connection lost before the
-    /// answer also gives `Offline`: the request may or may not have been
-    /// applied.
-    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+    /// Sends a call on the current connection and waits for its answer; if
+    /// not connected, fails at once with [`ClientError::Offline`] (never
+    /// waits for reconnect). Many calls may be in flight at once. A
+    /// connection lost before the answer gives [`ClientError::Lost`]: the
+    /// request may or may not have been applied.
+    pub async fn call<C: Call>(&self, c: C) -> Result<C::Answer, ClientError> {
+        Ok(C::expect(self.request(c.into()).await?)?)
+    }
+
+    /// [`TrackerLink::call`] with the untyped request and answer.
+    async fn request(&self, req: Request) -> Result<Response, ClientError> {
         let live = self.inner.live.lock().clone().ok_or(ClientError::Offline)?;
         let id = live.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_frame(&ClientFrame::Request { id, req })?;
@@ -179,7 +185,7 @@ impl TrackerLink {
             live.pending.lock().waiting.remove(&id);
             return Err(ClientError::Offline);
         }
-        match rx.await.map_err(|_| ClientError::Offline)? {
+        match rx.await.map_err(|_| ClientError::Lost)? {
             Response::Error(e) => Err(ClientError::Refused(e)),
             resp => Ok(resp),
         }
@@ -197,7 +203,7 @@ impl TrackerLink {
         };
         let id = live.next_id.fetch_add(1, Ordering::Relaxed);
         // Its answer (Ok) matches no waiting request and is skipped.
-        let bytes = match encode_frame(&ClientFrame::Request { id, req: Request::Want { info_hash } }) {
+        let bytes = match encode_frame(&ClientFrame::Request { id, req: calls::Want { info_hash }.into() }) {
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!(%info_hash, error = %e, "cannot encode Want");
@@ -274,7 +280,7 @@ async fn run(inner: Arc<Inner>, cfg: Config, mut last_seq: Option<Seq>, events: 
 
 fn refused_or_lost(e: ClientError) -> End {
     match e {
-        ClientError::Refused(_) | ClientError::Protocol(_) => End::Refused(e),
+        ClientError::Refused(_) | ClientError::Protocol(_) | ClientError::Unexpected(_) => End::Refused(e),
         ClientError::Tls(titorrent_tracker::tls::TlsError::WrongTracker { .. }) => End::Refused(e),
         other => End::Lost(other),
     }
@@ -513,7 +519,7 @@ impl Probe {
 /// Queues a cheap read-only request whose only purpose is an answer.
 fn send_probe(live: &Live) -> bool {
     let id = live.next_id.fetch_add(1, Ordering::Relaxed);
-    let Ok(bytes) = encode_frame(&ClientFrame::Request { id, req: Request::ListMembers }) else { return false };
+    let Ok(bytes) = encode_frame(&ClientFrame::Request { id, req: calls::ListMembers.into() }) else { return false };
     // A full queue means requests are flowing; the answers will tell.
     !matches!(live.out.try_send(bytes), Err(mpsc::error::TrySendError::Closed(_)))
 }
@@ -551,10 +557,12 @@ async fn handshake(cfg: &Config, from: Option<Seq>) -> Result<Handshake, ClientE
             other => break parts.finish(SUBSCRIBE_ID, answer_to(other, SUBSCRIBE_ID)?).map_err(ClientError::Protocol)?,
         }
     };
-    match resp {
-        Response::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
-        Response::Subscribed { seq } if Some(seq) == from => Ok((rd, wr, None)),
-        other => Err(ClientError::Protocol(format!("Subscribe answered {other:?}"))),
+    match calls::Subscribe::expect(resp)? {
+        Subscription::Snapshot { seq, files } => Ok((rd, wr, Some((seq, files)))),
+        Subscription::Resumed { seq } if Some(seq) == from => Ok((rd, wr, None)),
+        Subscription::Resumed { seq } => {
+            Err(ClientError::Protocol(format!("a Subscribe from {from:?} resumed from {seq}")))
+        }
     }
 }
 
@@ -568,19 +576,17 @@ async fn authenticate(cfg: &Config, from: Option<Seq>) -> Result<(TlsRead, TlsWr
         ClientFrame::Hello { version: PROTOCOL_VERSION },
         ClientFrame::Request {
             id: AUTH_ID,
-            req: Request::Authenticate { group: cfg.login.group, member: cfg.login.member, peer_addr },
+            req: calls::Authenticate { group: cfg.login.group, member: cfg.login.member, peer_addr }.into(),
         },
-        ClientFrame::Request { id: SUBSCRIBE_ID, req: Request::Subscribe { from } },
+        ClientFrame::Request { id: SUBSCRIBE_ID, req: calls::Subscribe { from }.into() },
     ] {
         hello.extend(encode_frame(&f)?);
     }
     wr.write_all(&hello).await?;
     wr.flush().await?;
     check_hello(read_frame(&mut rd).await?)?;
-    match answer_to(read_frame(&mut rd).await?, AUTH_ID)? {
-        Response::Authenticated { .. } => Ok((rd, wr)),
-        other => Err(ClientError::Protocol(format!("Authenticate answered {other:?}"))),
-    }
+    calls::Authenticate::expect(answer_to(read_frame(&mut rd).await?, AUTH_ID)?)?;
+    Ok((rd, wr))
 }
 
 /// `frame` as the answer to request `id` (refusals as errors).

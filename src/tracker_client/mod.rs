@@ -2,6 +2,10 @@
 //!
 //! - [`Connection`]: a one-shot, sequential connection for CLI commands
 //!   (create-group, join, invite, members).
+//!
+//! Both send typed calls (`titorrent_tracker::calls`): `call` answers with
+//! the call's own answer type, and an answer of another shape is
+//! [`ClientError::Unexpected`], checked in `Call::expect` and nowhere else.
 //! - [`TrackerLink`]: the mount daemon's long-lived link. It authenticates,
 //!   subscribes from the last seq it delivered, reconnects with backoff,
 //!   and multiplexes concurrent requests over one connection. It is the
@@ -18,6 +22,7 @@ mod tests;
 pub use connection::Connection;
 pub use link::{LinkEvent, TrackerLink};
 
+use titorrent_tracker::calls::Mismatch;
 use titorrent_tracker::proto::{FrameError, GroupId, MemberId, ProtoError};
 use titorrent_tracker::tls::{ClientTls, TlsError};
 
@@ -34,10 +39,13 @@ pub struct Login {
 /// How a request to the tracker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Not connected (the link is reconnecting), or the connection was lost
-    /// before the answer came: the request may or may not have been applied.
+    /// Not connected (the link is reconnecting): the request was not sent.
     #[error("not connected to the tracker")]
     Offline,
+    /// The connection was lost after the request went out and before its
+    /// answer came: it may or may not have been applied.
+    #[error("the tracker connection was lost before the answer came; the request may or may not have been applied")]
+    Lost,
     /// The tracker answered with a refusal.
     #[error("the tracker refused: {0}")]
     Refused(#[source] ProtoError),
@@ -51,4 +59,7 @@ pub enum ClientError {
     /// The tracker said something out of protocol, or said goodbye.
     #[error("tracker protocol: {0}")]
     Protocol(String),
+    /// The tracker answered a request with an answer of another shape.
+    #[error("tracker protocol: {0}")]
+    Unexpected(#[from] Mismatch),
 }

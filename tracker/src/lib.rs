@@ -2,6 +2,7 @@
 //! built, light dependencies) and, with the `server` feature, the server that
 //! keeps groups, members, the file table, locks and the event log in sled.
 
+pub mod calls;
 pub mod proto;
 
 #[cfg(feature = "io")]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use titorrent_tracker::calls::Call;
 use titorrent_tracker::proto::{FileEntry, FileKind, Lease, LeaseId, LockHolder, MemberId, MemberInfo, Owner, ProtoError, Request, Response};
 
 /// Content kept in memory, addressed by a fake info hash (first bytes of a
@@ -99,6 +100,8 @@ pub(super) struct FakeTracker {
     pub(super) locks: Mutex<HashMap<FileId, (LeaseId, MemberId)>>,
     pub(super) next: Mutex<u64>,
     pub(super) offline: AtomicBool,
+    /// Every request is sent and the connection then lost, unanswered.
+    pub(super) cut_off: AtomicBool,
     pub(super) publishes: Mutex<Vec<Request>>,
     /// Member name the fake reports as holding foreign locks.
     pub(super) foreign_holder: Mutex<Option<LockHolder>>,
@@ -115,9 +118,20 @@ fn refuse(e: ProtoError) -> Answer {
 }
 
 impl Coordinator for Arc<FakeTracker> {
-    async fn request(&self, req: Request) -> Answer {
+    /// As the tracker link does: the request on the wire, the answer back
+    /// through the call's type.
+    async fn call<C: Call + Send>(&self, c: C) -> Result<C::Answer, CoordError> {
+        C::expect(self.answer(c.into())?).map_err(CoordError::Unexpected)
+    }
+}
+
+impl FakeTracker {
+    fn answer(&self, req: Request) -> Answer {
         if self.offline.load(Ordering::SeqCst) {
             return Err(CoordError::Offline);
+        }
+        if self.cut_off.load(Ordering::SeqCst) {
+            return Err(CoordError::Lost);
         }
         let mut next = self.next.lock();
         *next += 1;
@@ -130,7 +144,7 @@ impl Coordinator for Arc<FakeTracker> {
                 self.locks.lock().retain(|_, (l, _)| *l != lease);
                 Ok(Response::Ok)
             }
-            Request::Renew { .. } => Ok(Response::Ok),
+            Request::Renew { lease } => self.renew(lease),
             Request::Publish { .. } => self.publish(req),
             Request::GetTorrent { file, version } => {
                 self.torrents.lock().get(&(file, version)).cloned().map(Response::Torrent).ok_or(CoordError::Refused(ProtoError::NoTorrent))
@@ -156,12 +170,18 @@ impl Coordinator for Arc<FakeTracker> {
                 e.ctime = e.ctime.max(n);
                 Ok(Response::File { entry: e.clone(), lease: None })
             }
-            other => Err(CoordError::Failed(format!("fake tracker does not do {other:?}"))),
+            other => Err(CoordError::Protocol(format!("fake tracker does not do {other:?}"))),
         }
     }
-}
 
-impl FakeTracker {
+    /// Renews any lease, known or not (the model's tests do not test
+    /// renewal refusals).
+    fn renew(&self, lease: LeaseId) -> Answer {
+        let file = self.locks.lock().iter().find(|(_, (l, _))| *l == lease).map_or(FileId(0), |(f, _)| *f);
+        let version = self.files.lock().get(&file).map_or(Version(0), |e| e.version);
+        Ok(Response::Locked(Lease { id: lease, file, expires: now_ms() + 30_000, version }))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn create_file(&self, n: u64, parent: FileId, name: String, kind: FileKind, mode: u32, lock: bool, owner: Owner) -> Answer {
         if self.files.lock().values().any(|e| e.parent == parent && e.name == name) {
@@ -238,6 +258,6 @@ impl FakeTracker {
         let e = files.get_mut(&file).ok_or(CoordError::Refused(ProtoError::NoSuchFile))?;
         e.parent = new_parent;
         e.name = new_name;
-        Ok(Response::File { entry: e.clone(), lease: None })
+        Ok(Response::Ok)
     }
 }

@@ -18,15 +18,13 @@ async fn a_table_larger_than_a_frame_reaches_a_new_link_as_one_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let req = calls::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let calls::GroupCreated { group, member } = c.call(req).await.unwrap();
     let ana = Login { group, member, tls };
-    let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
-        panic!()
-    };
+    let code = c.call(calls::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap().code;
     let (mut b, tls) = connect(&srv).await;
-    let join = Request::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
-    let Response::Joined { member } = b.request(join).await.unwrap() else { panic!() };
+    let join = calls::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
+    let member = b.call(join).await.unwrap().member;
     let ben = Login { group, member, tls };
 
     // Ana fills the group through her link, many requests in flight.
@@ -39,8 +37,8 @@ async fn a_table_larger_than_a_frame_reaches_a_new_link_as_one_snapshot() {
         let link = ana_link.clone();
         made.push(tokio::spawn(async move {
             for i in t * per..(t + 1) * per {
-                let req = Request::CreateFile { parent: FileId::ROOT, name: long_name(i), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
-                assert!(matches!(link.request(req).await, Ok(Response::File { .. })));
+                let req = calls::CreateFile { parent: FileId::ROOT, name: long_name(i), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
+                assert!(matches!(link.call(req).await, Ok(calls::FileAnswer { .. })));
             }
         }));
     }
@@ -66,12 +64,12 @@ async fn a_table_larger_than_a_frame_reaches_a_new_link_as_one_snapshot() {
     let Got::Event(ev) = ev else { unreachable!() };
     assert_eq!(ev.seq.0, seq.0 + 1, "the first event after the snapshot");
 
-    let Response::Files { files, .. } = ben_link.request(Request::ListFiles).await.unwrap() else { panic!() };
+    let files = ben_link.call(calls::ListFiles).await.unwrap().files;
     assert_eq!(files.len(), n + 2);
-    let Response::Files { files, .. } = b.request(Request::ListFiles).await.unwrap() else { panic!() };
+    let files = b.call(calls::ListFiles).await.unwrap().files;
     assert_eq!(files.len(), n + 2);
     // The link still works for small answers after a large one.
-    assert!(matches!(ben_link.request(Request::ListMembers).await, Ok(Response::Members(_))));
+    assert!(ben_link.call(calls::ListMembers).await.is_ok());
     ana_link.shutdown();
     ben_link.shutdown();
     srv.stop().await;
@@ -199,8 +197,8 @@ async fn a_part_that_arrives_slowly_is_read_whole() {
     let (link, mut rx) = TrackerLink::start(addr.to_string(), login, 0, None);
     assert_eq!(next(&mut rx).await, LinkEvent::Online);
     assert!(matches!(next(&mut rx).await, LinkEvent::Snapshot { .. }));
-    let got = link.request(Request::ListFiles).await.unwrap();
-    assert_eq!(got, Response::Files { seq: Seq(0), files: rows });
+    let got = link.call(calls::ListFiles).await.unwrap();
+    assert_eq!(got, calls::FileTable { seq: Seq(0), files: rows });
     link.shutdown();
     tokio::time::timeout(WAIT, fake).await.unwrap().unwrap();
 }
@@ -214,8 +212,8 @@ async fn a_rename_over_a_file_reaches_the_link_as_one_commit() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let req = calls::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let calls::GroupCreated { group, member } = c.call(req).await.unwrap();
     let ana = Login { group, member, tls };
     let y = create(&mut c, "y").await;
     let z = create(&mut c, "z").await;
@@ -223,8 +221,8 @@ async fn a_rename_over_a_file_reaches_the_link_as_one_commit() {
     let (link, mut rx) = TrackerLink::start(srv.addr.to_string(), ana.clone(), 0, None);
     assert_eq!(next(&mut rx).await, LinkEvent::Online);
     let LinkEvent::Snapshot { seq: before, .. } = next(&mut rx).await else { panic!("expected a snapshot") };
-    let rename = Request::Rename { file: y.id, new_parent: FileId::ROOT, new_name: "z".into(), replace: true };
-    assert_eq!(link.request(rename).await.unwrap(), Response::Ok);
+    let rename = calls::Rename { file: y.id, new_parent: FileId::ROOT, new_name: "z".into(), replace: true };
+    let () = link.call(rename).await.unwrap();
     let is_rename = |evs: &[Event]| evs.iter().any(|e| matches!(e.kind, EventKind::FileRenamed { .. }));
     let commit = loop {
         match next(&mut rx).await {

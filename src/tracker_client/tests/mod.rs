@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::*;
+use crate::model::CoordError;
+use titorrent_tracker::calls;
 use titorrent_tracker::proto::*;
 use titorrent_tracker::server::{Tracker, TrackerConfig};
 use titorrent_tracker::tls::{ClientTls, Identity};
@@ -126,11 +128,8 @@ fn created_name(ev: &Got) -> Option<&str> {
 }
 
 async fn create(c: &mut Connection, name: &str) -> FileEntry {
-    let req = Request::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
-    match c.request(req).await.unwrap() {
-        Response::File { entry, .. } => entry,
-        other => panic!("{other:?}"),
-    }
+    let call = calls::CreateFile { parent: FileId::ROOT, name: name.into(), kind: FileKind::File, mode: 0o644, lock: false, owner: Default::default() };
+    c.call(call).await.unwrap().entry
 }
 
 #[tokio::test]
@@ -140,16 +139,14 @@ async fn one_shot_connection_requests_and_refusals() {
     let (mut c, _) = connect(&srv).await;
     assert_eq!(c.local_addr().ip(), srv.addr.ip());
     assert_eq!(c.tracker_key(), srv.tracker.fingerprint());
-    assert!(matches!(c.request(Request::ListFiles).await, Err(ClientError::Refused(ProtoError::NotAuthenticated))));
-    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { group, .. } = c.request(req).await.unwrap() else { panic!() };
-    let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
-        panic!()
-    };
+    assert!(matches!(c.call(calls::ListFiles).await, Err(ClientError::Refused(ProtoError::NotAuthenticated))));
+    let req = calls::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let calls::GroupCreated { group, .. } = c.call(req).await.unwrap();
+    let code = c.call(calls::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap().code;
     let (mut b, _) = connect(&srv).await;
-    let join = Request::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
-    assert!(matches!(b.request(join).await.unwrap(), Response::Joined { .. }));
-    let Response::Members(ms) = b.request(Request::ListMembers).await.unwrap() else { panic!() };
+    let join = calls::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
+    b.call(join).await.unwrap();
+    let ms = b.call(calls::ListMembers).await.unwrap();
     assert_eq!(ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["ana", "ben"]);
     assert!(Connection::connect("127.0.0.1:1", &key(None)).await.is_err());
     // A tracker with another key than the pinned one is refused by name.
@@ -169,7 +166,7 @@ async fn twenty_creates_in_flight(link: &TrackerLink, rx: &mut Events, mut last:
     let reqs = (0..20).map(|i| {
         let link = link.clone();
         async move {
-            let req = Request::CreateFile {
+            let req = calls::CreateFile {
                 parent: FileId::ROOT,
                 name: format!("f{i}"),
                 kind: FileKind::File,
@@ -177,11 +174,11 @@ async fn twenty_creates_in_flight(link: &TrackerLink, rx: &mut Events, mut last:
                 lock: false,
                 owner: Default::default(),
             };
-            link.request(req).await
+            link.call(req).await
         }
     });
     for r in futures::future::join_all(reqs).await {
-        assert!(matches!(r, Ok(Response::File { .. })), "{r:?}");
+        assert!(matches!(r, Ok(calls::FileAnswer { .. })), "{r:?}");
     }
     let mut names = Vec::new();
     while names.len() < 20 {
@@ -216,8 +213,8 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let addr = srv.addr;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let req = calls::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let calls::GroupCreated { group, member } = c.call(req).await.unwrap();
     let ana = Login { group, member, tls };
     drop(c);
 
@@ -230,10 +227,10 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
 
     last = twenty_creates_in_flight(&link, &mut rx, last).await;
     // The peer address is the link's local IP with the BitTorrent port.
-    let Response::Members(ms) = link.request(Request::ListMembers).await.unwrap() else { panic!() };
+    let ms = link.call(calls::ListMembers).await.unwrap();
     assert_eq!(ms[0].peer_addr, Some("127.0.0.1:6881".parse().unwrap()));
     // Refusals come back typed.
-    let r = link.request(Request::Lock { file: FileId(999) }).await;
+    let r = link.call(calls::Lock { file: FileId(999) }).await;
     assert!(matches!(r, Err(ClientError::Refused(ProtoError::NoSuchFile))), "{r:?}");
 
     // The tracker goes away.
@@ -241,15 +238,15 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     last = events_until_offline(&mut rx, last).await;
     assert!(!link.is_online());
     let t = Instant::now();
-    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    assert!(matches!(link.call(calls::ListFiles).await, Err(ClientError::Offline)));
     assert!(t.elapsed() < Duration::from_secs(1), "offline requests must fail at once");
 
     // It comes back on the same data; while the link is still away (the
     // old port is not served yet), another member changes things.
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let mut other = Connection::connect(&srv.addr.to_string(), &ana.tls).await.unwrap();
-    let auth = Request::Authenticate { group: ana.group, member: ana.member, peer_addr: None };
-    assert!(matches!(other.request(auth).await.unwrap(), Response::Authenticated { .. }));
+    let auth = calls::Authenticate { group: ana.group, member: ana.member, peer_addr: None };
+    other.call(auth).await.unwrap();
     for name in ["away1", "away2"] {
         create(&mut other, name).await;
     }
@@ -270,8 +267,8 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     }
     assert_eq!(seen, ["away1", "away2"]);
     // And live events and requests work again.
-    let r = link.request(Request::ListFiles).await.unwrap();
-    assert!(matches!(r, Response::Files { ref files, .. } if files.len() == 23), "{r:?}");
+    let r = link.call(calls::ListFiles).await.unwrap();
+    assert_eq!(r.files.len(), 23, "{r:?}");
     create(&mut other, "live").await;
     loop {
         let ev = rx.next().await;
@@ -281,7 +278,7 @@ async fn link_reconnects_after_a_tracker_restart_and_resumes_without_gaps() {
     }
 
     link.shutdown();
-    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    assert!(matches!(link.call(calls::ListFiles).await, Err(ClientError::Offline)));
     srv.stop().await;
 }
 
@@ -290,13 +287,14 @@ async fn link_to_nowhere_is_offline_at_once() {
     let login = Login { group: GroupId(1), member: MemberId(1), tls: key(None) };
     let (link, _rx) = TrackerLink::start("127.0.0.1:1".into(), login, 0, None);
     let t = Instant::now();
-    assert!(matches!(link.request(Request::ListFiles).await, Err(ClientError::Offline)));
+    assert!(matches!(link.call(calls::ListFiles).await, Err(ClientError::Offline)));
     assert!(t.elapsed() < Duration::from_secs(1));
     assert!(!link.is_online());
 }
 
 /// A tracker that completes the handshake, then never says anything again
-/// (a host that vanished without a FIN): the link notices and goes offline.
+/// (a host that vanished without a FIN): the link notices and goes offline,
+/// and a request in flight then fails as `Lost`.
 #[tokio::test]
 async fn link_detects_a_tracker_that_stopped_answering() {
     use titorrent_tracker::proto::{decode_body, encode_frame};
@@ -336,10 +334,19 @@ async fn link_detects_a_tracker_that_stopped_answering() {
     let (link, mut rx) = TrackerLink::start(addr.to_string(), login, 0, None);
     assert_eq!(next(&mut rx).await, LinkEvent::Online);
     assert!(matches!(next(&mut rx).await, LinkEvent::Snapshot { .. }));
+    // A request in flight when the connection is given up: sent, never
+    // answered, its outcome unknown (not `Offline`, which is "not sent").
+    let in_flight = tokio::spawn({
+        let link = link.clone();
+        async move { link.call(calls::ListMembers).await }
+    });
     let started = Instant::now();
     assert_eq!(next(&mut rx).await, LinkEvent::Offline);
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(!link.is_online());
+    let lost = tokio::time::timeout(WAIT, in_flight).await.unwrap().unwrap();
+    assert!(matches!(lost, Err(ClientError::Lost)), "{lost:?}");
+    assert!(matches!(CoordError::from(lost.unwrap_err()), CoordError::Lost));
     link.shutdown();
     // Hello, Authenticate, Subscribe and at least one probe.
     let seen = tokio::time::timeout(WAIT, silent).await.unwrap().unwrap();
@@ -395,15 +402,13 @@ async fn want_reaches_another_link_as_wanted() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let (mut c, tls) = connect(&srv).await;
-    let req = Request::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
-    let Response::Created { group, member } = c.request(req).await.unwrap() else { panic!() };
+    let req = calls::CreateGroup { admin_token: srv.tracker.admin_token().0.into(), group_name: "g".into(), member_name: "ana".into(), peer_addr: None };
+    let calls::GroupCreated { group, member } = c.call(req).await.unwrap();
     let ana = Login { group, member, tls };
-    let Response::Invite { code, .. } = c.request(Request::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap() else {
-        panic!()
-    };
+    let code = c.call(calls::CreateInvite { ttl_ms: 0, uses: 0 }).await.unwrap().code;
     let (mut b, tls) = connect(&srv).await;
-    let join = Request::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
-    let Response::Joined { member } = b.request(join).await.unwrap() else { panic!() };
+    let join = calls::Join { group, invite: code, member_name: "ben".into(), peer_addr: None };
+    let member = b.call(join).await.unwrap().member;
     let ben = Login { group, member, tls };
     drop((c, b));
 

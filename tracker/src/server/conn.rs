@@ -33,10 +33,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::commit::Ticket;
 use super::limits::{PreAuth, PREAUTH_MAX_FRAME};
-use super::ops::Auth;
+use super::ops::{Auth, Outcome};
 use super::subscribe::Pump;
 use super::table::{TableAnswer, TableKind};
 use super::Tracker;
+use crate::calls::{self, Answer, Call, Subscription};
 use crate::proto::{
     decode_body, encode_frame_into, ClientFrame, Fingerprint, FrameError, MemberId, ProtoError, Request, Response, Seq,
     ServerFrame, MAX_FRAME, PROTOCOL_VERSION,
@@ -160,6 +161,12 @@ impl std::fmt::Display for Stop {
             Stop::Bad(why) => f.write_str(why),
         }
     }
+}
+
+/// The one place a handler's answer becomes a `Response`: `C` names the
+/// request answered, and the handler must have returned that call's answer.
+fn answer<C: Call>(outcome: Outcome<C::Answer>) -> Outcome<Response> {
+    outcome.map(|(a, wait)| (a.into_response(), wait))
 }
 
 /// Waits for `f`, or forever when there is none.
@@ -393,7 +400,7 @@ impl Conn {
         self.enqueue(Out::Reply { id, resp, wait });
     }
 
-    fn dispatch(&mut self, req: Request) -> Result<(Response, Option<Ticket>), ProtoError> {
+    fn dispatch(&mut self, req: Request) -> Outcome<Response> {
         let t = &self.tracker;
         match req {
             Request::CreateGroup { admin_token, group_name, member_name, peer_addr } => {
@@ -401,43 +408,43 @@ impl Conn {
                     tracing::info!(remote = %self.remote, "group creation refused: not the admin token");
                     return Err(ProtoError::NotAdmin);
                 }
-                let (resp, wait, auth) = t.create_group(group_name, member_name, self.key, peer_addr, self.remote)?;
+                let (created, wait, auth) = t.create_group(group_name, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
-                Ok((resp, wait))
+                answer::<calls::CreateGroup>(Ok((created, wait)))
             }
             Request::Join { group, invite, member_name, peer_addr } => {
-                let (resp, wait, auth) = t.join(group, &invite, member_name, self.key, peer_addr, self.remote)?;
+                let (joined, wait, auth) = t.join(group, &invite, member_name, self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
-                Ok((resp, wait))
+                answer::<calls::Join>(Ok((joined, wait)))
             }
             Request::Authenticate { group, member, peer_addr } => {
-                let (resp, auth) = t.authenticate(group, member, &self.key, peer_addr, self.remote)?;
+                let (authenticated, auth) = t.authenticate(group, member, &self.key, peer_addr, self.remote)?;
                 self.set_auth(auth);
-                Ok((resp, None))
+                answer::<calls::Authenticate>(Ok((authenticated, None)))
             }
-            Request::CreateInvite { ttl_ms, uses } => t.create_invite(self.authed()?, ttl_ms, uses),
-            Request::ListMembers => t.list_members(self.authed()?),
+            Request::CreateInvite { ttl_ms, uses } => answer::<calls::CreateInvite>(t.create_invite(self.authed()?, ttl_ms, uses)),
+            Request::ListMembers => answer::<calls::ListMembers>(t.list_members(self.authed()?)),
             Request::CreateFile { parent, name, kind, mode, lock, owner } => {
-                t.create_file(self.authed()?, parent, name, kind, mode, lock, owner)
+                answer::<calls::CreateFile>(t.create_file(self.authed()?, parent, name, kind, mode, lock, owner))
             }
-            Request::Lock { file } => t.lock(self.authed()?, file),
-            Request::Renew { lease } => t.renew(self.authed()?, lease),
-            Request::Unlock { lease } => t.unlock(self.authed()?, lease),
+            Request::Lock { file } => answer::<calls::Lock>(t.lock(self.authed()?, file)),
+            Request::Renew { lease } => answer::<calls::Renew>(t.renew(self.authed()?, lease)),
+            Request::Unlock { lease } => answer::<calls::Unlock>(t.unlock(self.authed()?, lease)),
             Request::Publish { file, base, lease, size, mtime, info_hash, torrent, keep_lock } => {
-                t.publish(self.authed()?, file, base, lease, size, mtime, info_hash, torrent, keep_lock)
+                answer::<calls::Publish>(t.publish(self.authed()?, file, base, lease, size, mtime, info_hash, torrent, keep_lock))
             }
-            Request::GetTorrent { file, version } => t.get_torrent(self.authed()?, file, version),
-            Request::Delete { file } => t.delete(self.authed()?, file),
+            Request::GetTorrent { file, version } => answer::<calls::GetTorrent>(t.get_torrent(self.authed()?, file, version)),
+            Request::Delete { file } => answer::<calls::Delete>(t.delete(self.authed()?, file)),
             Request::Rename { file, new_parent, new_name, replace } => {
-                t.rename(self.authed()?, file, new_parent, new_name, replace)
+                answer::<calls::Rename>(t.rename(self.authed()?, file, new_parent, new_name, replace))
             }
-            Request::SetAttr { file, mode, mtime, owner } => t.set_attr(self.authed()?, file, mode, mtime, owner),
-            Request::Have { file, version } => t.have(self.authed()?, file, version),
-            Request::Want { info_hash } => t.want(self.authed()?, info_hash),
-            Request::ExportKey { info_hash, ttl_ms, port } => t.export_key(self.authed()?, info_hash, ttl_ms, port),
-            Request::Unexport { info_hash } => t.unexport(self.authed()?, info_hash),
+            Request::SetAttr { file, mode, mtime, owner } => answer::<calls::SetAttr>(t.set_attr(self.authed()?, file, mode, mtime, owner)),
+            Request::Have { file, version } => answer::<calls::Have>(t.have(self.authed()?, file, version)),
+            Request::Want { info_hash } => answer::<calls::Want>(t.want(self.authed()?, info_hash)),
+            Request::ExportKey { info_hash, ttl_ms, port } => answer::<calls::ExportKey>(t.export_key(self.authed()?, info_hash, ttl_ms, port)),
+            Request::Unexport { info_hash } => answer::<calls::Unexport>(t.unexport(self.authed()?, info_hash)),
             Request::Leave => {
-                let r = t.leave(self.authed()?)?;
+                let r = answer::<calls::Leave>(t.leave(self.authed()?))?;
                 // Its subscription was for a group it is no longer in.
                 if let Some(p) = self.pump.take() {
                     p.abort();
@@ -446,17 +453,17 @@ impl Conn {
                 self.revoked = None;
                 Ok(r)
             }
-            Request::RemoveMember { member } => t.remove_member(self.authed()?, member),
-            Request::SetAdmin { member, admin } => t.set_admin(self.authed()?, member, admin),
-            Request::ForceUnlock { file } => t.force_unlock(self.authed()?, file),
-            Request::SetLockLimit { max_ms } => t.set_lock_limit(self.authed()?, max_ms),
-            Request::ListVersions { file } => t.list_versions(self.authed()?, file),
-            Request::Restore { file, version, lease } => t.restore(self.authed()?, file, version, lease),
-            Request::LockExplicit { file, ttl_ms } => t.lock_explicit(self.authed()?, file, ttl_ms),
-            Request::UnlockFile { file } => t.unlock_file(self.authed()?, file),
-            Request::ReadLog { after, limit } => t.read_log(self.authed()?, after, limit),
-            Request::ListTrash => t.list_trash(self.authed()?),
-            Request::Undelete { file, parent, name } => t.undelete(self.authed()?, file, parent, name),
+            Request::RemoveMember { member } => answer::<calls::RemoveMember>(t.remove_member(self.authed()?, member)),
+            Request::SetAdmin { member, admin } => answer::<calls::SetAdmin>(t.set_admin(self.authed()?, member, admin)),
+            Request::ForceUnlock { file } => answer::<calls::ForceUnlock>(t.force_unlock(self.authed()?, file)),
+            Request::SetLockLimit { max_ms } => answer::<calls::SetLockLimit>(t.set_lock_limit(self.authed()?, max_ms)),
+            Request::ListVersions { file } => answer::<calls::ListVersions>(t.list_versions(self.authed()?, file)),
+            Request::Restore { file, version, lease } => answer::<calls::Restore>(t.restore(self.authed()?, file, version, lease)),
+            Request::LockExplicit { file, ttl_ms } => answer::<calls::LockExplicit>(t.lock_explicit(self.authed()?, file, ttl_ms)),
+            Request::UnlockFile { file } => answer::<calls::UnlockFile>(t.unlock_file(self.authed()?, file)),
+            Request::ReadLog { after, limit } => answer::<calls::ReadLog>(t.read_log(self.authed()?, after, limit)),
+            Request::ListTrash => answer::<calls::ListTrash>(t.list_trash(self.authed()?)),
+            Request::Undelete { file, parent, name } => answer::<calls::Undelete>(t.undelete(self.authed()?, file, parent, name)),
             Request::Subscribe { .. } | Request::ListFiles => {
                 Err(ProtoError::BadRequest("answered in parts elsewhere".into()))
             }
@@ -504,7 +511,7 @@ impl Conn {
         let (answer, start) = match resume {
             Some(f) => {
                 let wait = self.tracker.committer.durable_at(&group, f);
-                (Out::Reply { id, resp: Response::Subscribed { seq: f }, wait }, f)
+                (Out::Reply { id, resp: Subscription::Resumed { seq: f }.into_response(), wait }, f)
             }
             None => {
                 let (seq, files, wait) = self.tracker.file_table(&group);

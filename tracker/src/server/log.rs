@@ -11,7 +11,8 @@ use super::group::Group;
 use super::ops::{Auth, Outcome};
 use super::store::{StoreError, WriteSet};
 use super::Tracker;
-use crate::proto::{Event, Response, Seq, UnixMillis, MAX_FRAME};
+use crate::calls::LogPage;
+use crate::proto::{Event, Seq, UnixMillis, MAX_FRAME};
 
 /// Most events one `ReadLog` returns (also what `limit` 0 asks for).
 pub(crate) const MAX_LOG_EVENTS: u32 = 10_000;
@@ -32,7 +33,7 @@ impl Tracker {
     /// first: at most `limit` (0 or above [`MAX_LOG_EVENTS`]: that many)
     /// and no more than fit in one frame; `more` if the log goes on. The
     /// reply waits until the last event returned is durable.
-    pub(crate) fn read_log(&self, auth: &Auth, after: Option<Seq>, limit: u32) -> Outcome {
+    pub(crate) fn read_log(&self, auth: &Auth, after: Option<Seq>, limit: u32) -> Outcome<LogPage> {
         let group = &auth.group;
         let limit = if limit == 0 { MAX_LOG_EVENTS } else { limit.min(MAX_LOG_EVENTS) } as usize;
         let (start, current) = {
@@ -53,7 +54,7 @@ impl Tracker {
         let last = events.last().map_or(from.saturating_sub(1), |e: &Event| e.seq.0);
         let more = last < current;
         let ticket = self.committer.durable_at(group, Seq(last.min(current)));
-        Ok((Response::Log { events, more }, ticket))
+        Ok((LogPage { events, more }, ticket))
     }
 
     /// Drops events older than `cutoff` (always keeping the latest one, so
@@ -122,6 +123,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::FileAnswer;
     use crate::proto::{FileId, FileKind, Owner};
     use crate::server::store::RUN_MAX;
     use crate::server::{now_ms, TrackerConfig};
@@ -135,13 +137,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Tracker::open(TrackerConfig { data_dir: dir.path().into(), ..TrackerConfig::default() }).unwrap();
         let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, "127.0.0.1:1".parse().unwrap()).unwrap();
-        let Ok((Response::File { entry: f, .. }, _)) =
+        let Ok((FileAnswer { entry: f, .. }, _)) =
             t.create_file(&auth, FileId::ROOT, "f".into(), FileKind::File, 0o644, false, Owner::default())
         else {
             panic!()
         };
         for _ in 0..2 * PRUNE_CHUNK {
-            let Ok((Response::Locked(l), _)) = t.lock(&auth, f.id) else { panic!() };
+            let Ok((l, _)) = t.lock(&auth, f.id) else { panic!() };
             t.unlock(&auth, l.id).unwrap();
         }
         let current = auth.group.state.lock().current_seq().0;

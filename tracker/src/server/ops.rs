@@ -3,9 +3,10 @@
 //! unlock, explicit locks, publish, torrents); deletes and renames are in
 //! [`super::tree`], versions in [`super::versions`], the log in
 //! [`super::log`]. Every operation here is synchronous: it runs
-//! under one group mutex and returns the reply plus, when the reply
-//! promises durability, a [`Ticket`] the connection waits on before
-//! writing it.
+//! under one group mutex and returns its call's answer (the type
+//! `crate::calls` names for the request; the connection makes it a
+//! `Response`) plus, when the answer promises durability, a [`Ticket`] the
+//! connection waits on before writing it.
 //!
 //! A member locking a file it already holds is refused like anyone else
 //! (`Locked` naming itself): a lease is owned by one writer, and the
@@ -27,9 +28,10 @@ use super::commit::Ticket;
 use super::group::{Group, GroupState, MemberState, Txn};
 use super::store::{InviteRec, LockRec, MemberRec, Role, WriteSet};
 use super::{now_ms, Tracker};
+use crate::calls::{Authenticated, FileAnswer, GroupCreated, Invite, Joined};
 use crate::proto::{
     EventKind, FileEntry, Owner, FileId, FileKind, Fingerprint, GroupId, InfoHash, Lease, LeaseId, MemberId, MemberInfo,
-    ProtoError, Response, Seq, shared_mode, UnixMillis, Version, VersionInfo,
+    ProtoError, Seq, shared_mode, UnixMillis, Version, VersionInfo,
 };
 
 /// The longest an explicit lock lasts (and what `ttl_ms` 0 asks for).
@@ -38,7 +40,9 @@ const DEFAULT_INVITE_TTL_MS: u64 = 24 * 3600 * 1000;
 const MAX_INVITE_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
 const MAX_LABEL_LEN: usize = 128;
 
-pub(crate) type Outcome = Result<(Response, Option<Ticket>), ProtoError>;
+/// A handler's result: the answer of its call, and the ticket to wait on
+/// before sending it when it promises durability.
+pub(crate) type Outcome<A> = Result<(A, Option<Ticket>), ProtoError>;
 
 /// A connection's authenticated identity. While it exists the member counts
 /// as online; dropping it may take the member offline.
@@ -128,7 +132,7 @@ impl Tracker {
         key: Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
-    ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
+    ) -> Result<(GroupCreated, Option<Ticket>, Auth), ProtoError> {
         check_label("group name", &group_name)?;
         check_label("member name", &member_name)?;
         let now = now_ms();
@@ -168,7 +172,7 @@ impl Tracker {
         self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "group created");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
-        Ok((Response::Created { group: g, member: m }, ticket, auth))
+        Ok((GroupCreated { group: g, member: m }, ticket, auth))
     }
 
     pub(crate) fn join(
@@ -179,7 +183,7 @@ impl Tracker {
         key: Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
-    ) -> Result<(Response, Option<Ticket>, Auth), ProtoError> {
+    ) -> Result<(Joined, Option<Ticket>, Auth), ProtoError> {
         check_label("member name", &member_name)?;
         let group = self.group(g).ok_or(ProtoError::BadInvite)?;
         let code_hash = sha256(invite.as_bytes());
@@ -209,7 +213,7 @@ impl Tracker {
         self.announces.admit(g, m);
         tracing::info!(group = %g, member = %m, "member joined");
         let (ticket, auth) = self.attach(&group, m, peer_addr, remote, true)?;
-        Ok((Response::Joined { member: m }, ticket, auth))
+        Ok((Joined { member: m }, ticket, auth))
     }
 
     /// `key` is the fingerprint of the certificate the connection showed
@@ -221,7 +225,7 @@ impl Tracker {
         key: &Fingerprint,
         peer_addr: Option<SocketAddr>,
         remote: SocketAddr,
-    ) -> Result<(Response, Auth), ProtoError> {
+    ) -> Result<(Authenticated, Auth), ProtoError> {
         // Same work whether or not group and member exist: compare.
         const NO_MEMBER: [u8; 32] = [0xa5; 32];
         let group = self.group(g);
@@ -235,7 +239,7 @@ impl Tracker {
         // (The guard is released before `auth` could drop: its Drop locks.)
         let answer = {
             let st = group.state.lock();
-            st.member_info(m).map(|member| Response::Authenticated { member, group_name: st.name.clone() })
+            st.member_info(m).map(|member| Authenticated { member, group_name: st.name.clone() })
         };
         Ok((answer.ok_or(ProtoError::NotAuthenticated)?, auth))
     }
@@ -292,7 +296,7 @@ impl Tracker {
         }
     }
 
-    pub(crate) fn create_invite(&self, auth: &Auth, ttl_ms: u64, uses: u32) -> Outcome {
+    pub(crate) fn create_invite(&self, auth: &Auth, ttl_ms: u64, uses: u32) -> Outcome<Invite> {
         let ttl = if ttl_ms == 0 { DEFAULT_INVITE_TTL_MS } else { ttl_ms.min(MAX_INVITE_TTL_MS) };
         let expires = now_ms().saturating_add(ttl);
         let mut raw = [0u8; 16];
@@ -304,13 +308,13 @@ impl Tracker {
         self.store.apply(w)?;
         let ticket = self.committer.submit(None, Vec::new(), true);
         tracing::info!(group = %auth.group.id, member = %auth.member, uses = rec.uses_left, "invite created");
-        Ok((Response::Invite { code, expires }, ticket))
+        Ok((Invite { code, expires }, ticket))
     }
 
-    pub(crate) fn list_members(&self, auth: &Auth) -> Outcome {
+    pub(crate) fn list_members(&self, auth: &Auth) -> Outcome<Vec<MemberInfo>> {
         let st = auth.state()?;
         let members = st.members.keys().filter_map(|m| st.member_info(*m)).collect();
-        Ok((Response::Members(members), None))
+        Ok((members, None))
     }
 
     /// Removes the caller from its group: its locks are released (one
@@ -318,7 +322,7 @@ impl Tracker {
     /// made die, and every connection authenticated as it stops being so
     /// (the caller's own connection stays open, unauthenticated; the
     /// others are closed).
-    pub(crate) fn leave(&self, auth: &Auth) -> Outcome {
+    pub(crate) fn leave(&self, auth: &Auth) -> Outcome<()> {
         let mut st = auth.state()?;
         if !st.members.contains_key(&auth.member) {
             return Err(ProtoError::NotAuthenticated);
@@ -328,7 +332,7 @@ impl Tracker {
 
     /// Another member goes, as if it had left (`leave`), at the owner's or
     /// an admin's word; an admin cannot remove the owner or another admin.
-    pub(crate) fn remove_member(&self, auth: &Auth, member: MemberId) -> Outcome {
+    pub(crate) fn remove_member(&self, auth: &Auth, member: MemberId) -> Outcome<()> {
         let mut st = auth.state()?;
         let caller = st.members.get(&auth.member).map(|m| m.rec.role).ok_or(ProtoError::NotAuthenticated)?;
         let target = st.members.get(&member).map(|m| m.rec.role).ok_or(ProtoError::NoSuchMember)?;
@@ -340,7 +344,7 @@ impl Tracker {
     }
 
     /// Makes a member an admin or a plain member again (the owner only).
-    pub(crate) fn set_admin(&self, auth: &Auth, member: MemberId, admin: bool) -> Outcome {
+    pub(crate) fn set_admin(&self, auth: &Auth, member: MemberId, admin: bool) -> Outcome<()> {
         let (group, mut st) = (&auth.group, auth.state()?);
         if st.members.get(&auth.member).map(|m| m.rec.role) != Some(Role::Owner) || member == auth.member {
             return Err(ProtoError::NotAllowed);
@@ -354,11 +358,11 @@ impl Tracker {
             ms.rec.role = rec.role;
         }
         tracing::info!(group = %group.id, %member, admin, "role changed");
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// Breaks whoever's lock is on `file` (owner or admin).
-    pub(crate) fn force_unlock(&self, auth: &Auth, file: FileId) -> Outcome {
+    pub(crate) fn force_unlock(&self, auth: &Auth, file: FileId) -> Outcome<()> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         if st.members.get(&m).map(|ms| ms.rec.role) < Some(Role::Admin) {
@@ -374,13 +378,13 @@ impl Tracker {
         self.commit(group, &mut st, txn, false)?;
         st.remove_lock(file);
         tracing::info!(group = %group.id, %file, %holder, by = %m, "lock broken");
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// `m`'s locks are released (one `Unlocked` each), its record goes
     /// (`MemberLeft`, caused by `by`), and every connection authenticated
     /// as it is closed or unauthenticated.
-    fn drop_member(&self, group: &Arc<Group>, st: &mut GroupState, m: MemberId, by: MemberId) -> Outcome {
+    fn drop_member(&self, group: &Arc<Group>, st: &mut GroupState, m: MemberId, by: MemberId) -> Outcome<()> {
         let mut held: Vec<FileId> = st.locks.iter().filter(|(_, r)| r.holder == m).map(|(f, _)| *f).collect();
         held.sort();
         let mut txn = Txn::new(group.id, st, now_ms());
@@ -405,7 +409,7 @@ impl Tracker {
         }
         self.announces.revoke(m);
         tracing::info!(group = %group.id, member = %m, "member left");
-        Ok((Response::Ok, ticket))
+        Ok(((), ticket))
     }
 
     // ---- file table -------------------------------------------------
@@ -430,7 +434,7 @@ impl Tracker {
         mode: u32,
         lock: bool,
         owner: Owner,
-    ) -> Outcome {
+    ) -> Outcome<FileAnswer> {
         crate::proto::validate_name(&name)?;
         crate::proto::validate_owner(&owner)?;
         let (size, mode) = size_and_mode(&kind, mode)?;
@@ -501,7 +505,7 @@ impl Tracker {
             st.insert_lock(id, rec);
             lease
         });
-        Ok((Response::File { entry, lease }, ticket))
+        Ok((FileAnswer { entry, lease }, ticket))
     }
 
     /// A lease-length lock, answered from memory: the grant's event and
@@ -510,13 +514,13 @@ impl Tracker {
     /// `NoLease`, and that edit becomes a conflict copy, so no content is
     /// at risk and opening for write does not wait for the disk. (Its
     /// `Locked` event still reaches other members only once flushed.)
-    pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome {
+    pub(crate) fn lock(&self, auth: &Auth, file: FileId) -> Outcome<Lease> {
         self.lock_for(auth, file, self.lease_ttl_ms(), false)
     }
 
     /// A lock that lasts `ttl_ms` (0: the longest allowed: the group's
     /// limit, else a week) without renewal.
-    pub(crate) fn lock_explicit(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome {
+    pub(crate) fn lock_explicit(&self, auth: &Auth, file: FileId, ttl_ms: u64) -> Outcome<Lease> {
         let limit = match auth.state()?.max_lock_ms {
             0 => MAX_EXPLICIT_LOCK_MS,
             l => l.min(MAX_EXPLICIT_LOCK_MS),
@@ -528,7 +532,7 @@ impl Tracker {
 
     /// Sets the longest explicit lock of the group (owner or admin; 0:
     /// the tracker's maximum). Locks already held keep their expiry.
-    pub(crate) fn set_lock_limit(&self, auth: &Auth, max_ms: u64) -> Outcome {
+    pub(crate) fn set_lock_limit(&self, auth: &Auth, max_ms: u64) -> Outcome<()> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         if st.members.get(&m).map(|ms| ms.rec.role) < Some(Role::Admin) {
@@ -539,11 +543,11 @@ impl Tracker {
         txn.write_group_rec();
         self.commit(group, &mut st, txn, false)?;
         tracing::info!(group = %group.id, max_ms, by = %m, "lock limit set");
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// `explicit` locks are durable before the reply; ordinary ones are not.
-    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64, explicit: bool) -> Outcome {
+    fn lock_for(&self, auth: &Auth, file: FileId, ttl_ms: u64, explicit: bool) -> Outcome<Lease> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let version = match st.files.get(&file) {
@@ -558,7 +562,7 @@ impl Tracker {
         if let Some(cur) = st.locks.get(&file) {
             if cur.expires > now && cur.explicit && cur.holder == m && !explicit {
                 // The holder of an explicit lock writes under it.
-                return Ok((Response::Locked(lease_of(file, cur, version)), None));
+                return Ok((lease_of(file, cur, version), None));
             }
             if cur.expires > now {
                 return Err(ProtoError::Locked(st.holder(cur)));
@@ -578,14 +582,14 @@ impl Tracker {
         if !explicit {
             st.dirty_locks.insert(file);
         }
-        Ok((Response::Locked(lease), ticket))
+        Ok((lease, ticket))
     }
 
     /// Extends a live lease of the caller (never shortens one: an explicit
     /// lock may run longer than the ttl). Answered from memory, written
     /// before the next flush: a renewal lost in a crash is covered by the
     /// grace period at open.
-    pub(crate) fn renew(&self, auth: &Auth, lease: LeaseId) -> Outcome {
+    pub(crate) fn renew(&self, auth: &Auth, lease: LeaseId) -> Outcome<Lease> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let now = now_ms();
@@ -597,19 +601,19 @@ impl Tracker {
         st.dirty_locks.insert(file);
         // Tells the committer that this group has a lease to write.
         self.committer.submit(Some(group.clone()), Vec::new(), false);
-        Ok((Response::Locked(reply), None))
+        Ok((reply, None))
     }
 
     /// Releases a lease of the caller (also one that just expired and was
     /// not swept yet: the caller wanted it released either way). Answered
     /// from memory; the record goes before the next flush.
-    pub(crate) fn unlock(&self, auth: &Auth, lease: LeaseId) -> Outcome {
+    pub(crate) fn unlock(&self, auth: &Auth, lease: LeaseId) -> Outcome<()> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let file = *st.leases.get(&lease).ok_or(ProtoError::NoLease)?;
         match st.locks.get(&file) {
             // A close under an explicit lock leaves it held.
-            Some(rec) if rec.holder == m && rec.lease == lease && rec.explicit => return Ok((Response::Ok, None)),
+            Some(rec) if rec.holder == m && rec.lease == lease && rec.explicit => return Ok(((), None)),
             Some(rec) if rec.holder == m && rec.lease == lease => {}
             _ => return Err(ProtoError::NoLease),
         }
@@ -618,13 +622,13 @@ impl Tracker {
         self.commit(group, &mut st, txn, false)?;
         st.remove_lock(file);
         st.dirty_locks.insert(file);
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// Releases the caller's lock on `file` whatever its lease (also one
     /// that just expired and was not swept yet). Not flushed, like
     /// `unlock`, but written with its event (it may end an explicit lock).
-    pub(crate) fn unlock_file(&self, auth: &Auth, file: FileId) -> Outcome {
+    pub(crate) fn unlock_file(&self, auth: &Auth, file: FileId) -> Outcome<()> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         if !st.files.contains_key(&file) {
@@ -639,7 +643,7 @@ impl Tracker {
         txn.event(m, EventKind::Unlocked { file })?;
         self.commit(group, &mut st, txn, false)?;
         st.remove_lock(file);
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -654,7 +658,7 @@ impl Tracker {
         info_hash: Option<InfoHash>,
         torrent: Vec<u8>,
         keep_lock: bool,
-    ) -> Outcome {
+    ) -> Outcome<FileEntry> {
         match (info_hash.is_some(), size > 0, torrent.is_empty()) {
             (true, true, false) | (false, false, true) => {}
             (true, false, _) => return Err(ProtoError::BadRequest("an empty file has no info hash".into())),
@@ -680,7 +684,7 @@ impl Tracker {
             && (st.published_by.get(&file) == Some(&lease) || (cur.info_hash == info_hash && cur.size == size))
         {
             let ticket = self.committer.durable_at(group, st.current_seq());
-            return Ok((Response::Published(cur), ticket));
+            return Ok((cur, ticket));
         }
         if base != cur.version {
             return Err(ProtoError::StaleVersion { base, current: cur.version });
@@ -719,15 +723,15 @@ impl Tracker {
         if !keep_lock {
             st.remove_lock(file);
         }
-        Ok((Response::Published(new), ticket))
+        Ok((new, ticket))
     }
 
-    pub(crate) fn get_torrent(&self, auth: &Auth, file: FileId, version: Version) -> Outcome {
+    pub(crate) fn get_torrent(&self, auth: &Auth, file: FileId, version: Version) -> Outcome<Vec<u8>> {
         if !auth.state()?.files.contains_key(&file) {
             return Err(ProtoError::NoSuchFile);
         }
         match self.store.torrent(auth.group.id, file, version)? {
-            Some(bytes) => Ok((Response::Torrent(bytes), None)),
+            Some(bytes) => Ok((bytes, None)),
             None => Err(ProtoError::NoTorrent),
         }
     }

@@ -33,7 +33,8 @@ use sha2::Sha256;
 use super::group::Notice;
 use super::ops::{Auth, Outcome};
 use super::{now_ms, Tracker};
-use crate::proto::{GroupId, InfoHash, MemberId, ProtoError, Response, UnixMillis};
+use crate::calls::AnnounceKey;
+use crate::proto::{GroupId, InfoHash, MemberId, ProtoError, UnixMillis};
 
 /// How often announcers are asked to come back.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(300);
@@ -237,18 +238,18 @@ impl Tracker {
     /// Tells the caller's group that it needs `info_hash`, at the
     /// BitTorrent address its connection authenticated with; with none,
     /// there is nowhere to send the others, and nothing is sent.
-    pub(crate) fn want(&self, auth: &Auth, info_hash: InfoHash) -> Outcome {
+    pub(crate) fn want(&self, auth: &Auth, info_hash: InfoHash) -> Outcome<()> {
         if let Some(peer) = auth.peer {
             // No receiver is fine: nobody else is subscribed.
             let _ = auth.group.notices.send(Notice { info_hash, peer, from: Some(auth.member) });
         }
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// The caller exports `info_hash` on `port` for `ttl_ms` (at most
     /// [`MAX_EXPORT`]): it is listed to announcers with a key for it, and
     /// the key is returned.
-    pub(crate) fn export_key(&self, auth: &Auth, info_hash: InfoHash, ttl_ms: u64, port: u16) -> Outcome {
+    pub(crate) fn export_key(&self, auth: &Auth, info_hash: InfoHash, ttl_ms: u64, port: u16) -> Outcome<AnnounceKey> {
         // The IP is the connection's: nobody sends strangers to a third party.
         let ip = auth.remote.ip();
         if port == 0 {
@@ -265,16 +266,16 @@ impl Tracker {
         }
         let key = self.announces.key(g, m, &info_hash, until);
         tracing::info!(group = %g, member = %m, %info_hash, %addr, "version exported");
-        Ok((Response::AnnounceKey { key, expires: until }, None))
+        Ok((AnnounceKey { key, expires: until }, None))
     }
 
     /// The caller no longer exports `info_hash`.
-    pub(crate) fn unexport(&self, auth: &Auth, info_hash: InfoHash) -> Outcome {
+    pub(crate) fn unexport(&self, auth: &Auth, info_hash: InfoHash) -> Outcome<()> {
         let mut swarms = self.announces.shard(&info_hash).lock();
         if let Some(s) = swarms.get_mut(&(auth.group.id, info_hash)) {
             s.exporters.retain(|e| e.member != auth.member);
         }
-        Ok((Response::Ok, None))
+        Ok(((), None))
     }
 
     /// One announce from `from` with export key `key`.

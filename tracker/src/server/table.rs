@@ -13,7 +13,8 @@
 //! as parts are encoded, so names are freed as they go), plus one encoded
 //! part in the connection's write buffer; never the whole table encoded.
 
-use crate::proto::{FileEntry, Response, Seq, ServerFrame};
+use crate::calls::{Answer, FileTable, Subscription};
+use crate::proto::{FileEntry, Seq, ServerFrame};
 
 /// Budget of one part, by an upper bound of each row's encoded size: under
 /// the connection's kept write buffer (`conn::OUT_KEEP`), so streaming a
@@ -67,8 +68,8 @@ impl TableAnswer {
             return (ServerFrame::Part { id: self.id, files }, false);
         }
         let resp = match self.kind {
-            TableKind::Snapshot => Response::Snapshot { seq: self.seq, files },
-            TableKind::Files => Response::Files { seq: self.seq, files },
+            TableKind::Snapshot => Subscription::Snapshot { seq: self.seq, files }.into_response(),
+            TableKind::Files => FileTable { seq: self.seq, files }.into_response(),
         };
         (ServerFrame::Response { id: self.id, resp }, true)
     }
@@ -77,7 +78,7 @@ impl TableAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{encode_frame, FileId, FileKind, InfoHash, MemberId, Reassembly, Version};
+    use crate::proto::{encode_frame, FileId, FileKind, InfoHash, MemberId, Reassembly, Response, Version};
 
     /// Every field at its widest encoding.
     fn widest(id: u64, name_len: usize) -> FileEntry {

@@ -12,8 +12,9 @@
 use super::group::{GroupState, Txn};
 use super::ops::{Auth, Outcome};
 use super::{duration_ms, now_ms, Tracker};
+use crate::calls::FileAnswer;
 use crate::proto::{
-    validate_name, EventKind, FileEntry, FileId, FileKind, MemberId, ProtoError, Response, TrashEntry, UnixMillis,
+    validate_name, EventKind, FileEntry, FileId, FileKind, MemberId, ProtoError, TrashEntry, UnixMillis,
     Version,
 };
 
@@ -61,18 +62,18 @@ impl Tracker {
     }
 
     /// The trash, newest first (at most [`LIST_MAX`]).
-    pub(crate) fn list_trash(&self, auth: &Auth) -> Outcome {
+    pub(crate) fn list_trash(&self, auth: &Auth) -> Outcome<Vec<TrashEntry>> {
         let st = auth.state()?;
         let mut list: Vec<TrashEntry> = st.trash.values().cloned().collect();
         list.sort_by(|a, b| b.deleted_at.cmp(&a.deleted_at).then(b.entry.id.cmp(&a.entry.id)));
         list.truncate(LIST_MAX);
         let ticket = self.committer.durable_at(&auth.group, st.current_seq());
-        Ok((Response::Trash(list), ticket))
+        Ok((list, ticket))
     }
 
     /// Brings `file` back from the trash as `name` in `parent`, as a new
     /// version with its last content (announced as `FileCreated`).
-    pub(crate) fn undelete(&self, auth: &Auth, file: FileId, parent: FileId, name: String) -> Outcome {
+    pub(crate) fn undelete(&self, auth: &Auth, file: FileId, parent: FileId, name: String) -> Outcome<FileAnswer> {
         validate_name(&name)?;
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
@@ -94,7 +95,7 @@ impl Tracker {
         st.insert_file(back.clone());
         st.keep_version(&back, now, &pushed_out);
         tracing::info!(group = %group.id, %file, path = %t.path, "file brought back from the trash");
-        Ok((Response::File { entry: back, lease: None }, ticket))
+        Ok((FileAnswer { entry: back, lease: None }, ticket))
     }
 
     /// Purges what has been in the trash longer than the retention: its

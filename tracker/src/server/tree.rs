@@ -11,15 +11,16 @@ use super::group::{GroupState, Txn};
 use super::ops::{Auth, Outcome};
 use crate::proto::shared_mode;
 use super::{now_ms, Tracker};
+use crate::calls::{Deleted, FileAnswer};
 use crate::proto::{
-    validate_name, validate_owner, EventKind, FileEntry, FileId, FileKind, MemberId, Owner, ProtoError, Response,
+    validate_name, validate_owner, EventKind, FileEntry, FileId, FileKind, MemberId, Owner, ProtoError,
     TrashEntry, UnixMillis,
 };
 
 impl Tracker {
     /// Deletes a file or an empty directory, with its lock, kept versions
     /// and torrents, in one batch.
-    pub(crate) fn delete(&self, auth: &Auth, file: FileId) -> Outcome {
+    pub(crate) fn delete(&self, auth: &Auth, file: FileId) -> Outcome<Deleted> {
         if file == FileId::ROOT {
             return Err(ProtoError::BadRequest("the root directory cannot be deleted".into()));
         }
@@ -37,12 +38,12 @@ impl Tracker {
             let ticket = self.commit(group, &mut st, txn, true)?;
             st.remove_file(link.id);
             st.insert_file(promoted.clone());
-            return Ok((Response::File { entry: promoted, lease: None }, ticket));
+            return Ok((Deleted { promoted: Some(promoted) }, ticket));
         }
         let trashed = self.removal(&mut txn, &st, &e, m)?;
         let ticket = self.commit(group, &mut st, txn, true)?;
         st.discard(file, trashed);
-        Ok((Response::Ok, ticket))
+        Ok((Deleted { promoted: None }, ticket))
     }
 
     /// Writes and events that delete `e` (already checked): its lock ends
@@ -92,7 +93,7 @@ impl Tracker {
         new_parent: FileId,
         new_name: String,
         replace: bool,
-    ) -> Outcome {
+    ) -> Outcome<()> {
         validate_name(&new_name)?;
         if file == FileId::ROOT {
             return Err(ProtoError::BadRequest("the root directory cannot be renamed".into()));
@@ -104,7 +105,7 @@ impl Tracker {
         st.check_dir(new_parent)?;
         let target = st.names.get(&(new_parent, new_name.clone())).copied();
         if target == Some(file) {
-            return Ok((Response::Ok, self.committer.durable_at(group, st.current_seq())));
+            return Ok(((), self.committer.durable_at(group, st.current_seq())));
         }
         refuse_if_held_by_other(&st, file, m, now)?;
         if e.kind == FileKind::Dir && st.is_within(new_parent, file) {
@@ -142,7 +143,7 @@ impl Tracker {
             (None, None) => {}
         }
         st.insert_file(moved);
-        Ok((Response::Ok, ticket))
+        Ok(((), ticket))
     }
 
     /// Writes and events that take a rename's target `t` out of its name:
@@ -173,7 +174,7 @@ impl Tracker {
         mode: Option<u32>,
         mtime: Option<UnixMillis>,
         owner: Option<Owner>,
-    ) -> Outcome {
+    ) -> Outcome<FileAnswer> {
         if let Some(o) = &owner {
             validate_owner(o)?;
         }
@@ -195,35 +196,35 @@ impl Tracker {
         let new = FileEntry { ctime: now.max(cur.ctime + 1), ..new };
         if mode.is_none() && mtime.is_none() && new.owner == cur.owner {
             let ticket = self.committer.durable_at(group, st.current_seq());
-            return Ok((Response::File { entry: cur, lease: None }, ticket));
+            return Ok((FileAnswer { entry: cur, lease: None }, ticket));
         }
         let mut txn = Txn::new(group.id, &st, now);
         txn.w.put_file(group.id, &new)?;
         txn.event(m, EventKind::AttrChanged(new.clone()))?;
         let ticket = self.commit(group, &mut st, txn, true)?;
         st.insert_file(new.clone());
-        Ok((Response::File { entry: new, lease: None }, ticket))
+        Ok((FileAnswer { entry: new, lease: None }, ticket))
     }
 }
 
 impl Tracker {
     /// Records that the caller holds a complete copy of the current version.
-    pub(crate) fn have(&self, auth: &Auth, file: FileId, version: crate::proto::Version) -> Outcome {
+    pub(crate) fn have(&self, auth: &Auth, file: FileId, version: crate::proto::Version) -> Outcome<()> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let cur = st.files.get(&file).ok_or(ProtoError::NoSuchFile)?;
         if cur.version != version || cur.kind != FileKind::File {
-            return Ok((Response::Ok, None));
+            return Ok(((), None));
         }
         // Once per member and version, and at a bounded rate: a member
         // cannot flood the log with them.
         let ms = st.members.get_mut(&m).ok_or(ProtoError::NotAuthenticated)?;
         if ms.haves.get(&file) == Some(&version) {
-            return Ok((Response::Ok, None));
+            return Ok(((), None));
         }
         if !ms.have_budget.take() {
             tracing::debug!(member = %m, "Have over the rate limit: dropped");
-            return Ok((Response::Ok, None));
+            return Ok(((), None));
         }
         let mut txn = Txn::new(group.id, &st, now_ms());
         txn.event(m, EventKind::Have { file, version, member: m })?;
@@ -231,7 +232,7 @@ impl Tracker {
         if let Some(ms) = st.members.get_mut(&m) {
             ms.haves.insert(file, version);
         }
-        Ok((Response::Ok, ticket))
+        Ok(((), ticket))
     }
 }
 
@@ -267,7 +268,7 @@ mod tests {
 
     fn file(t: &Tracker, auth: &Auth, name: &str) -> (FileId, LeaseId) {
         match t.create_file(auth, FileId::ROOT, name.into(), FileKind::File, 0o644, true, Owner::default()) {
-            Ok((Response::File { entry, lease: Some(l) }, _)) => (entry.id, l.id),
+            Ok((FileAnswer { entry, lease: Some(l) }, _)) => (entry.id, l.id),
             other => panic!("{:?}", other.map(|r| r.0)),
         }
     }
@@ -275,7 +276,7 @@ mod tests {
     fn publish(t: &Tracker, auth: &Auth, f: FileId, base: u64, lease: LeaseId) {
         let (ih, torrent) = crate::server::test_torrent(7, 5);
         let r = t.publish(auth, f, Version(base), lease, 5, 1, Some(ih), torrent, true);
-        assert!(matches!(r, Ok((Response::Published(_), _))), "{:?}", r.map(|r| r.0));
+        assert!(matches!(r, Ok((_, _))), "{:?}", r.map(|r| r.0));
     }
 
     /// With the trash off, a deleted file's torrents really leave the
@@ -304,12 +305,12 @@ mod tests {
         let versions_on_disk = |f| t.store.load().unwrap().groups[&g].versions.get(&f).map_or(0, |v| v.len());
         assert_eq!(versions_on_disk(a), 4, "v0..v3");
 
-        assert!(matches!(t.delete(&auth, a), Ok((Response::Ok, _))));
+        assert!(matches!(t.delete(&auth, a), Ok((Deleted { promoted: None }, _))));
         assert!(t.store.torrent_versions(g, a).unwrap().is_empty());
         assert_eq!(versions_on_disk(a), 0);
 
         let (c, _) = file(&t, &auth, "c");
-        assert!(matches!(t.rename(&auth, c, FileId::ROOT, "b".into(), true), Ok((Response::Ok, _))));
+        assert!(matches!(t.rename(&auth, c, FileId::ROOT, "b".into(), true), Ok(((), _))));
         assert!(t.store.torrent_versions(g, b).unwrap().is_empty());
         assert_eq!(versions_on_disk(b), 0);
         assert_eq!(versions_on_disk(c), 1);
@@ -331,7 +332,7 @@ mod tests {
         let (_, _, auth) = t.create_group("g".into(), "alice".into(), crate::proto::Fingerprint([7; 32]), None, remote).unwrap();
         let g = auth.group.id;
         let create = |parent: FileId, name: &str, kind: FileKind| match t.create_file(&auth, parent, name.into(), kind, 0o755, false, Owner::default()) {
-            Ok((Response::File { entry, .. }, _)) => entry.id,
+            Ok((FileAnswer { entry, .. }, _)) => entry.id,
             other => panic!("{:?}", other.map(|r| r.0)),
         };
         let (d1, d2) = (create(FileId::ROOT, "d1", FileKind::Dir), create(FileId::ROOT, "d2", FileKind::Dir));
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(times(d1), (at, at), "a new entry touches its directory");
         assert_eq!(times(FileId::ROOT).0, root_m, "and no other");
         sleep();
-        assert!(matches!(t.rename(&auth, f, d2, "g".into(), false), Ok((Response::Ok, _))));
+        assert!(matches!(t.rename(&auth, f, d2, "g".into(), false), Ok(((), _))));
         let at = last_at();
         assert_eq!((times(d1), times(d2)), ((at, at), (at, at)), "a move touches both directories");
         sleep();
@@ -360,7 +361,7 @@ mod tests {
         assert_eq!(times(f), (f_mtime, at), "a hard link touches its file's ctime only");
         assert_eq!(times(d1), (at, at));
         sleep();
-        assert!(matches!(t.delete(&auth, h), Ok((Response::Ok, _))));
+        assert!(matches!(t.delete(&auth, h), Ok((Deleted { promoted: None }, _))));
         let at = last_at();
         assert_eq!(times(d1), (at, at), "a removal touches its directory");
         assert_eq!(times(f), (f_mtime, at), "and a hard link's removal its file's ctime");

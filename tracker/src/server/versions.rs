@@ -11,7 +11,7 @@ use super::group::{GroupState, Txn};
 use super::ops::{Auth, Outcome};
 use super::{now_ms, Tracker};
 use crate::proto::{
-    EventKind, FileEntry, FileId, FileKind, LeaseId, ProtoError, Response, UnixMillis, Version, VersionInfo,
+    EventKind, FileEntry, FileId, FileKind, LeaseId, ProtoError, UnixMillis, Version, VersionInfo,
 };
 
 fn version_info(e: &FileEntry, at: UnixMillis) -> VersionInfo {
@@ -53,7 +53,7 @@ impl Tracker {
     }
 
     /// Kept versions of `file`, newest first (the current one included).
-    pub(crate) fn list_versions(&self, auth: &Auth, file: FileId) -> Outcome {
+    pub(crate) fn list_versions(&self, auth: &Auth, file: FileId) -> Outcome<Vec<VersionInfo>> {
         let group = &auth.group;
         let st = auth.state()?;
         match st.files.get(&file) {
@@ -65,7 +65,7 @@ impl Tracker {
         let list = st.versions.get(&file).map(|vs| vs.values().rev().cloned().collect()).unwrap_or_default();
         // What it lists may come from a publish not flushed yet.
         let ticket = self.committer.durable_at(group, st.current_seq());
-        Ok((Response::Versions(list), ticket))
+        Ok((list, ticket))
     }
 
     /// Makes kept `version` current again as version current+1: its size,
@@ -73,7 +73,7 @@ impl Tracker {
     /// `lease`, it must be the caller's live lease on `file` (which it keeps
     /// holding); without, the file must not be locked (the caller's own
     /// lock included: it names the lease it holds).
-    pub(crate) fn restore(&self, auth: &Auth, file: FileId, version: Version, lease: Option<LeaseId>) -> Outcome {
+    pub(crate) fn restore(&self, auth: &Auth, file: FileId, version: Version, lease: Option<LeaseId>) -> Outcome<FileEntry> {
         let (group, m) = (&auth.group, auth.member);
         let mut st = auth.state()?;
         let cur = match st.files.get(&file) {
@@ -118,6 +118,6 @@ impl Tracker {
         // A publish retried after this is not a retry of the current version.
         st.published_by.remove(&file);
         tracing::debug!(group = %group.id, %file, from = %version, to = %new.version, "version restored");
-        Ok((Response::Published(new), ticket))
+        Ok((new, ticket))
     }
 }
