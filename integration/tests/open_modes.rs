@@ -44,6 +44,21 @@ fn bytes_local(path: &Path) -> u64 {
     getfattr(path, "user.titorrent.bytes_local").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
+/// `name` written by alice (`size` bytes of a pattern seeded with `seed`)
+/// and seen by bob (on demand) as version 1 with nothing of it local yet:
+/// the pattern and bob's path.
+fn published_on_demand(alice: &Peer, bob: &Peer, name: &str, size: u64, seed: u64) -> (Pattern, std::path::PathBuf) {
+    let pattern = Pattern::new(seed);
+    pattern.write_file(&alice.path(name), size).unwrap();
+    let path = bob.path(name);
+    wait_for(SEE, &format!("bob sees {name} published"), || match fs::metadata(&path) {
+        Ok(m) if m.len() == size && getfattr(&path, "user.titorrent.version").as_deref() == Ok("1") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(bytes_local(&path), 0, "on demand: nothing fetched before a read");
+    (pattern, path)
+}
+
 fn read_all(f: &mut File) -> Vec<u8> {
     let mut v = Vec::new();
     f.seek(SeekFrom::Start(0)).expect("seek");
@@ -56,14 +71,7 @@ fn a_file_opened_while_it_was_fetched_can_be_opened_again_once_local() {
     scenario(Duration::from_secs(180), || {
         let (_tracker, alice, bob, _dir) = alice_and_bob("replication = \"on-demand\"\n");
         let size = 8 * MIB;
-        let pattern = Pattern::new(0x6f70656e);
-        pattern.write_file(&alice.path("data.bin"), size).unwrap();
-        let path = bob.path("data.bin");
-        wait_for(SEE, "bob sees data.bin published", || match fs::metadata(&path) {
-            Ok(m) if m.len() == size && getfattr(&path, "user.titorrent.version").as_deref() == Ok("1") => Ok(()),
-            other => Err(format!("{other:?}")),
-        });
-        assert_eq!(bytes_local(&path), 0, "on demand: nothing fetched before a read");
+        let (pattern, path) = published_on_demand(&alice, &bob, "data.bin", size, 0x6f70656e);
 
         // Opened while nothing is local: the daemon serves it.
         let mut early = File::open(&path).unwrap();
@@ -192,14 +200,7 @@ fn a_file_still_being_fetched_can_be_mapped_shared_and_private() {
     scenario(Duration::from_secs(180), || {
         let (_tracker, alice, bob, _dir) = alice_and_bob("replication = \"on-demand\"\n");
         let size = 8 * MIB;
-        let pattern = Pattern::new(0x6d6d6170);
-        pattern.write_file(&alice.path("mapped.bin"), size).unwrap();
-        let path = bob.path("mapped.bin");
-        wait_for(SEE, "bob sees mapped.bin published", || match fs::metadata(&path) {
-            Ok(m) if m.len() == size && getfattr(&path, "user.titorrent.version").as_deref() == Ok("1") => Ok(()),
-            other => Err(format!("{other:?}")),
-        });
-        assert_eq!(bytes_local(&path), 0, "on demand: nothing fetched before a read");
+        let (pattern, path) = published_on_demand(&alice, &bob, "mapped.bin", size, 0x6d6d6170);
 
         let f = File::open(&path).unwrap();
         let at = (5 * MIB + 12345) as usize;

@@ -41,6 +41,7 @@
 mod engine;
 mod error;
 mod exports;
+mod greedy;
 mod links;
 mod live;
 mod metainfo;
