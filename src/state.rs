@@ -3,8 +3,6 @@
 //! and where its cache, staging copies and torrents live.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use titorrent_tracker::proto::{Fingerprint, GroupId, MemberId};
@@ -138,18 +136,9 @@ impl StateDir {
         };
         titorrent_tracker::server::private::create_private_dir(&self.root).map_err(io(&self.root))?;
         let path = self.root.join(MEMBER_FILE);
-        let tmp = self.root.join(".member.toml.tmp");
         let text = toml::to_string(m).map_err(|e| StateError::Invalid { path: path.clone(), msg: e.to_string() })?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(())
+        // Durable: it holds the member's identity (the temporary file is 0600).
+        crate::atomic_file::write(&path, text.as_bytes(), true).map_err(io(&path))
     }
 }
 

@@ -113,7 +113,7 @@ impl Inner {
             let haves = if complete { full_bitfield(v.n_pieces) } else { haves };
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 if any || complete {
-                    super::version::write_atomic(&bitv, &haves)
+                    crate::atomic_file::write(&bitv, &haves, false)
                 } else {
                     match std::fs::remove_file(&bitv) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -283,11 +283,11 @@ impl MetaStore {
     }
 
     pub fn save_torrent(&self, ih: InfoHash, minimal: &[u8]) -> io::Result<()> {
-        write_atomic(&self.torrent_path(ih), minimal)
+        crate::atomic_file::write(&self.torrent_path(ih), minimal, false)
     }
 
     pub fn save_haves(&self, ih: InfoHash, haves: &[u8]) -> io::Result<()> {
-        write_atomic(&self.have_path(ih), haves)
+        crate::atomic_file::write(&self.have_path(ih), haves, false)
     }
 
     /// A version saved here, dormant, if there is one. Its haves count only
@@ -320,11 +320,6 @@ impl MetaStore {
         }
         Ok(())
     }
-}
-
-/// Writes through a temporary file of its own and a rename.
-pub(super) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    crate::atomic_file::write(path, data, false)
 }
 
 #[cfg(test)]
