@@ -372,7 +372,7 @@ fn is_root() -> bool {
 }
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    dirs::home_dir()
 }
 
 fn expand_home(p: &Path) -> PathBuf {
@@ -389,11 +389,7 @@ pub fn default_path() -> Option<PathBuf> {
     if is_root() {
         return Some(PathBuf::from(SYSTEM_CONFIG));
     }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".config")))?;
-    Some(base.join("titorrent/config.toml"))
+    Some(dirs::config_dir()?.join("titorrent/config.toml"))
 }
 
 /// Where state directories named by NAME live: /var/lib/titorrent for
@@ -403,11 +399,12 @@ pub fn state_root() -> Option<PathBuf> {
     if is_root() {
         return Some(PathBuf::from(SYSTEM_STATE_ROOT));
     }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".local/share")))?;
-    Some(base.join("titorrent"))
+    Some(user_data_dir()?.join("titorrent"))
+}
+
+/// The user's data directory: `$XDG_DATA_HOME`, else ~/.local/share.
+pub fn user_data_dir() -> Option<PathBuf> {
+    dirs::data_dir()
 }
 
 #[cfg(test)]

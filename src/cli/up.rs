@@ -62,10 +62,7 @@ pub async fn up(args: UpArgs, config: &Config) -> anyhow::Result<()> {
     let state_root = match args.state {
         Some(s) => s,
         None => {
-            let base = std::env::var_os("XDG_DATA_HOME")
-                .map(std::path::PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")))
-                .context("neither XDG_DATA_HOME nor HOME is set: pass --state")?;
+            let base = crate::config::user_data_dir().context("no home directory (HOME unset, no passwd entry): pass --state")?;
             base.join("titorrent/up")
         }
     };
