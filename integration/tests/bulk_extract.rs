@@ -1,11 +1,12 @@
 //! A burst of small files: `tar -x` of a generated tree of a few thousand
 //! files into a mount while another member is mounted. The other member
 //! must end with every file byte-exact, no conflict copies, and neither
-//! log may say a lease was lost (issue 12: "bulk writes at disk speed").
+//! log may say a lease was lost (issue 12: "bulk writes at disk speed");
+//! then `rm -rf` of the tree, which the other member must see gone.
 //!
 //! It prints files/s of the same extraction into a local dir, a bindfs
-//! mount and titorrent, and the CPU per file of both daemons: ratios of one
-//! run, never asserted. `TITORRENT_BULK_FILES` sets the size (default
+//! mount and titorrent, files/s of `rm -rf` in bindfs and titorrent, and
+//! the CPU per file of both daemons: ratios of one run, never asserted. `TITORRENT_BULK_FILES` sets the size (default
 //! 1,000, which keeps CI short):
 //!
 //! ```text
@@ -61,15 +62,25 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Files/s of `tar -x` into a bindfs mount of a local dir, if bindfs is here.
-fn bindfs_rate(archive: &Path, n: usize, tmp: &Path) -> Option<f64> {
+/// How long `rm -rf dir` takes.
+fn rm_rf(dir: &Path) -> Duration {
+    let start = Instant::now();
+    process::run(Command::new("rm").arg("-rf").arg(dir), Duration::from_secs(600)).ok("rm -rf");
+    start.elapsed()
+}
+
+/// Files/s of `tar -x` into a bindfs mount of a local dir, and of `rm -rf`
+/// of what it made, if bindfs is here.
+fn bindfs_rates(archive: &Path, n: usize, tmp: &Path) -> Option<(f64, f64)> {
     let (src, mnt) = (tmp.join("bind-src"), tmp.join("bind-mnt"));
     std::fs::create_dir_all(&src).ok()?;
     std::fs::create_dir_all(&mnt).ok()?;
     Command::new("bindfs").arg(&src).arg(&mnt).status().ok()?.success().then_some(())?;
-    let took = tar_x(archive, &mnt);
+    std::fs::create_dir(mnt.join("t")).ok()?;
+    let took = tar_x(archive, &mnt.join("t"));
+    let removed = rm_rf(&mnt.join("t"));
     let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
-    Some(n as f64 / took.as_secs_f64())
+    Some((n as f64 / took.as_secs_f64(), n as f64 / removed.as_secs_f64()))
 }
 
 #[test]
@@ -88,7 +99,8 @@ fn a_burst_of_small_files_reaches_the_other_member_whole() {
         let local = tmp.path().join("local");
         std::fs::create_dir(&local).unwrap();
         let local_rate = n as f64 / tar_x(&archive, &local).as_secs_f64();
-        let bind_rate = bindfs_rate(&archive, n, tmp.path());
+        let bind = bindfs_rates(&archive, n, tmp.path());
+        let bind_rate = bind.map(|(tar, _)| tar);
 
         let tracker = TrackerProc::start();
         let mut alice = Peer::create_group(&tracker, "alice");
@@ -120,6 +132,17 @@ fn a_burst_of_small_files_reaches_the_other_member_whole() {
             let log = p.log();
             assert!(!log.contains("lease lost"), "{who}'s log says a lease was lost:\n{}", process::tail(&log, 30));
         }
+        // `rm -rf` of it on alice; bob's listing follows.
+        let removed = rm_rf(&alice.path("t"));
+        wait_for(Duration::from_secs(120), "bob sees the tree removed", || {
+            if bob.path("t").exists() { Err("t still listed".into()) } else { Ok(()) }
+        });
+        let rm_rate = n as f64 / removed.as_secs_f64();
+        eprintln!(
+            "bulk_extract: rm -rf of {n} files: bindfs {}, titorrent {rm_rate:.0}/s ({:.3}x bindfs)",
+            bind.map_or("n/a".into(), |(_, r)| format!("{r:.0}/s")),
+            bind.map_or(f64::NAN, |(_, r)| rm_rate / r),
+        );
         let rate = n as f64 / wrote.as_secs_f64();
         eprintln!(
             "bulk_extract: {n} files: local {local_rate:.0}/s, bindfs {}, titorrent {rate:.0}/s ({:.3}x bindfs); \
