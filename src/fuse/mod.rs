@@ -8,7 +8,7 @@ mod iomode;
 pub mod mount;
 mod owners;
 
-use crate::model::{AttrChange, Content, Coordinator, Fh, Folder, KernelCache, MknodKind, ModelError, NodeType, OpenMode, ReadPlan};
+use crate::model::{AttrChange, Content, Coordinator, Fh, Folder, KernelCache, MknodKind, ModelError, NodeType, OpenMode, ReadPlan, ReadSource};
 use iomode::{IoModes, Mode};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -329,9 +329,12 @@ impl<C: Content, T: Coordinator> Filesystem for TitorrentFs<C, T> {
             };
             // Local, complete versions are read by the kernel straight from
             // the object file (passthrough): reads at disk speed.
-            let local = if self.passthrough { folder.local_content(id) } else { None };
+            let (local, remote) = match folder.read_source(id) {
+                ReadSource::Local(ih, path) if self.passthrough => (Some((ih, path)), false),
+                ReadSource::Elsewhere => (None, true),
+                ReadSource::Local(..) | ReadSource::Daemon => (None, false),
+            };
             let version = local.as_ref().map(|(ih, _)| *ih);
-            let remote = local.is_none() && folder.content_elsewhere(id);
             let io = self.io.lock().open_read(id.0, fh.0, version, remote, || {
                 let (_, path) = local.as_ref()?;
                 let file = std::fs::File::open(path).ok()?;

@@ -10,12 +10,11 @@ use super::outbox::Outbox;
 use super::store::VersionStore;
 use super::table::FileTable;
 use super::writes::WriteSessions;
-use super::{Content, Coordinator, Fh, FolderDirs, KernelCache, ModelError, NodeType, OpenMode, Result, NAME_MAX};
-use std::path::PathBuf;
+use super::{Content, Coordinator, Fh, FolderDirs, KernelCache, ModelError, NodeType, OpenMode, ReadSource, Result, NAME_MAX};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, LeaseId, LockHolder, MemberId, MemberInfo, Owner, Seq, UnixMillis};
+use titorrent_tracker::proto::{FileEntry, FileId, LeaseId, LockHolder, MemberId, MemberInfo, Owner, Seq, UnixMillis};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
@@ -186,27 +185,16 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         self.table.resolve(path)
     }
 
-    /// The complete local copy of a file's current version, when reads can
-    /// go straight to it (no write session of this member on the file).
-    /// The FUSE layer hands it to the kernel for passthrough reads.
-    pub fn local_content(&self, id: FileId) -> Option<(InfoHash, PathBuf)> {
+    /// Where a read-only open of a file finds its bytes (see [`ReadSource`]).
+    pub fn read_source(&self, id: FileId) -> ReadSource {
         if self.writes.has_session(id) {
-            return None;
+            return ReadSource::Daemon;
         }
-        let ih = self.table.current(id)?.info_hash?;
-        self.content.local_path(ih).map(|p| (ih, p))
-    }
-
-    /// Whether a file's current version has bytes that are not all here
-    /// yet (and no write session of this member is open on it): its reads
-    /// fetch, and the fuse layer opens it with direct I/O so that the bytes
-    /// land once, in the object file, instead of twice (a second copy in
-    /// the mount's page cache).
-    pub fn content_elsewhere(&self, id: FileId) -> bool {
-        if self.writes.has_session(id) {
-            return false;
+        let Some(ih) = self.table.current(id).and_then(|e| e.info_hash) else { return ReadSource::Daemon };
+        match self.content.local_path(ih) {
+            Some(p) => ReadSource::Local(ih, p),
+            None => ReadSource::Elsewhere,
         }
-        self.table.current(id).and_then(|e| e.info_hash).is_some_and(|ih| self.content.local_path(ih).is_none())
     }
 
     /// Opens a file for reading: from memory, never waits. Notes the access

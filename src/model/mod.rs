@@ -165,6 +165,21 @@ pub enum MknodKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fh(pub u64);
 
+/// Where a read-only open finds a file's bytes.
+#[derive(Debug)]
+pub enum ReadSource {
+    /// The complete local copy of the current version: the FUSE layer may
+    /// hand it to the kernel for passthrough reads.
+    Local(InfoHash, PathBuf),
+    /// The current version has bytes not all here yet: reads fetch, and
+    /// the open is direct I/O, so that the bytes land once, in the object
+    /// file, not a second time in the mount's page cache.
+    Elsewhere,
+    /// Anything else (an empty file, this member's own write session): the
+    /// daemon serves it through the page cache.
+    Daemon,
+}
+
 /// What a read needs, decided from memory.
 pub enum ReadPlan {
     /// The bytes, read from a local file.
