@@ -18,8 +18,12 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         ModelError::NameTooLong => Errno::ENAMETOOLONG,
         ModelError::Locked { .. } => Errno::EBUSY,
         ModelError::Offline => Errno::EROFS,
-        // Its outcome is unknown: not a refusal a program could act on.
-        ModelError::Lost => Errno::EIO,
+        // The connection went with the answer: the folder is read-only now,
+        // as for `Offline`, and the next call of the program sees the same.
+        // Whether the change was applied is unknown; if it was, its event
+        // reaches this member when the link is back (a lock granted so
+        // lapses with its lease). EIO would tell a program its disk broke.
+        ModelError::Lost => Errno::EROFS,
         ModelError::BadHandle => Errno::EBADF,
         // The VFS retries an open that fails with ESTALE once, with a fresh
         // lookup of every name on the path (LOOKUP_REVAL).
@@ -56,6 +60,7 @@ pub fn to_errno(op: &str, err: &ModelError) -> Errno {
         // Contention is normal operation: said, not warned about.
         ModelError::Locked { .. } => tracing::info!(op, "refused: {err}"),
         ModelError::Offline | ModelError::Unsupported(_) => tracing::warn!(op, "refused: {err}"),
+        ModelError::Lost => tracing::warn!(op, "{err}; answered as read-only"),
         _ if errno == Errno::EIO => tracing::warn!(op, error = ?err, "I/O error: {err}"),
         _ => tracing::info!(op, "{err}"),
     }
@@ -85,7 +90,7 @@ mod tests {
     #[test]
     fn lock_conflicts_are_ebusy_and_offline_is_erofs() {
         assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Offline)), Errno::EROFS);
-        assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Lost)), Errno::EIO, "outcome unknown");
+        assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Lost)), Errno::EROFS, "offline now");
         let mismatch = Mismatch { call: "CreateFile", answer: "Ok".into() };
         assert_eq!(to_errno("mkdir", &ModelError::from(CoordError::Unexpected(mismatch))), Errno::EIO);
         let holder = LockHolder { member: MemberId(2), member_name: "ana".into(), since: 0, expires: 1 };

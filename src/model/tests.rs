@@ -274,8 +274,8 @@ async fn writes_while_offline_are_read_only() {
 }
 
 /// A request the connection lost before its answer may or may not have
-/// been applied: the model says so (`Lost`, EIO to programs), and does not
-/// take it for the tracker being away (`Offline`, EROFS).
+/// been applied: the model says so (`Lost`; programs see EROFS, as the
+/// folder is offline from then on), not that nothing was sent (`Offline`).
 #[tokio::test]
 async fn a_request_cut_off_in_flight_is_lost_not_offline() {
     let f = fixture();
