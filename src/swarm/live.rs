@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use librqbit::ManagedTorrentState;
 use titorrent_tracker::proto::InfoHash;
 use tracing::{debug, info, warn};
@@ -37,6 +38,15 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 const IDLE_CROWDED: Duration = Duration::from_secs(2);
 /// Live versions above which idle ones are put to sleep sooner.
 const MAX_LIVE: usize = 48;
+/// Live versions above which a version just published here stays dormant:
+/// the members that fetch it want it, and it wakes for them. A burst of
+/// thousands of small files (`tar -x`) otherwise keeps one live torrent,
+/// with its descriptors, per file the others have not fetched yet, and the
+/// daemon runs out of descriptors (EMFILE to programs).
+pub const PUBLISH_LIVE: usize = 4 * MAX_LIVE;
+/// Versions the sweeper puts to sleep at once (each is a librqbit delete
+/// and a write of its haves).
+const SLEEPS_AT_ONCE: usize = 8;
 /// Versions fetched in the background at once.
 const MAX_FETCHING: usize = 8;
 /// A background fetch without progress for this long yields its slot to the
@@ -138,7 +148,7 @@ impl Inner {
             seen.last_progress = now;
             seen.counters = (0, 0);
         }
-        *v.engine.lock() = Engine::Live(handle);
+        self.set_engine(v, Engine::Live(handle));
         debug!(ih = %v.ih, complete, background = fetch_all, "woke");
         if !complete {
             self.want(v);
@@ -169,6 +179,7 @@ impl Inner {
             };
             let h = h.clone();
             *e = Engine::Dormant { haves: haves.clone() };
+            self.live.fetch_sub(1, Ordering::AcqRel);
             (h, haves)
         };
         if let Err(e) = self.meta.save_haves(v.ih, &haves) {
@@ -530,18 +541,22 @@ impl Inner {
 
         }
         candidates.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
-        let mut n_live = live.len();
-        let mut slept = 0;
+        // Longest idle first; while crowded, the shorter limit applies.
+        let n_live = live.len();
+        let crowded = |n: usize| if n > MAX_LIVE { IDLE_CROWDED.min(self.idle) } else { self.idle };
+        let mut due = Vec::new();
         for (idle, v) in candidates {
-            let limit = if n_live > MAX_LIVE { IDLE_CROWDED.min(self.idle) } else { self.idle };
-            if idle < limit {
-                continue;
-            }
-            if self.sleep(&v).await {
-                n_live -= 1;
-                slept += 1;
+            if idle >= crowded(n_live - due.len()) {
+                due.push(v);
             }
         }
+        let slept = futures::stream::iter(due)
+            .map(|v| async move { self.sleep(&v).await })
+            .buffer_unordered(SLEEPS_AT_ONCE)
+            .filter(|slept| std::future::ready(*slept))
+            .count()
+            .await;
+        let n_live = n_live - slept;
         if slept > 0 {
             debug!(slept, live = n_live, "idle versions asleep");
             release_freed_memory();
@@ -550,7 +565,18 @@ impl Inner {
 
     /// Versions live in librqbit now.
     pub(super) fn live_count(&self) -> usize {
-        self.versions.read().values().filter(|v| v.live_handle().is_some()).count()
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Sets a version's engine state, keeping the count of live ones.
+    pub(super) fn set_engine(&self, v: &Version, new: Engine) {
+        let now_live = matches!(new, Engine::Live(_));
+        let was_live = matches!(std::mem::replace(&mut *v.engine.lock(), new), Engine::Live(_));
+        match (was_live, now_live) {
+            (false, true) => self.live.fetch_add(1, Ordering::AcqRel),
+            (true, false) => self.live.fetch_sub(1, Ordering::AcqRel),
+            _ => 0,
+        };
     }
 
     /// Registers the torrents librqbit restored from its own persistence
@@ -579,7 +605,7 @@ impl Inner {
             }
             let v = Arc::new(Version::new(ih, &checked, &self.objects, Vec::new()));
             v.background.store(handle.only_files().is_none(), Ordering::Release);
-            *v.engine.lock() = Engine::Live(handle.clone());
+            self.set_engine(&v, Engine::Live(handle.clone()));
             self.versions.write().insert(ih, v.clone());
             if !self.range_local(&v, 0, v.size) && v.background.load(Ordering::Acquire) {
                 self.watch_completion(&v, handle);

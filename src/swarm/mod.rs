@@ -9,7 +9,8 @@
 //!   (`<hex>.bitv`, its fastresume data).
 //!
 //! A version is live in librqbit only while it is used: read, fetched in
-//! the background, just published, or wanted by another member; otherwise
+//! the background, just published (while fewer than `PUBLISH_LIVE` are
+//! live: a burst's later files wait dormant), or wanted by another member; otherwise
 //! it is dormant and costs nothing but its files (`version`, `live`). So a
 //! group of 10,000 files is not 10,000 torrents.
 //!
@@ -53,7 +54,7 @@ mod version;
 
 pub use error::SwarmError;
 pub use links::LinkError;
-pub use live::DEFAULT_IDLE;
+pub use live::{DEFAULT_IDLE, PUBLISH_LIVE};
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
 use std::collections::HashMap;
@@ -172,6 +173,8 @@ struct Inner {
     key: Fingerprint,
     fetch_queue: Mutex<FetchQueue>,
     fetch_kick: Arc<Notify>,
+    /// Versions live in librqbit now (changed only by `Inner::set_engine`).
+    live: AtomicUsize,
     /// Held while a new version is filled from the one it names as
     /// `similar` (`reuse`), and by any other ensure of such a version.
     filling: tokio::sync::Mutex<()>,
@@ -246,6 +249,7 @@ impl Swarm {
             key,
             fetch_queue: Mutex::default(),
             fetch_kick: Arc::new(Notify::new()),
+            live: AtomicUsize::new(0),
             filling: tokio::sync::Mutex::new(()),
             want_hook: OnceLock::new(),
             idle: cfg.idle,
@@ -387,6 +391,11 @@ impl Swarm {
             .map_err(join_error)??;
         }
         let v = self.inner.register(Version::new(ih, &checked, &self.inner.objects, full_bitfield(n_pieces)));
+        if self.inner.live_count() >= live::PUBLISH_LIVE {
+            // A burst: the others' wants wake it (see `PUBLISH_LIVE`).
+            debug!(%ih, size = built.size, "published, dormant until wanted");
+            return Ok(published);
+        }
         // Live at once: with background replication the others fetch it now.
         let g = self.inner.wake(&v, Vec::new()).await?;
         // Seeding starts once the spot check is done; surface its failure here.
@@ -611,7 +620,7 @@ impl Swarm {
             }
         }
         if let Some(v) = &known {
-            *v.engine.lock() = version::Engine::Dormant { haves: Vec::new() };
+            self.inner.set_engine(v, version::Engine::Dormant { haves: Vec::new() });
             *v.file.lock() = None;
         }
         // Only now: until librqbit dropped the torrent, `lookup` would find

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tempfile::TempDir;
-use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH};
+use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH, PUBLISH_LIVE};
 use titorrent_tracker::proto::{InfoHash, MemberId, MemberInfo};
 use titorrent_tracker::tls::Identity;
 use tracing::Instrument;
@@ -721,6 +721,38 @@ async fn many_versions_do_not_stay_live() {
         }
         assert!(a.swarm.live_count() <= 48);
         a.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// A burst of publishes (`tar -x` of many small files) never has more than
+/// `PUBLISH_LIVE` versions live: past that a new version stays dormant,
+/// and another member that needs it wakes it with a want and gets every
+/// byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_publishes_keeps_live_versions_bounded_and_the_rest_wake_when_wanted() {
+    init_tracing();
+    within(300, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        route_wants(&b, &a);
+        let mut published = Vec::new();
+        let mut most = 0;
+        for i in 0..PUBLISH_LIVE + 24 {
+            let data = format!("small file {i}\n").into_bytes();
+            published.push((a.publish(&format!("f{i}.txt"), &data).await, data));
+            most = most.max(a.swarm.live_count());
+        }
+        assert!(most <= PUBLISH_LIVE, "{most} versions were live at once (bound {PUBLISH_LIVE})");
+        for (p, data) in published.iter().rev().take(8) {
+            b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
+            let got = read_all(&b.swarm, p.info_hash, data.len(), 4096).await;
+            assert!(&got == data, "B read other bytes than A published");
+        }
+        // Wants always wake: the bound plus the eight B asked for.
+        assert!(a.swarm.live_count() <= PUBLISH_LIVE + 8, "{} live", a.swarm.live_count());
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
     })
     .await
 }
