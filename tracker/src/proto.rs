@@ -34,8 +34,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Bumped on every incompatible change of the types in this module.
-/// (14: events come a commit at a time, [`ServerFrame::Events`].)
-pub const PROTOCOL_VERSION: u32 = 14;
+/// (14: events come a commit at a time, [`ServerFrame::Events`]; 15: an
+/// answer to a change says its commit's seq, [`ServerFrame::Response`].)
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// Largest frame either side accepts (torrent metainfo of a large file is
 /// the biggest payload: 20 bytes per piece).
@@ -489,7 +490,13 @@ pub enum ClientFrame {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerFrame {
     Hello { version: u32 },
-    Response { id: u64, resp: Response },
+    /// The answer to request `id`. `seq`, on the answer to a change of the
+    /// file table: the seq of the last event that change committed. What
+    /// the answer says (an entry, a removal) is the table as of that seq:
+    /// a member applies it unless it has applied a newer state of the file,
+    /// and skips that file's events up to `seq`, so its own changes and
+    /// the events take effect in commit order. `None` for anything else.
+    Response { id: u64, seq: Option<Seq>, resp: Response },
     /// Events, in seq order, in whole commits: the frame ends with the last
     /// event of a commit unless `more` says that the commit goes on in the
     /// next `Events` frame (one too large for a frame: a sweep of many

@@ -56,16 +56,24 @@ pub(crate) struct Commit {
 
 /// Something a reply waits for before it is written to the client.
 pub(crate) enum Ticket {
-    /// The flush covering one commit.
-    Flush(oneshot::Receiver<Result<(), String>>),
+    /// The flush covering one commit, and the seq of its last event.
+    Flush(oneshot::Receiver<Result<(), String>>, Option<Seq>),
     /// A group's log being durable up to this seq.
     Seq(watch::Receiver<Seq>, Seq),
 }
 
 impl Ticket {
+    /// The seq the answer it holds back is as of ([`crate::proto::ServerFrame::Response`]).
+    pub fn seq(&self) -> Option<Seq> {
+        match self {
+            Ticket::Flush(_, seq) => *seq,
+            Ticket::Seq(_, seq) => Some(*seq),
+        }
+    }
+
     pub async fn wait(self) -> Result<(), String> {
         match self {
-            Ticket::Flush(rx) => rx.await.unwrap_or_else(|_| Err("tracker shutting down".into())),
+            Ticket::Flush(rx, _) => rx.await.unwrap_or_else(|_| Err("tracker shutting down".into())),
             Ticket::Seq(mut rx, seq) => rx
                 .wait_for(|s| *s >= seq)
                 .await
@@ -125,7 +133,7 @@ impl Committer {
     pub fn submit(&self, group: Option<Arc<Group>>, events: Vec<Event>, want_ticket: bool) -> Option<Ticket> {
         let (done, ticket) = if want_ticket {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(Ticket::Flush(rx)))
+            (Some(tx), Some(Ticket::Flush(rx, events.last().map(|e| e.seq))))
         } else {
             (None, None)
         };

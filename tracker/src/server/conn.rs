@@ -63,7 +63,7 @@ pub(crate) enum Out {
 
 /// An answer that waits for durability before it goes out.
 enum Held {
-    Reply(u64, Response),
+    Reply(u64, Option<Seq>, Response),
     Table(TableAnswer),
 }
 
@@ -318,8 +318,8 @@ impl Conn {
     fn emit(&mut self, o: Out) {
         match o {
             Out::Frame(f) => self.encode(f),
-            Out::Reply { id, resp, wait: None } => self.encode(ServerFrame::Response { id, resp }),
-            Out::Reply { id, resp, wait: Some(t) } => self.head = Some((Held::Reply(id, resp), Box::pin(t.wait()))),
+            Out::Reply { id, resp, wait: None } => self.encode(ServerFrame::Response { id, seq: None, resp }),
+            Out::Reply { id, resp, wait: Some(t) } => self.head = Some((Held::Reply(id, t.seq(), resp), Box::pin(t.wait()))),
             Out::Table { answer, wait: None } => self.streaming = Some(answer),
             Out::Table { answer, wait: Some(t) } => self.head = Some((Held::Table(answer), Box::pin(t.wait()))),
         }
@@ -355,11 +355,11 @@ impl Conn {
     fn head_done(&mut self, r: Result<(), String>) {
         let Some((held, _)) = self.head.take() else { return };
         match (held, r) {
-            (Held::Reply(id, resp), Ok(())) => self.encode(ServerFrame::Response { id, resp }),
+            (Held::Reply(id, seq, resp), Ok(())) => self.encode(ServerFrame::Response { id, seq, resp }),
             (Held::Table(answer), Ok(())) => self.streaming = Some(answer),
-            (Held::Reply(id, _) | Held::Table(TableAnswer { id, .. }), Err(e)) => {
+            (Held::Reply(id, _, _) | Held::Table(TableAnswer { id, .. }), Err(e)) => {
                 tracing::warn!(error = %e, "reply not durable");
-                self.encode(ServerFrame::Response { id, resp: Response::Error(ProtoError::Internal(e)) });
+                self.encode(ServerFrame::Response { id, seq: None, resp: Response::Error(ProtoError::Internal(e)) });
             }
         }
         self.drain();
@@ -374,6 +374,7 @@ impl Conn {
             };
             let err = ServerFrame::Response {
                 id,
+                seq: None,
                 resp: Response::Error(ProtoError::Internal(format!("reply cannot be sent: {e}"))),
             };
             if encode_frame_into(&mut self.out, &err).is_err() {

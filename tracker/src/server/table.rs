@@ -71,7 +71,7 @@ impl TableAnswer {
             TableKind::Snapshot => Subscription::Snapshot { seq: self.seq, files }.into_response(),
             TableKind::Files => FileTable { seq: self.seq, files }.into_response(),
         };
-        (ServerFrame::Response { id: self.id, resp }, true)
+        (ServerFrame::Response { id: self.id, seq: None, resp }, true)
     }
 }
 
@@ -119,7 +119,7 @@ mod tests {
             assert!(encode_frame(&frame).unwrap().len() <= PART_BYTES + 64, "part over budget");
             match frame {
                 ServerFrame::Part { id, files } => re.part(id, files).unwrap(),
-                ServerFrame::Response { id, resp } => {
+                ServerFrame::Response { id, resp, .. } => {
                     assert!(last);
                     break re.finish(id, resp).unwrap();
                 }
@@ -135,7 +135,7 @@ mod tests {
         let mut answer = TableAnswer::new(3, TableKind::Snapshot, Seq(1), vec![widest(0, 4)]);
         let (frame, last) = answer.next_frame();
         assert!(last);
-        assert!(matches!(frame, ServerFrame::Response { id: 3, resp: Response::Snapshot { ref files, .. } } if files.len() == 1));
+        assert!(matches!(frame, ServerFrame::Response { id: 3, resp: Response::Snapshot { ref files, .. }, .. } if files.len() == 1));
         let mut empty = TableAnswer::new(4, TableKind::Files, Seq(1), vec![]);
         assert!(matches!(empty.next_frame(), (ServerFrame::Response { id: 4, .. }, true)));
     }

@@ -147,6 +147,8 @@ pub struct Client {
     pub wanted: VecDeque<(InfoHash, SocketAddr)>,
     /// Frames of the last answer: 1 plus its parts.
     pub last_frames: usize,
+    /// The seq the last answer said it is as of (`ServerFrame::Response`).
+    pub last_seq: Option<Seq>,
     /// How long [`Client::frame`] waits for the next frame.
     pub wait: Duration,
 }
@@ -182,6 +184,7 @@ impl Client {
                 event_frames: Vec::new(),
                 wanted: VecDeque::new(),
                 last_frames: 0,
+                last_seq: None,
                 wait: WAIT,
             };
         c.write(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await;
@@ -249,8 +252,9 @@ impl Client {
                     parts.part(got, files).unwrap();
                     self.last_frames += 1;
                 }
-                Some(ServerFrame::Response { id: got, resp }) => {
+                Some(ServerFrame::Response { id: got, seq, resp }) => {
                     assert_eq!(got, id, "responses out of order");
+                    self.last_seq = seq;
                     return parts.finish(got, resp).unwrap();
                 }
                 Some(ServerFrame::Events { events, more }) => self.buffer_events(events, more),

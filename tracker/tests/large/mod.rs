@@ -66,7 +66,7 @@ async fn a_table_larger_than_a_frame_comes_in_parts_then_the_events_after_it() {
     assert!(alice.last_frames > 2, "ListFiles came in {} frames", alice.last_frames);
     let whole = Response::Files { seq: listed_at, files: files.clone() };
     assert!(
-        matches!(encode_frame(&ServerFrame::Response { id: 1, resp: whole }), Err(FrameError::TooLarge(_))),
+        matches!(encode_frame(&ServerFrame::Response { id: 1, seq: None, resp: whole }), Err(FrameError::TooLarge(_))),
         "the table must be larger than one frame for this test to mean anything"
     );
     let listed = by_id(files);

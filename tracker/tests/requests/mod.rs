@@ -107,6 +107,33 @@ async fn watcher(addr: std::net::SocketAddr, cred: &Credential) -> Client {
     w
 }
 
+/// An answer to a change says the seq of its commit's last event, so a
+/// member can order it among the events; other answers say none.
+#[tokio::test]
+async fn answers_to_changes_say_the_seq_of_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), TTL).await;
+    let (mut alice, a_cred) = new_group(srv.addr, "alice").await;
+    let mut w = watcher(srv.addr, &a_cred).await;
+    let (d, _) = alice.create_file(FileId::ROOT, "d", FileKind::Dir, false).await;
+    let created = alice.last_seq.expect("a create says its seq");
+    let ev = w.events_until(|e| matches!(e.kind, EventKind::FileCreated(_))).await.pop().unwrap();
+    assert_eq!(ev.seq, created);
+    let (f, _) = alice.create_file(FileId::ROOT, "f", FileKind::File, false).await;
+    let r = alice.req(Request::Rename { file: f.id, new_parent: d.id, new_name: "g".into(), replace: false }).await;
+    assert_eq!(r, Response::Ok);
+    let renamed = alice.last_seq.expect("a rename says its seq");
+    let ev = w.events_until(|e| matches!(e.kind, EventKind::FileRenamed { .. })).await.pop().unwrap();
+    assert_eq!(ev.seq, renamed);
+    assert!(renamed > created);
+    assert_eq!(alice.req(Request::Delete { file: f.id }).await, Response::Ok);
+    let deleted = alice.last_seq.expect("a delete says its seq");
+    let ev = w.events_until(|e| matches!(e.kind, EventKind::FileDeleted { .. })).await.pop().unwrap();
+    assert_eq!(ev.seq, deleted);
+    alice.req(Request::ListMembers).await;
+    assert_eq!(alice.last_seq, None, "a question changes nothing");
+}
+
 #[tokio::test]
 async fn delete_files_and_empty_directories() {
     let dir = tempfile::tempdir().unwrap();
