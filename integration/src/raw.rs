@@ -121,7 +121,7 @@ impl RawConn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv(left) {
-                Ok(ServerFrame::Response { id: got, resp }) if got == id => return resp,
+                Ok(ServerFrame::Response { id: got, resp, .. }) if got == id => return resp,
                 Ok(ServerFrame::Events { .. } | ServerFrame::Wanted { .. }) => {}
                 other => panic!("expected the response to {req:?} (id {id}), got {other:?}"),
             }

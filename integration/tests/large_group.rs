@@ -76,7 +76,7 @@ fn create_all(c: &mut RawConn, items: &[(FileId, String, FileKind)]) -> Vec<File
         }
         for want in first..next_id {
             match c.recv(Duration::from_secs(30)) {
-                Ok(ServerFrame::Response { id, resp: Response::File { entry, .. } }) if id == want => ids.push(entry.id),
+                Ok(ServerFrame::Response { id, resp: Response::File { entry, .. }, .. }) if id == want => ids.push(entry.id),
                 other => panic!("answer to create {want}: {other:?}"),
             }
         }

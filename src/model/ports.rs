@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use titorrent_tracker::calls::{Call, Mismatch};
-use titorrent_tracker::proto::{FileId, InfoHash, MemberId, MemberInfo, ProtoError};
+use titorrent_tracker::proto::{FileId, InfoHash, MemberId, MemberInfo, ProtoError, Seq};
 
 /// A version's content as the swarm made it available.
 #[derive(Clone, Debug)]
@@ -120,7 +120,15 @@ pub trait Content: Send + Sync + 'static {
 /// The tracker manager, as the model uses it: one typed call at a time,
 /// answered with that call's own answer type.
 pub trait Coordinator: Send + Sync + 'static {
-    fn call<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<C::Answer, CoordError>> + Send;
+    /// The call's answer, and for a change of the file table the seq of
+    /// its commit: the answer is the table as of that seq.
+    fn call_at<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<(C::Answer, Option<Seq>), CoordError>> + Send;
+
+    /// [`Coordinator::call_at`] without the seq.
+    fn call<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<C::Answer, CoordError>> + Send {
+        let answer = self.call_at(c);
+        async move { answer.await.map(|(a, _)| a) }
+    }
 }
 
 /// The kernel's dentry and page caches, told when another member changed

@@ -89,7 +89,7 @@ impl Connection {
                 Some(ServerFrame::Part { id: got, .. }) => {
                     return Err(ClientError::Protocol(format!("a part of answer {got}, expected {id}")))
                 }
-                Some(ServerFrame::Response { id: got, resp }) if got == id => {
+                Some(ServerFrame::Response { id: got, resp, .. }) if got == id => {
                     break parts.finish(got, resp).map_err(ClientError::Protocol)?
                 }
                 Some(ServerFrame::Response { id: got, .. }) => {

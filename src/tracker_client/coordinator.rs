@@ -5,6 +5,7 @@ use std::future::Future;
 use super::{ClientError, TrackerLink};
 use crate::model::{CoordError, Coordinator};
 use titorrent_tracker::calls::Call;
+use titorrent_tracker::proto::Seq;
 
 impl From<ClientError> for CoordError {
     fn from(e: ClientError) -> Self {
@@ -21,8 +22,8 @@ impl From<ClientError> for CoordError {
 }
 
 impl Coordinator for TrackerLink {
-    fn call<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<C::Answer, CoordError>> + Send {
+    fn call_at<C: Call + Send>(&self, c: C) -> impl Future<Output = Result<(C::Answer, Option<Seq>), CoordError>> + Send {
         let link = self.clone();
-        async move { TrackerLink::call(&link, c).await.map_err(CoordError::from) }
+        async move { TrackerLink::call_at(&link, c).await.map_err(CoordError::from) }
     }
 }

@@ -111,7 +111,7 @@ struct Live {
 struct Pending {
     /// Set when the connection is gone; no new request may wait after it.
     closed: bool,
-    waiting: HashMap<u64, oneshot::Sender<Response>>,
+    waiting: HashMap<u64, oneshot::Sender<(Response, Option<Seq>)>>,
 }
 
 impl Live {
@@ -165,11 +165,18 @@ impl TrackerLink {
     /// connection lost before the answer gives [`ClientError::Lost`]: the
     /// request may or may not have been applied.
     pub async fn call<C: Call>(&self, c: C) -> Result<C::Answer, ClientError> {
-        Ok(C::expect(self.request(c.into()).await?)?)
+        Ok(self.call_at(c).await?.0)
     }
 
-    /// [`TrackerLink::call`] with the untyped request and answer.
-    async fn request(&self, req: Request) -> Result<Response, ClientError> {
+    /// [`TrackerLink::call`], with the seq the answer is as of when it
+    /// answers a change of the file table (see `ServerFrame::Response`).
+    pub async fn call_at<C: Call>(&self, c: C) -> Result<(C::Answer, Option<Seq>), ClientError> {
+        let (resp, seq) = self.request(c.into()).await?;
+        Ok((C::expect(resp)?, seq))
+    }
+
+    /// [`TrackerLink::call_at`] with the untyped request and answer.
+    async fn request(&self, req: Request) -> Result<(Response, Option<Seq>), ClientError> {
         let live = self.inner.live.lock().clone().ok_or(ClientError::Offline)?;
         let id = live.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_frame(&ClientFrame::Request { id, req })?;
@@ -186,8 +193,8 @@ impl TrackerLink {
             return Err(ClientError::Offline);
         }
         match rx.await.map_err(|_| ClientError::Lost)? {
-            Response::Error(e) => Err(ClientError::Refused(e)),
-            resp => Ok(resp),
+            (Response::Error(e), _) => Err(ClientError::Refused(e)),
+            answer => Ok(answer),
         }
     }
 
@@ -396,7 +403,7 @@ impl Conn {
                     return protocol(e);
                 }
             }
-            Ok(Some(ServerFrame::Response { id, resp })) => {
+            Ok(Some(ServerFrame::Response { id, seq, resp })) => {
                 let resp = match parts.finish(id, resp) {
                     Ok(r) => r,
                     Err(e) => return protocol(e),
@@ -404,7 +411,7 @@ impl Conn {
                 let waiter = self.live.pending.lock().waiting.remove(&id);
                 if let Some(tx) = waiter {
                     // The caller may have given up; that is fine.
-                    let _ = tx.send(resp);
+                    let _ = tx.send((resp, seq));
                 }
             }
             Ok(Some(frame)) if parts.is_open() => {
@@ -592,7 +599,7 @@ async fn authenticate(cfg: &Config, from: Option<Seq>) -> Result<(TlsRead, TlsWr
 /// `frame` as the answer to request `id` (refusals as errors).
 fn answer_to(frame: Option<ServerFrame>, id: u64) -> Result<Response, ClientError> {
     match frame {
-        Some(ServerFrame::Response { id: got, resp }) if got == id => match resp {
+        Some(ServerFrame::Response { id: got, resp, .. }) if got == id => match resp {
             // An unauthenticated Subscribe also answers NotAuthenticated.
             Response::Error(e) => Err(ClientError::Refused(e)),
             r => Ok(r),

@@ -120,8 +120,10 @@ fn refuse(e: ProtoError) -> Answer {
 impl Coordinator for Arc<FakeTracker> {
     /// As the tracker link does: the request on the wire, the answer back
     /// through the call's type.
-    async fn call<C: Call + Send>(&self, c: C) -> Result<C::Answer, CoordError> {
-        C::expect(self.answer(c.into())?).map_err(CoordError::Unexpected)
+    async fn call_at<C: Call + Send>(&self, c: C) -> Result<(C::Answer, Option<Seq>), CoordError> {
+        let answer = C::expect(self.answer(c.into())?).map_err(CoordError::Unexpected)?;
+        // Each request is a commit of its own, numbered in order.
+        Ok((answer, Some(Seq(*self.next.lock()))))
     }
 }
 

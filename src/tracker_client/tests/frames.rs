@@ -51,7 +51,7 @@ async fn a_table_larger_than_a_frame_reaches_a_new_link_as_one_snapshot() {
     let LinkEvent::Snapshot { seq, files } = next(&mut rx).await else { panic!("expected a snapshot") };
     let whole = Response::Snapshot { seq, files: files.clone() };
     assert!(
-        matches!(encode_frame(&ServerFrame::Response { id: 2, resp: whole }), Err(FrameError::TooLarge(_))),
+        matches!(encode_frame(&ServerFrame::Response { id: 2, seq: None, resp: whole }), Err(FrameError::TooLarge(_))),
         "the table must be larger than one frame for this test to mean anything"
     );
     let ids: std::collections::HashSet<FileId> = files.iter().map(|e| e.id).collect();
@@ -107,10 +107,10 @@ async fn an_event_between_parts_drops_the_connection() {
         let mut frames = Vec::new();
         for f in [
             ServerFrame::Hello { version: PROTOCOL_VERSION },
-            ServerFrame::Response { id: 1, resp: Response::Authenticated { member: me, group_name: "g".into() } },
+            ServerFrame::Response { id: 1, seq: None, resp: Response::Authenticated { member: me, group_name: "g".into() } },
             ServerFrame::Part { id: 2, files: vec![root] },
             ServerFrame::Events { events: vec![ev], more: false },
-            ServerFrame::Response { id: 2, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
+            ServerFrame::Response { id: 2, seq: None, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
         ] {
             frames.extend(encode_frame(&f).unwrap());
         }
@@ -161,8 +161,8 @@ async fn a_part_that_arrives_slowly_is_read_whole() {
         let mut frames = Vec::new();
         for f in [
             ServerFrame::Hello { version: PROTOCOL_VERSION },
-            ServerFrame::Response { id: 1, resp: Response::Authenticated { member: me, group_name: "g".into() } },
-            ServerFrame::Response { id: 2, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
+            ServerFrame::Response { id: 1, seq: None, resp: Response::Authenticated { member: me, group_name: "g".into() } },
+            ServerFrame::Response { id: 2, seq: None, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
         ] {
             frames.extend(encode_frame(&f).unwrap());
         }
@@ -284,8 +284,8 @@ async fn a_commit_in_several_frames_is_handed_on_whole_or_not_at_all() {
             let subscribed = if conn == 0 { Response::Snapshot { seq: Seq(0), files: vec![] } } else { Response::Subscribed { seq: Seq(2) } };
             let mut frames = vec![
                 ServerFrame::Hello { version: PROTOCOL_VERSION },
-                ServerFrame::Response { id: 1, resp: Response::Authenticated { member: me.clone(), group_name: "g".into() } },
-                ServerFrame::Response { id: 2, resp: subscribed },
+                ServerFrame::Response { id: 1, seq: None, resp: Response::Authenticated { member: me.clone(), group_name: "g".into() } },
+                ServerFrame::Response { id: 2, seq: None, resp: subscribed },
             ];
             if conn == 0 {
                 // A whole commit, then the first half of one, and the end.

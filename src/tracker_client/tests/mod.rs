@@ -310,8 +310,8 @@ async fn link_detects_a_tracker_that_stopped_answering() {
         let mut frames = Vec::new();
         for f in [
             ServerFrame::Hello { version: PROTOCOL_VERSION },
-            ServerFrame::Response { id: 1, resp: Response::Authenticated { member: me, group_name: "g".into() } },
-            ServerFrame::Response { id: 2, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
+            ServerFrame::Response { id: 1, seq: None, resp: Response::Authenticated { member: me, group_name: "g".into() } },
+            ServerFrame::Response { id: 2, seq: None, resp: Response::Snapshot { seq: Seq(0), files: vec![] } },
         ] {
             frames.extend(encode_frame(&f).unwrap());
         }
@@ -368,8 +368,8 @@ async fn a_refused_credential_is_retried_slowly() {
     let mut frames = Vec::new();
     for f in [
         ServerFrame::Hello { version: PROTOCOL_VERSION },
-        ServerFrame::Response { id: 1, resp: Response::Error(ProtoError::NotAuthenticated) },
-        ServerFrame::Response { id: 2, resp: Response::Error(ProtoError::NotAuthenticated) },
+        ServerFrame::Response { id: 1, seq: None, resp: Response::Error(ProtoError::NotAuthenticated) },
+        ServerFrame::Response { id: 2, seq: None, resp: Response::Error(ProtoError::NotAuthenticated) },
     ] {
         frames.extend(encode_frame(&f).unwrap());
     }
