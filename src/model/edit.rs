@@ -197,21 +197,21 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let named = self.table.name_entry(parent, name).filter(|n| n.kind.link_of().is_some());
         let target = named.as_ref().map_or(e.id, |n| n.id);
         let _deleting = self.writes.deleting(e.id, &self.changed);
-        match self.coord.call(Delete { file: target }).await {
-            Ok(Deleted { promoted: Some(entry) }) if named.is_none() => {
-                self.promoted_here(entry); // a link took the file's place
+        let seq = match self.coord.call_at(Delete { file: target }).await {
+            Ok((Deleted { promoted: Some(entry) }, seq)) if named.is_none() => {
+                self.promoted_here(entry, seq); // a link took the file's place
                 return Ok(());
             }
-            Ok(_) => {}
+            Ok((_, seq)) => seq,
             Err(CoordError::Refused(ProtoError::Locked(holder))) => {
                 return Err(ModelError::Locked { path: self.path_of(e.id), holder })
             }
             Err(err) => return Err(err.into()),
-        }
+        };
         if named.is_none() {
             self.writes.deleted(e.id); // the delete released our lock too
         }
-        self.table.removed_here(target, &self.handles.open_files());
+        self.table.removed_here(target, &self.handles.open_files(), seq);
         self.changed.notify_waiters();
         Ok(())
     }
@@ -252,12 +252,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let target = target.filter(|t| self.table.links_to(*t) == 0);
         let call = Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
         let _deleting = target.map(|t| self.writes.deleting(t, &self.changed));
-        let moved = match self.coord.call(call).await {
-            Ok(()) => {
+        let (moved, seq) = match self.coord.call_at(call).await {
+            Ok(((), seq)) => {
                 // As the table has it now: a publish may have landed while
                 // this rename waited for it (a newer version than `src`).
                 let cur = self.table.current(src.id).unwrap_or_else(|| src.clone());
-                FileEntry { parent: new_parent, name: new_name.to_string(), ..cur }
+                (FileEntry { parent: new_parent, name: new_name.to_string(), ..cur }, seq)
             }
             Err(CoordError::Refused(ProtoError::Locked(holder))) => {
                 let who = if holder.member == self.me { src.id } else { target.unwrap_or(src.id) };
@@ -269,7 +269,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Some(t) = target.filter(|t| *t != src.id) {
             self.writes.deleted(t);
         }
-        self.table.renamed_here(moved, target, &self.handles.open_files());
+        self.table.renamed_here(moved, target, &self.handles.open_files(), seq);
         self.changed.notify_waiters();
         Ok(())
     }

@@ -27,7 +27,7 @@
 use super::local::is_local;
 use super::{Content, Coordinator, Folder, ModelError, Result};
 use std::sync::Arc;
-use titorrent_tracker::proto::{FileEntry, FileId, FileKind, Owner};
+use titorrent_tracker::proto::{FileEntry, FileId, FileKind, Owner, Seq};
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Gives `file` another name, `new_parent/new_name`, at the tracker.
@@ -69,9 +69,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// After the tracker answered a delete of `file`'s own name with the
     /// file moved to a link's place (a promotion): the link entry under
     /// that name goes, the file takes its place, here as at the tracker.
-    pub(super) fn promoted_here(&self, moved: FileEntry) {
+    pub(super) fn promoted_here(&self, moved: FileEntry, seq: Option<Seq>) {
         let link = self.table.name_entry(moved.parent, &moved.name).filter(|l| l.kind.link_of() == Some(moved.id));
-        self.table.renamed_here(moved, link.map(|l| l.id), &self.handles.open_files());
+        self.table.renamed_here(moved, link.map(|l| l.id), &self.handles.open_files(), seq);
         self.changed.notify_waiters();
     }
 }

@@ -121,8 +121,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             return Err(ModelError::Offline);
         }
         let call = CreateLocked { parent, name: name.to_string(), mode: mode & 0o7777, owner };
-        let (entry, lease) = match self.coord.call(call).await {
-            Ok(LockedFile { entry, lease }) => (entry, lease),
+        let (entry, lease, seq) = match self.coord.call_at(call).await {
+            Ok((LockedFile { entry, lease }, seq)) => (entry, lease, seq),
             Err(CoordError::Refused(ProtoError::AlreadyExists)) if exclusive => return Err(ModelError::Exists),
             Err(CoordError::Refused(ProtoError::AlreadyExists)) => {
                 // Someone else created it first: open theirs, as O_CREAT without O_EXCL would.
@@ -134,7 +134,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         };
         let staging = self.new_staging(entry.id, &lease)?;
         self.writes.created(entry.id, Session::new(lease, staging));
-        self.table.insert(entry.clone());
+        self.table.insert(entry.clone(), seq);
         self.table.set_own_bits(entry.id, mode);
         let entry = FileEntry { mode: entry.mode | self.table.own_bits(entry.id), ..entry };
         let fh = self.handles.open(entry.id, open);
@@ -162,8 +162,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// name) at the tracker and records it in the table.
     pub(super) async fn create_unlocked(&self, parent: FileId, name: &str, kind: FileKind, mode: u32, owner: Owner) -> Result<FileEntry> {
         let call = CreateFile { parent, name: name.to_string(), kind, mode, lock: false, owner };
-        let entry = self.coord.call(call).await?.entry;
-        self.table.insert(entry.clone());
+        let (answer, seq) = self.coord.call_at(call).await?;
+        let entry = answer.entry;
+        self.table.insert(entry.clone(), seq);
         self.changed.notify_waiters();
         Ok(entry)
     }

@@ -38,17 +38,32 @@ pub(super) struct Effects {
     pub purged: Vec<FileId>,
 }
 
+/// A file whose place (or absence) this member applied from its own
+/// change's answer, before that change's events: the table shows the file
+/// where it is as of `seq`, so the events up to `seq` that create, move or
+/// delete it are older news and skipped; the later ones apply as usual.
+/// That is what keeps a `config.lock` renamed over `config` and created
+/// again from reappearing, or vanishing, on its own late events.
+#[derive(Debug, Clone, Copy)]
+struct Own {
+    seq: Seq,
+    /// Deleted (or replaced) here: every event about it up to `seq` is
+    /// skipped, not only those that move it.
+    gone: bool,
+    /// The file a deleted hard link named, for its deletion's event.
+    link_of: Option<FileId>,
+}
+
 #[derive(Debug)]
 struct TableState {
     tree: Tree,
     seq: Option<Seq>,
     locks: HashMap<FileId, LockHolder>,
-    /// Files this member deleted (or replaced by a rename) whose deletion's
-    /// event has not arrived yet: events about them before it are stale and
-    /// would bring them back (a `config.lock` renamed over `config`, then
-    /// created again, must not reappear from its own late creation event).
-    /// With the file each was a hard link to, for its deletion's event.
-    deleted_here: HashMap<FileId, Option<FileId>>,
+    /// Where this member's own changes put files ahead of the events: for
+    /// each file it created, renamed, deleted or replaced, the seq of that
+    /// commit as the tracker's answer said (see [`Own`]). Dropped once the
+    /// events reach it.
+    own: HashMap<FileId, Own>,
     /// Files just removed from the table (deleted, or replaced by a rename),
     /// still readable through their inode: by handles opened before (as an
     /// unlinked file stays readable), and for [`ORPHAN_GRACE`] by opens
@@ -84,7 +99,7 @@ impl Default for FileTable {
                 tree: Tree::new(),
                 seq: None,
                 locks: HashMap::new(),
-                deleted_here: HashMap::new(),
+                own: HashMap::new(),
                 orphans: HashMap::new(),
                 atimes: HashMap::new(),
                 own_bits: HashMap::new(),
@@ -95,6 +110,29 @@ impl Default for FileTable {
 }
 
 impl TableState {
+    /// Whether the table already shows `id` where it is as of `seq` (its
+    /// events up to `seq` applied, or a newer change of this member's).
+    fn is_past(&self, id: FileId, seq: Option<Seq>) -> bool {
+        seq.is_some_and(|s| self.seq.is_some_and(|t| t >= s) || self.own.get(&id).is_some_and(|o| o.seq >= s))
+    }
+
+    /// Notes that this member's change at `seq` placed (or removed) `id`.
+    fn mark(&mut self, id: FileId, seq: Option<Seq>, gone: bool, link_of: Option<FileId>) {
+        if let Some(seq) = seq {
+            self.own.insert(id, Own { seq, gone, link_of });
+        }
+    }
+
+    /// Whether `ev` is older than what this member's own change shows.
+    fn superseded(&self, ev: &Event) -> bool {
+        let Some(o) = tree_subject(&ev.kind).and_then(|f| self.own.get(&f)) else { return false };
+        let places = matches!(
+            ev.kind,
+            EventKind::FileCreated(_) | EventKind::FileRenamed { .. } | EventKind::FileDeleted { .. } | EventKind::Restored { .. }
+        );
+        ev.seq <= o.seq && (o.gone || places)
+    }
+
     /// An event of the version shown here, older than an attribute change
     /// of this member: it brings the content's fields, not the old mode,
     /// mtime and owner.
@@ -226,14 +264,10 @@ impl FileTable {
                 continue; // already applied
             }
             t.seq = Some(ev.seq);
-            let link_of = |f| t.tree.get(f).and_then(|e| e.kind.link_of()).or_else(|| t.deleted_here.get(&f).copied().flatten());
+            let link_of = |f| t.tree.get(f).and_then(|e| e.kind.link_of()).or_else(|| t.own.get(&f).and_then(|o| o.link_of));
             let touches = ev.kind.touches(link_of);
-            if let Some(file) = tree_subject(&ev.kind).filter(|f| t.deleted_here.contains_key(f)) {
-                if matches!(ev.kind, EventKind::FileDeleted { .. }) {
-                    t.deleted_here.remove(&file);
-                }
-                // deleted here already (see `deleted_here`)
-            } else {
+            // Still touches: the times are the tracker's.
+            if !t.superseded(&ev) {
                 t.apply(ev.kind, open, &mut fx);
             }
             for id in t.touch(touches, ev.at) {
@@ -241,6 +275,9 @@ impl FileTable {
                     fx.inodes.push(id); // its times changed
                 }
             }
+        }
+        if let Some(seq) = t.seq {
+            t.own.retain(|_, o| o.seq > seq);
         }
         fx
     }
@@ -262,7 +299,9 @@ impl FileTable {
             .cloned()
             .collect();
         t.tree = new_tree;
-        t.deleted_here.clear();
+        // Newer than any answer of the connection before (a member asks
+        // nothing before it).
+        t.own.clear();
         // The snapshot has this member's changes that were answered.
         t.attrs_set_here.retain(|_, at| *at == u64::MAX);
         t.seq = Some(seq);
@@ -271,14 +310,19 @@ impl FileTable {
 
     // ---- this member's own changes, before their events -------------------
 
-    /// A file or directory this member created, as the tracker answered.
-    pub fn insert(&self, e: FileEntry) -> tree::Applied {
+    /// A file or directory this member created, as the tracker answered
+    /// (the table as of `seq`, its commit).
+    pub fn insert(&self, e: FileEntry, seq: Option<Seq>) -> tree::Applied {
         let mut t = self.inner.lock();
+        if t.is_past(e.id, seq) {
+            return tree::Applied::default(); // its event came first
+        }
         // Its event, applied first, touched the directory already.
         let touches = if t.tree.get(e.id).is_some() { [None, None] } else { EventKind::FileCreated(e.clone()).touches(|_| None) };
-        let at = e.ctime;
+        let (id, at) = (e.id, e.ctime);
         let applied = t.tree.apply(e);
         t.touch(touches, at);
+        t.mark(id, seq, false, None);
         applied
     }
 
@@ -346,18 +390,18 @@ impl FileTable {
         self.inner.lock().touch([Some(Touch::Dir(dir)), None], super::now_ms());
     }
 
-    /// This member deleted a file at the tracker. (If the deletion's event
-    /// came first, the file is gone already and its directory touched.)
-    pub fn removed_here(&self, id: FileId, open: &HashSet<FileId>) {
+    /// This member deleted a file at the tracker, in the commit `seq`.
+    /// (If the deletion's event came first, the file is gone already and
+    /// its directory touched.)
+    pub fn removed_here(&self, id: FileId, open: &HashSet<FileId>, seq: Option<Seq>) {
         let mut t = self.inner.lock();
         t.locks.remove(&id);
+        if t.is_past(id, seq) {
+            return;
+        }
         let parent = t.tree.get(id).map(|e| Touch::Dir(e.parent));
         let link_of = t.tree.get(id).and_then(|e| e.kind.link_of());
-        // Its deletion's event still to come (else it is gone already, and
-        // a mark now would hide the file if it came back, undeleted).
-        if t.tree.get(id).is_some() {
-            t.deleted_here.insert(id, link_of);
-        }
+        t.mark(id, seq, true, link_of);
         t.remove_from_tree(id, open);
         t.touch([parent, link_of.map(Touch::Ctime)], super::now_ms());
     }
@@ -365,14 +409,16 @@ impl FileTable {
     /// This member renamed `moved.id` at the tracker, over `replaced` if
     /// that is another file. The kernel moves its dentry when the rename is
     /// answered: the table agrees before that.
-    pub fn renamed_here(&self, moved: FileEntry, replaced: Option<FileId>, open: &HashSet<FileId>) {
+    pub fn renamed_here(&self, moved: FileEntry, replaced: Option<FileId>, open: &HashSet<FileId>, seq: Option<Seq>) {
         let mut t = self.inner.lock();
+        if t.is_past(moved.id, seq) {
+            return; // its events came first (and maybe newer ones)
+        }
         if let Some(r) = replaced.filter(|r| *r != moved.id) {
-            if t.tree.get(r).is_some() {
-                t.deleted_here.insert(r, None); // as in `removed_here`
-            }
+            t.mark(r, seq, true, None); // as in `removed_here`
             t.remove_from_tree(r, open);
         }
+        t.mark(moved.id, seq, false, None);
         // A rename changes no attribute: keep the table's mode and
         // mtime, which may be newer than the answer's. One set here
         // during a write session is shared when the session ends, which
@@ -540,8 +586,8 @@ impl FileTable {
     }
 
     #[cfg(test)]
-    pub fn deleted_here_is_empty(&self) -> bool {
-        self.inner.lock().deleted_here.is_empty()
+    pub fn own_is_empty(&self) -> bool {
+        self.inner.lock().own.is_empty()
     }
 
     // ---- locks as heard ----------------------------------------------------

@@ -478,10 +478,11 @@ async fn late_events_do_not_move_back_a_renamed_file_nor_revive_a_deleted_one() 
     )]);
     assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, second.id, "config is the second save");
     assert!(f.folder.lookup(FileId::ROOT, "config.lock").is_err());
-    // Once its deletion's event is in, the first file's id is forgotten.
-    f.folder.apply_events(vec![event(4, EventKind::FileDeleted { file: tmp.id, parent: FileId::ROOT, name: "config".into() })]);
+    // Once the events pass the commit of its deletion (the fake's seqs
+    // count its requests), the first file's id is forgotten.
+    f.folder.apply_events(vec![event(100, EventKind::FileDeleted { file: tmp.id, parent: FileId::ROOT, name: "config".into() })]);
     assert_eq!(f.folder.lookup(FileId::ROOT, "config").unwrap().id, second.id);
-    assert!(f.folder.table.deleted_here_is_empty());
+    assert!(f.folder.table.own_is_empty());
 }
 
 #[tokio::test]
@@ -493,7 +494,8 @@ async fn a_file_deleted_by_another_member_stays_readable_through_an_open_handle(
     published(&f, 1).await;
     let reading = f.folder.open_read(entry.id).unwrap();
     let gone = EventKind::FileDeleted { file: entry.id, parent: FileId::ROOT, name: "movie.txt".into() };
-    f.folder.apply_events(vec![Event { seq: Seq(1), at: 0, by: MemberId(8), kind: gone }]);
+    // Committed after every request of this test (the fake numbers them).
+    f.folder.apply_events(vec![Event { seq: Seq(100), at: 0, by: MemberId(8), kind: gone }]);
     assert!(f.folder.lookup(FileId::ROOT, "movie.txt").is_err(), "the name is gone");
     assert_eq!(read_all(&f, reading), b"the whole movie", "as an unlinked file, still readable while open");
     // And through the inode a moment after (a name the kernel still caches).

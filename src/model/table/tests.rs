@@ -106,7 +106,8 @@ fn a_file_deleted_here_ignores_its_late_events_and_publish_until_its_deletion() 
     let t = FileTable::default();
     t.apply_snapshot(Seq(0), vec![file(2, "a", 1, None)]);
     let none = HashSet::new();
-    t.removed_here(FileId(2), &none);
+    // Deleted in the tracker's commit 2.
+    t.removed_here(FileId(2), &none, Some(Seq(2)));
     assert!(t.lookup(FileId::ROOT, "a").is_err());
     assert!(t.entry(FileId(2)).is_some(), "an orphan, still openable by inode");
     t.apply_events(vec![ev(1, EventKind::FileUpdated(file(2, "a", 2, None)))], &none);
@@ -114,9 +115,46 @@ fn a_file_deleted_here_ignores_its_late_events_and_publish_until_its_deletion() 
     // The answer to this member's publish, handled after the delete's.
     assert_eq!(t.published(file(2, "a", 3, Some(3))), tree::Applied::default());
     assert!(t.lookup(FileId::ROOT, "a").is_err(), "not brought back by the publish either");
-    assert!(!t.deleted_here_is_empty());
+    assert!(!t.own_is_empty());
     t.apply_events(vec![ev(2, EventKind::FileDeleted { file: FileId(2), parent: FileId::ROOT, name: "a".into() })], &none);
-    assert!(t.deleted_here_is_empty());
+    assert!(t.own_is_empty(), "forgotten once the events reached the delete");
+}
+
+/// This member's own changes and the events take effect in commit order,
+/// whichever reaches the table first: `config.lock` renamed over `config`
+/// (commit 3) and a new `config.lock` made (commit 4), with the events of
+/// commits 2 to 4 arriving only after both answers.
+#[test]
+fn own_changes_and_late_events_apply_in_commit_order() {
+    let t = FileTable::default();
+    let none = HashSet::new();
+    t.apply_snapshot(Seq(1), vec![file(2, "config", 1, None)]);
+    let lock = file(3, "config.lock", 1, None);
+    let created = EventKind::FileCreated(lock.clone());
+    t.insert(lock.clone(), Some(Seq(2)));
+    let moved = FileEntry { name: "config".into(), ..lock.clone() };
+    t.renamed_here(moved.clone(), Some(FileId(2)), &none, Some(Seq(3)));
+    let again = file(4, "config.lock", 1, None);
+    t.insert(again.clone(), Some(Seq(4)));
+    let shown = |t: &FileTable| (t.lookup(FileId::ROOT, "config").ok(), t.lookup(FileId::ROOT, "config.lock").ok());
+    assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))));
+    // The late events: the first creation of config.lock would take the
+    // name back from the second; the rename would be done twice.
+    t.apply_events(vec![ev(2, created)], &none);
+    assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))), "a late creation changes nothing");
+    let gone = EventKind::FileDeleted { file: FileId(2), parent: FileId::ROOT, name: "config".into() };
+    let renamed = EventKind::FileRenamed { entry: moved, old_parent: FileId::ROOT, old_name: "config.lock".into() };
+    t.apply_events(vec![ev(3, gone), ev(3, renamed)], &none);
+    t.apply_events(vec![ev(4, EventKind::FileCreated(again))], &none);
+    assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))));
+    assert!(t.own_is_empty());
+    // An answer older than the events already applied changes nothing.
+    t.renamed_here(FileEntry { name: "old".into(), ..file(3, "config", 1, None) }, None, &none, Some(Seq(3)));
+    assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))), "an answer the events overtook is not applied");
+    // Events after this member's changes apply as usual.
+    let later = EventKind::FileRenamed { entry: file(4, "other", 1, None), old_parent: FileId::ROOT, old_name: "config.lock".into() };
+    t.apply_events(vec![ev(5, later)], &none);
+    assert_eq!(t.lookup(FileId::ROOT, "other").ok(), Some(FileId(4)));
 }
 
 #[test]
@@ -131,9 +169,9 @@ fn entries_made_removed_and_moved_touch_their_directories_times() {
     assert_eq!((times(1), times(2), times(3)), ((500, 500), (500, 500), (10, 0)), "both directories of a move, no other");
     assert!(fx.inodes.contains(&FileId(2)) && fx.inodes.contains(&FileId::ROOT), "the kernel is told: {:?}", fx.inodes);
     let before = super::super::now_ms();
-    t.removed_here(FileId(4), &HashSet::new());
+    t.removed_here(FileId(4), &HashSet::new(), None);
     assert!(times(2).0 >= before && times(2).1 >= before, "a removal here touches the directory at once");
-    t.insert(FileEntry { parent: FileId(3), ctime: 700, ..file(5, "g", 0, None) });
+    t.insert(FileEntry { parent: FileId(3), ctime: 700, ..file(5, "g", 0, None) }, None);
     assert_eq!(times(3), (700, 700), "a creation here: at the tracker's time");
 }
 
@@ -143,7 +181,7 @@ fn a_rename_here_over_another_file_keeps_the_tables_attributes() {
     t.apply_snapshot(Seq(0), vec![file(2, "tmp", 1, None), file(3, "final", 1, None)]);
     t.set_attrs_here(FileId(2), Some(0o600), None);
     let answer = FileEntry { name: "final".into(), mode: 0o644, ..file(2, "tmp", 1, None) };
-    t.renamed_here(answer, Some(FileId(3)), &HashSet::new());
+    t.renamed_here(answer, Some(FileId(3)), &HashSet::new(), None);
     assert_eq!(t.lookup(FileId::ROOT, "final").unwrap(), FileId(2));
     assert_eq!(t.current(FileId(2)).unwrap().mode, 0o600);
     assert!(t.current(FileId(3)).is_none());

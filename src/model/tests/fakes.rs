@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use titorrent_tracker::calls::Call;
-use titorrent_tracker::proto::{FileEntry, FileKind, Lease, LeaseId, LockHolder, MemberId, MemberInfo, Owner, ProtoError, Request, Response};
+use titorrent_tracker::proto::{FileEntry, FileKind, Lease, LeaseId, LockHolder, MemberId, MemberInfo, Owner, ProtoError, Request, Response, Seq};
 
 /// Content kept in memory, addressed by a fake info hash (first bytes of a
 /// counter); `local` decides whether a version counts as complete here.

@@ -188,7 +188,7 @@ async fn a_part_that_arrives_slowly_is_read_whole() {
         // what the link takes for a dead tracker (300 ms, then 300 ms more).
         tokio::time::sleep(Duration::from_millis(250)).await;
         s.write_all(rest).await.unwrap();
-        let end = ServerFrame::Response { id, resp: Response::Files { seq: Seq(0), files: vec![] } };
+        let end = ServerFrame::Response { id, seq: None, resp: Response::Files { seq: Seq(0), files: vec![] } };
         s.write_all(&encode_frame(&end).unwrap()).await.unwrap();
         s.flush().await.unwrap();
         let mut sink = Vec::new();
