@@ -4,7 +4,7 @@
 //!
 //! | part | file | owns | lock |
 //! |------|------|------|------|
-//! | [`table::FileTable`] | `table.rs` (+ `tree.rs`) | the file table, last applied event, locks as heard, orphans, this member's deletions, atimes | one `Mutex` |
+//! | [`table::FileTable`] | `table.rs` (+ `tree.rs`) | the file table, last applied event, locks as heard, orphans, where its own changes stand among the events (by seq), atimes | one `Mutex` |
 //! | [`handles::Handles`] | `handles.rs` | open file handles | one `Mutex` |
 //! | [`writes::WriteSessions`] | `writes.rs` | this member's write sessions (a state machine per file, see [`writes::WriteState`]) | one `Mutex` (+ each staging copy's append lock) |
 //! | [`store::VersionStore`] | `store.rs` (+ `history.rs`) | what is local, pins, old versions to collect, holders, reports | one `Mutex` |
