@@ -252,13 +252,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         let target = target.filter(|t| self.table.links_to(*t) == 0);
         let call = Rename { file: src.id, new_parent, new_name: new_name.to_string(), replace };
         let _deleting = target.map(|t| self.writes.deleting(t, &self.changed));
-        let (moved, seq) = match self.coord.call_at(call).await {
-            Ok(((), seq)) => {
-                // As the table has it now: a publish may have landed while
-                // this rename waited for it (a newer version than `src`).
-                let cur = self.table.current(src.id).unwrap_or_else(|| src.clone());
-                (FileEntry { parent: new_parent, name: new_name.to_string(), ..cur }, seq)
-            }
+        let seq = match self.coord.call_at(call).await {
+            Ok(((), seq)) => seq,
             Err(CoordError::Refused(ProtoError::Locked(holder))) => {
                 let who = if holder.member == self.me { src.id } else { target.unwrap_or(src.id) };
                 return Err(ModelError::Locked { path: self.path_of(who), holder });
@@ -269,7 +264,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Some(t) = target.filter(|t| *t != src.id) {
             self.writes.deleted(t);
         }
-        self.table.renamed_here(moved, target, &self.handles.open_files(), seq);
+        self.table.renamed_here(src.id, (new_parent, new_name), target, &self.handles.open_files(), seq);
         self.changed.notify_waiters();
         Ok(())
     }

@@ -71,7 +71,8 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// that name goes, the file takes its place, here as at the tracker.
     pub(super) fn promoted_here(&self, moved: FileEntry, seq: Option<Seq>) {
         let link = self.table.name_entry(moved.parent, &moved.name).filter(|l| l.kind.link_of() == Some(moved.id));
-        self.table.renamed_here(moved, link.map(|l| l.id), &self.handles.open_files(), seq);
+        let to = (moved.parent, moved.name.as_str());
+        self.table.renamed_here(moved.id, to, link.map(|l| l.id), &self.handles.open_files(), seq);
         self.changed.notify_waiters();
     }
 }

@@ -406,36 +406,26 @@ impl FileTable {
         t.touch([parent, link_of.map(Touch::Ctime)], super::now_ms());
     }
 
-    /// This member renamed `moved.id` at the tracker, over `replaced` if
-    /// that is another file. The kernel moves its dentry when the rename is
-    /// answered: the table agrees before that.
-    pub fn renamed_here(&self, moved: FileEntry, replaced: Option<FileId>, open: &HashSet<FileId>, seq: Option<Seq>) {
+    /// This member renamed `id` to `to` at the tracker (commit `seq`), over
+    /// `replaced` if that is another file. A rename moves the entry and
+    /// changes none of its attributes: the table's stay (they may be newer
+    /// than what the tracker had then, such as a mode set here during a
+    /// write session, shared when it ends). The kernel moves its dentry
+    /// when the rename is answered: the table agrees before that.
+    pub fn renamed_here(&self, id: FileId, to: (FileId, &str), replaced: Option<FileId>, open: &HashSet<FileId>, seq: Option<Seq>) {
         let mut t = self.inner.lock();
-        if t.is_past(moved.id, seq) {
+        if t.is_past(id, seq) {
             return; // its events came first (and maybe newer ones)
         }
-        if let Some(r) = replaced.filter(|r| *r != moved.id) {
+        let Some(cur) = t.tree.get(id).cloned() else { return };
+        if let Some(r) = replaced.filter(|r| *r != id) {
             t.mark(r, seq, true, None); // as in `removed_here`
             t.remove_from_tree(r, open);
         }
-        t.mark(moved.id, seq, false, None);
-        // A rename changes no attribute: keep the table's mode and
-        // mtime, which may be newer than the answer's. One set here
-        // during a write session is shared when the session ends, which
-        // can reach the tracker after this rename and be applied here
-        // (answer or event) before this thread applies the answer (rsync:
-        // close, fchmod 644 on another descriptor, rename; the file kept
-        // its 0600 here). If the table's are the older ones, the event
-        // that changed them is still to come and brings them.
-        let moved = match t.tree.get(moved.id) {
-            Some(cur) => FileEntry { mode: cur.mode, mtime: cur.mtime, ..moved },
-            None => moved,
-        };
-        // The directories' times, unless the rename's event came first
-        // (it moved the entry and touched them).
-        let old_parent = t.tree.get(moved.id).filter(|cur| (cur.parent, &cur.name) != (moved.parent, &moved.name)).map(|cur| cur.parent);
-        let new_parent = old_parent.filter(|p| *p != moved.parent).map(|_| moved.parent);
-        t.tree.apply(moved);
+        t.mark(id, seq, false, None);
+        let old_parent = ((cur.parent, cur.name.as_str()) != to).then_some(cur.parent);
+        let new_parent = old_parent.filter(|p| *p != to.0).map(|_| to.0);
+        t.tree.apply(FileEntry { parent: to.0, name: to.1.to_string(), ..cur });
         t.touch([old_parent.map(Touch::Dir), new_parent.map(Touch::Dir)], super::now_ms());
     }
 

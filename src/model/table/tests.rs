@@ -133,7 +133,7 @@ fn own_changes_and_late_events_apply_in_commit_order() {
     let created = EventKind::FileCreated(lock.clone());
     t.insert(lock.clone(), Some(Seq(2)));
     let moved = FileEntry { name: "config".into(), ..lock.clone() };
-    t.renamed_here(moved.clone(), Some(FileId(2)), &none, Some(Seq(3)));
+    t.renamed_here(FileId(3), (FileId::ROOT, "config"), Some(FileId(2)), &none, Some(Seq(3)));
     let again = file(4, "config.lock", 1, None);
     t.insert(again.clone(), Some(Seq(4)));
     let shown = |t: &FileTable| (t.lookup(FileId::ROOT, "config").ok(), t.lookup(FileId::ROOT, "config.lock").ok());
@@ -149,7 +149,7 @@ fn own_changes_and_late_events_apply_in_commit_order() {
     assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))));
     assert!(t.own_is_empty());
     // An answer older than the events already applied changes nothing.
-    t.renamed_here(FileEntry { name: "old".into(), ..file(3, "config", 1, None) }, None, &none, Some(Seq(3)));
+    t.renamed_here(FileId(3), (FileId::ROOT, "old"), None, &none, Some(Seq(3)));
     assert_eq!(shown(&t), (Some(FileId(3)), Some(FileId(4))), "an answer the events overtook is not applied");
     // Events after this member's changes apply as usual.
     let later = EventKind::FileRenamed { entry: file(4, "other", 1, None), old_parent: FileId::ROOT, old_name: "config.lock".into() };
@@ -180,8 +180,7 @@ fn a_rename_here_over_another_file_keeps_the_tables_attributes() {
     let t = FileTable::default();
     t.apply_snapshot(Seq(0), vec![file(2, "tmp", 1, None), file(3, "final", 1, None)]);
     t.set_attrs_here(FileId(2), Some(0o600), None);
-    let answer = FileEntry { name: "final".into(), mode: 0o644, ..file(2, "tmp", 1, None) };
-    t.renamed_here(answer, Some(FileId(3)), &HashSet::new(), None);
+    t.renamed_here(FileId(2), (FileId::ROOT, "final"), Some(FileId(3)), &HashSet::new(), None);
     assert_eq!(t.lookup(FileId::ROOT, "final").unwrap(), FileId(2));
     assert_eq!(t.current(FileId(2)).unwrap().mode, 0o600);
     assert!(t.current(FileId(3)).is_none());
