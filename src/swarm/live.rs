@@ -179,7 +179,7 @@ impl Inner {
             };
             let h = h.clone();
             *e = Engine::Dormant { haves: haves.clone() };
-            self.live.fetch_sub(1, Ordering::AcqRel);
+            self.live.lock().remove(&v.ih);
             (h, haves)
         };
         if let Err(e) = self.meta.save_haves(v.ih, &haves) {
@@ -481,13 +481,7 @@ impl Inner {
     /// One look at the live versions: note activity, re-want what is stuck,
     /// rotate stalled fetches, put idle versions to sleep.
     async fn sweep(self: &Arc<Self>) {
-        let live: Vec<Arc<Version>> = self
-            .versions
-            .read()
-            .values()
-            .filter(|v| v.live_handle().is_some())
-            .cloned()
-            .collect();
+        let live = self.live_versions();
         let now = Instant::now();
         let mut candidates = Vec::new();
         let queue_waiting = !self.fetch_queue.lock().is_empty();
@@ -565,18 +559,27 @@ impl Inner {
 
     /// Versions live in librqbit now.
     pub(super) fn live_count(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.live.lock().len()
     }
 
-    /// Sets a version's engine state, keeping the count of live ones.
+    /// The versions live now: what the sweeper looks at, however many
+    /// dormant ones the group has.
+    pub(super) fn live_versions(&self) -> Vec<Arc<Version>> {
+        let ids: Vec<InfoHash> = self.live.lock().iter().copied().collect();
+        let versions = self.versions.read();
+        ids.iter().filter_map(|ih| versions.get(ih).cloned()).collect()
+    }
+
+    /// Sets a version's engine state, keeping the set of live ones.
     pub(super) fn set_engine(&self, v: &Version, new: Engine) {
         let now_live = matches!(new, Engine::Live(_));
-        let was_live = matches!(std::mem::replace(&mut *v.engine.lock(), new), Engine::Live(_));
-        match (was_live, now_live) {
-            (false, true) => self.live.fetch_add(1, Ordering::AcqRel),
-            (true, false) => self.live.fetch_sub(1, Ordering::AcqRel),
-            _ => 0,
-        };
+        let mut e = v.engine.lock();
+        *e = new;
+        if now_live {
+            self.live.lock().insert(v.ih);
+        } else {
+            self.live.lock().remove(&v.ih);
+        }
     }
 
     /// Registers the torrents librqbit restored from its own persistence

@@ -57,7 +57,7 @@ pub use links::LinkError;
 pub use live::{DEFAULT_IDLE, PUBLISH_LIVE};
 pub use metainfo::{piece_length_for, MAX_PIECES, MIN_PIECE_LENGTH};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -173,8 +173,9 @@ struct Inner {
     key: Fingerprint,
     fetch_queue: Mutex<FetchQueue>,
     fetch_kick: Arc<Notify>,
-    /// Versions live in librqbit now (changed only by `Inner::set_engine`).
-    live: AtomicUsize,
+    /// The versions live in librqbit now (changed by `Inner::set_engine`
+    /// and `Inner::sleep`), so that the sweeper looks at those alone.
+    live: Mutex<HashSet<InfoHash>>,
     /// Held while a new version is filled from the one it names as
     /// `similar` (`reuse`), and by any other ensure of such a version.
     filling: tokio::sync::Mutex<()>,
@@ -249,7 +250,7 @@ impl Swarm {
             key,
             fetch_queue: Mutex::default(),
             fetch_kick: Arc::new(Notify::new()),
-            live: AtomicUsize::new(0),
+            live: Mutex::default(),
             filling: tokio::sync::Mutex::new(()),
             want_hook: OnceLock::new(),
             idle: cfg.idle,
@@ -310,7 +311,7 @@ impl Swarm {
     /// Puts every live version nobody uses to sleep now, as the sweeper does
     /// after they are idle for a while. Returns how many slept.
     pub async fn sleep_idle(&self) -> usize {
-        let live: Vec<_> = self.inner.versions.read().values().cloned().collect();
+        let live = self.inner.live_versions();
         let mut n = 0;
         for v in live {
             let fetching = v.background.load(Ordering::Acquire) && !v.is_complete();
