@@ -47,8 +47,9 @@ async fn a_table_larger_than_a_frame_reaches_a_new_link_as_one_snapshot() {
     }
 
     let (ben_link, mut rx) = TrackerLink::start(srv.addr.to_string(), ben, 0, None);
-    assert_eq!(next(&mut rx).await, LinkEvent::Online);
-    let LinkEvent::Snapshot { seq, files } = next(&mut rx).await else { panic!("expected a snapshot") };
+    // Online comes with the answer to its Subscribe, the whole table.
+    assert_eq!(next_within(&mut rx, Duration::from_secs(120)).await, LinkEvent::Online);
+    let LinkEvent::Snapshot { seq, files } = next_within(&mut rx, Duration::from_secs(120)).await else { panic!("expected a snapshot") };
     let whole = Response::Snapshot { seq, files: files.clone() };
     assert!(
         matches!(encode_frame(&ServerFrame::Response { id: 2, seq: None, resp: whole }), Err(FrameError::TooLarge(_))),

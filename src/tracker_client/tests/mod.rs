@@ -77,7 +77,14 @@ impl Server {
 }
 
 async fn next(rx: &mut UnboundedReceiver<LinkEvent>) -> LinkEvent {
-    tokio::time::timeout(WAIT, rx.recv()).await.expect("no link event in time").expect("link ended")
+    next_within(rx, WAIT).await
+}
+
+/// [`next`] with a deadline of its own: a snapshot of tens of thousands of
+/// rows, read by a debug build on a busy machine, takes longer than one
+/// event.
+async fn next_within(rx: &mut UnboundedReceiver<LinkEvent>, wait: Duration) -> LinkEvent {
+    tokio::time::timeout(wait, rx.recv()).await.expect("no link event in time").expect("link ended")
 }
 
 /// What a link hands on, one event at a time (a commit's events come out
