@@ -317,7 +317,8 @@ impl FileTable {
         if t.is_past(e.id, seq) {
             return tree::Applied::default(); // its event came first
         }
-        // Its event, applied first, touched the directory already.
+        // An answer without a seq cannot tell: if the entry is here, its
+        // event came first and touched the directory already.
         let touches = if t.tree.get(e.id).is_some() { [None, None] } else { EventKind::FileCreated(e.clone()).touches(|_| None) };
         let (id, at) = (e.id, e.ctime);
         let applied = t.tree.apply(e);

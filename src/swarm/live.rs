@@ -178,8 +178,7 @@ impl Inner {
                 }
             };
             let h = h.clone();
-            *e = Engine::Dormant { haves: haves.clone() };
-            self.live.lock().remove(&v.ih);
+            self.set_engine_locked(v.ih, &mut e, Engine::Dormant { haves: haves.clone() });
             (h, haves)
         };
         if let Err(e) = self.meta.save_haves(v.ih, &haves) {
@@ -572,14 +571,17 @@ impl Inner {
 
     /// Sets a version's engine state, keeping the set of live ones.
     pub(super) fn set_engine(&self, v: &Version, new: Engine) {
-        let now_live = matches!(new, Engine::Live(_));
-        let mut e = v.engine.lock();
-        *e = new;
-        if now_live {
-            self.live.lock().insert(v.ih);
+        self.set_engine_locked(v.ih, &mut v.engine.lock(), new);
+    }
+
+    /// [`Inner::set_engine`] for a caller that holds the engine's lock.
+    fn set_engine_locked(&self, ih: InfoHash, engine: &mut Engine, new: Engine) {
+        if matches!(new, Engine::Live(_)) {
+            self.live.lock().insert(ih);
         } else {
-            self.live.lock().remove(&v.ih);
+            self.live.lock().remove(&ih);
         }
+        *engine = new;
     }
 
     /// Registers the torrents librqbit restored from its own persistence

@@ -63,11 +63,13 @@ pub(crate) enum Ticket {
 }
 
 impl Ticket {
-    /// The seq the answer it holds back is as of ([`crate::proto::ServerFrame::Response`]).
+    /// The seq of the commit whose answer it holds back
+    /// ([`crate::proto::ServerFrame::Response`]); none for an answer that
+    /// only waits for the log to be durable (it committed nothing).
     pub fn seq(&self) -> Option<Seq> {
         match self {
             Ticket::Flush(_, seq) => *seq,
-            Ticket::Seq(_, seq) => Some(*seq),
+            Ticket::Seq(..) => None,
         }
     }
 
