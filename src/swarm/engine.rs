@@ -94,7 +94,8 @@ pub(super) fn session_options(
 }
 
 /// Starts the doors, with a waker that makes an exported version live
-/// before a standard client's link reaches librqbit.
+/// before a standard client's link reaches librqbit, and the source of
+/// the blobs other members ask for.
 pub(super) fn spawn_links(inner: &Arc<Inner>, (links, doors, engine_addr): (Arc<links::Links>, links::Doors, SocketAddr)) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let waker: links::Waker = Box::new(move |ih| {
@@ -105,7 +106,17 @@ pub(super) fn spawn_links(inner: &Arc<Inner>, (links, doors, engine_addr): (Arc<
             }
         })
     });
-    links.spawn(doors, engine_addr, waker, &tokio::runtime::Handle::current());
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let blobs: super::blobs::Source = Box::new(move |ids| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            match weak.upgrade() {
+                Some(inner) => inner.blobs_for(ids).await,
+                None => vec![None; ids.len()],
+            }
+        })
+    });
+    links.spawn(doors, engine_addr, (waker, blobs), &tokio::runtime::Handle::current());
 }
 
 impl Inner {

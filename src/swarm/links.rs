@@ -74,6 +74,9 @@ const SOCKET_READ_BUF: usize = 256 * 1024;
 /// A member's socket as TLS sees it: reads buffered, writes straight through.
 type MemberSocket = tokio::io::BufReader<TcpStream>;
 
+/// A link dialled to another member's blob service (`blobs`).
+pub(super) type BlobLink = tokio_rustls::client::TlsStream<MemberSocket>;
+
 fn member_socket(tcp: TcpStream) -> MemberSocket {
     tokio::io::BufReader::with_capacity(SOCKET_READ_BUF, tcp)
 }
@@ -189,6 +192,8 @@ pub(super) struct Links {
     /// Makes a version live in librqbit before an export link reaches it
     /// (a dormant version is unknown to librqbit).
     waker: OnceLock<Waker>,
+    /// Answers members' blob requests (`blobs::serve`).
+    blobs: OnceLock<super::blobs::Source>,
     cancel: CancellationToken,
 }
 
@@ -219,7 +224,11 @@ impl Links {
             let members = members.clone();
             Arc::new(move |key: &Fingerprint| members.read().by_key.contains_key(key))
         };
-        let server = tls::member_server_config(&identity, filter)?;
+        // A link that names the blob protocol in its handshake (ALPN) is
+        // served here (`blobs`); one that names none is BitTorrent.
+        let mut server = Arc::unwrap_or_clone(tls::member_server_config(&identity, filter)?);
+        server.alpn_protocols = vec![super::blobs::ALPN.to_vec()];
+        let server = Arc::new(server);
         let public = TcpListener::bind(listen).await?;
         let socks = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let saved = exports_file.load();
@@ -258,6 +267,7 @@ impl Links {
             rt: OnceLock::new(),
             saving: parking_lot::Mutex::new(()),
             waker: OnceLock::new(),
+            blobs: OnceLock::new(),
             cancel,
         });
         Ok((links, Doors { public, socks, export }))
@@ -273,10 +283,12 @@ impl Links {
         Ok(format!("socks5://{SOCKS_USER}:{}@{}", self.secret, doors.socks.local_addr()?))
     }
 
-    /// Starts serving the doors; `engine` is librqbit's loopback listener.
-    pub fn spawn(self: &Arc<Self>, doors: Doors, engine: SocketAddr, waker: Waker, rt: &tokio::runtime::Handle) {
+    /// Starts serving the doors; `engine` is librqbit's loopback listener,
+    /// `blobs` what answers blob links.
+    pub fn spawn(self: &Arc<Self>, doors: Doors, engine: SocketAddr, (waker, blobs): (Waker, super::blobs::Source), rt: &tokio::runtime::Handle) {
         let _ = self.engine.set(engine);
         let _ = self.waker.set(waker);
+        let _ = self.blobs.set(blobs);
         let _ = self.rt.set(rt.clone());
         let (this, cancel) = (self.clone(), self.cancel.clone());
         super::spawn_task(rt, "member_links", &cancel, async move { this.serve_members(doors.public).await });
@@ -425,7 +437,7 @@ impl Links {
     }
 
     /// One connection to the public port: TLS with a member's key, then
-    /// librqbit.
+    /// librqbit, or the blob service if the handshake named it.
     async fn accept_member(&self, tcp: TcpStream) -> Result<(), LinkError> {
         let (tls, id, cut) = {
             let _permit = self.handshakes.acquire().await.map_err(std::io::Error::other)?;
@@ -439,6 +451,12 @@ impl Links {
             let (id, cut) = self.members.read().with_key(&key).ok_or_else(|| std::io::Error::other("not a member"))?;
             (tls, id, cut)
         };
+        if tls.get_ref().1.alpn_protocol() == Some(super::blobs::ALPN) {
+            let source = self.blobs.get().ok_or_else(|| std::io::Error::other("blob service not started yet"))?;
+            debug!(member = %id, "blob link in");
+            super::blobs::serve(tls, source, cut).await;
+            return Ok(());
+        }
         let engine = *self.engine.get().ok_or_else(|| std::io::Error::other("engine not listening yet"))?;
         let local = TcpStream::connect(engine).await?;
         local.set_nodelay(true)?;
@@ -491,7 +509,7 @@ impl Links {
             proto.reply_error(&ReplyError::ConnectionNotAllowed).await.map_err(io)?;
             return Ok(());
         };
-        let tls = match self.connect(addr, key).await {
+        let tls = match self.connect(addr, key, None).await {
             Ok(t) => t,
             Err(e) => {
                 proto.reply_error(&ReplyError::HostUnreachable).await.map_err(io)?;
@@ -505,17 +523,40 @@ impl Links {
         Ok(())
     }
 
+    /// A link to the blob service of the member at `addr` (its key pinned).
+    /// Refused for an address that is no member's, and for a member whose
+    /// daemon does not speak the protocol.
+    pub async fn dial_blobs(&self, addr: SocketAddr) -> Result<BlobLink, LinkError> {
+        let (_, key, _) = self.members.read().at(addr).ok_or_else(|| std::io::Error::other("no member at that address"))?;
+        let tls = self.connect(addr, key, Some(super::blobs::ALPN)).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(super::blobs::ALPN) {
+            return Err(std::io::Error::other("the member does not serve blobs").into());
+        }
+        Ok(tls)
+    }
+
+    /// Whether `addr` is a current member's (a pooled blob link to one
+    /// that left is not used again).
+    pub fn is_member_at(&self, addr: SocketAddr) -> bool {
+        self.members.read().at(addr).is_some()
+    }
+
     async fn connect(
         &self,
         addr: SocketAddr,
         key: Fingerprint,
+        alpn: Option<&[u8]>,
     ) -> Result<tokio_rustls::client::TlsStream<MemberSocket>, LinkError> {
         let timed_out = |what| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
         let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out("dialling a member timed out"))??;
         tcp.set_nodelay(true)?;
-        let connector = tokio_rustls::TlsConnector::from(tls::member_client_config(&self.identity, key)?);
+        let mut cfg = tls::member_client_config(&self.identity, key)?;
+        if let Some(p) = alpn {
+            Arc::make_mut(&mut cfg).alpn_protocols = vec![p.to_vec()];
+        }
+        let connector = tokio_rustls::TlsConnector::from(cfg);
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(tls::server_name()?, member_socket(tcp)))
             .await
             .map_err(|_| timed_out("TLS handshake with a member timed out"))??;

@@ -288,6 +288,7 @@ impl Inner {
 
     /// Runs the fetch queue and the sweeper until the session stops.
     pub(super) fn spawn_upkeep(self: &Arc<Self>) {
+        self.spawn_blob_fetcher();
         let weak = Arc::downgrade(self);
         spawn_task(&self.rt, "fetch_queue", &self.cancel, async move {
             loop {

@@ -39,6 +39,7 @@
 //! Every librqbit 9.1 workaround here is listed, with where it lives and the
 //! test that shows it is still needed, in `QUIRKS.md` beside this file.
 
+mod blobs;
 mod engine;
 mod error;
 mod exports;
@@ -52,6 +53,7 @@ mod reuse;
 mod stream_read;
 mod version;
 
+pub use blobs::SMALL;
 pub use error::SwarmError;
 pub use links::LinkError;
 pub use live::{DEFAULT_IDLE, PUBLISH_LIVE};
@@ -173,6 +175,8 @@ struct Inner {
     key: Fingerprint,
     fetch_queue: Mutex<FetchQueue>,
     fetch_kick: Arc<Notify>,
+    /// Small versions waiting for a blob fetch, and links kept for them.
+    blobs: blobs::Queue,
     /// The versions live in librqbit now (changed by `Inner::set_engine`
     /// and `Inner::sleep`), so that the sweeper looks at those alone.
     live: Mutex<HashSet<InfoHash>>,
@@ -250,6 +254,7 @@ impl Swarm {
             key,
             fetch_queue: Mutex::default(),
             fetch_kick: Arc::new(Notify::new()),
+            blobs: blobs::Queue::default(),
             live: Mutex::default(),
             filling: tokio::sync::Mutex::new(()),
             want_hook: OnceLock::new(),
@@ -392,6 +397,11 @@ impl Swarm {
             .map_err(join_error)??;
         }
         let v = self.inner.register(Version::new(ih, &checked, &self.inner.objects, full_bitfield(n_pieces)));
+        if built.size <= blobs::SMALL {
+            // The others fetch it whole from the object file (`blobs`).
+            debug!(%ih, size = built.size, "published, served as a blob");
+            return Ok(published);
+        }
         if self.inner.live_count() >= live::PUBLISH_LIVE {
             // A burst: the others' wants wake it (see `PUBLISH_LIVE`).
             debug!(%ih, size = built.size, "published, dormant until wanted");
@@ -431,6 +441,7 @@ impl Swarm {
             Err(SwarmError::NotFound) => self.inner.add_new(info_hash, &checked).await?,
             Err(e) => return Err(e),
         };
+        v.add_holders(&peers);
         if v.is_complete() {
             return Ok(());
         }
@@ -448,7 +459,11 @@ impl Swarm {
         }
         if let Fetch::Background(stripe) = fetch {
             *v.stripe.lock() = stripe;
-            self.inner.queue_fetch(&v);
+            if v.size <= blobs::SMALL && v.live_handle().is_none() {
+                self.inner.queue_small(&v);
+            } else {
+                self.inner.queue_fetch(&v);
+            }
         }
         Ok(())
     }
@@ -533,6 +548,9 @@ impl Swarm {
         let end = (offset + u64::from(len)).min(v.size);
         self.inner.note_read(&v, offset, end);
         if self.inner.range_local(&v, offset, end) {
+            return self.inner.pread(&v, offset, end).await;
+        }
+        if v.size <= blobs::SMALL && v.live_handle().is_none() && self.inner.fetch_small_now(&v).await {
             return self.inner.pread(&v, offset, end).await;
         }
         if let Some(e) = v.live_handle().and_then(|h| state_error(&h)) {

@@ -29,6 +29,7 @@
 
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,11 @@ pub(super) struct Version {
     pub lingering: Mutex<Lingering>,
     /// Set by `forget`, for reads still waiting on it.
     pub forgotten: AtomicBool,
+    /// Members named as having it (`ensure`), whom a blob fetch asks.
+    pub holders: Mutex<Vec<SocketAddr>>,
+    /// Held by a read's blob fetch, so that the reads of one small file
+    /// ask for it once (`blobs`).
+    pub blob_fetch: tokio::sync::Mutex<()>,
 }
 
 impl Version {
@@ -137,6 +143,18 @@ impl Version {
             streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS_PER_VERSION)),
             lingering: Mutex::new(Lingering::default()),
             forgotten: AtomicBool::new(false),
+            holders: Mutex::new(Vec::new()),
+            blob_fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Adds members that have it to `holders` (at most 16 are kept).
+    pub fn add_holders(&self, peers: &[SocketAddr]) {
+        let mut h = self.holders.lock();
+        for p in peers {
+            if !h.contains(p) && h.len() < 16 {
+                h.push(*p);
+            }
         }
     }
 
@@ -265,6 +283,7 @@ pub(super) fn full_bitfield(n_pieces: u64) -> Vec<u8> {
 }
 
 /// The `meta/` directory: what a dormant version needs to wake.
+#[derive(Clone)]
 pub(super) struct MetaStore {
     dir: PathBuf,
 }
