@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tempfile::TempDir;
-use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH, PUBLISH_LIVE};
+use titorrent::swarm::{Fetch, Published, Stripe, Swarm, SwarmConfig, SwarmError, MIN_PIECE_LENGTH, PUBLISH_LIVE, SMALL};
 use titorrent_tracker::proto::{InfoHash, MemberId, MemberInfo};
 use titorrent_tracker::tls::Identity;
 use tracing::Instrument;
@@ -152,6 +152,14 @@ impl Peer {
         std::fs::write(&staging, data).unwrap();
         staging
     }
+}
+
+/// A file one byte too big for a blob (so it is a torrent), different
+/// for each `i`.
+fn past_small(i: usize) -> Vec<u8> {
+    let mut data = vec![0u8; SMALL as usize + 1];
+    data[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    data
 }
 
 fn random_bytes(len: usize) -> Vec<u8> {
@@ -703,8 +711,9 @@ async fn many_versions_do_not_stay_live() {
     within(180, async {
         let a = Peer::start("A", None).await;
         let mut published = Vec::new();
+        // Torrents: small files would be blobs and never live (see below).
         for i in 0..120 {
-            let data = format!("file number {i}\n").into_bytes();
+            let data = past_small(i);
             let p = a.publish(&format!("f{i}.txt"), &data).await;
             published.push((p, data));
         }
@@ -716,7 +725,7 @@ async fn many_versions_do_not_stay_live() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for (p, data) in &published {
-            assert_eq!(&a.swarm.read(p.info_hash, 0, 100).await.unwrap()[..], &data[..]);
+            assert_eq!(&a.swarm.read(p.info_hash, 0, 100).await.unwrap()[..], &data[..100]);
             assert!(a.swarm.local_path(p.info_hash).is_some());
         }
         assert!(a.swarm.live_count() <= 48);
@@ -739,14 +748,14 @@ async fn a_burst_of_publishes_keeps_live_versions_bounded_and_the_rest_wake_when
         let mut published = Vec::new();
         let mut most = 0;
         for i in 0..PUBLISH_LIVE + 24 {
-            let data = format!("small file {i}\n").into_bytes();
+            let data = past_small(i);
             published.push((a.publish(&format!("f{i}.txt"), &data).await, data));
             most = most.max(a.swarm.live_count());
         }
         assert!(most <= PUBLISH_LIVE, "{most} versions were live at once (bound {PUBLISH_LIVE})");
         for (p, data) in published.iter().rev().take(8) {
             b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
-            let got = read_all(&b.swarm, p.info_hash, data.len(), 4096).await;
+            let got = read_all(&b.swarm, p.info_hash, data.len(), 256 * 1024).await;
             assert!(&got == data, "B read other bytes than A published");
         }
         // Wants always wake: the bound plus the eight B asked for.
@@ -823,6 +832,79 @@ async fn reading_in_order_fetches_the_whole_file_scattered_reads_do_not() {
         assert!(have <= 4 * 33 * MIB as u64, "scattered 4 KiB reads fetched {have} of {total} bytes");
         for s in [a.swarm, b.swarm, c.swarm] {
             s.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// A burst of small files reaches another member whole, as blobs: no
+/// version goes live in librqbit on either side, every copy is byte-exact,
+/// and a read of a small file not fetched yet gets it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_files_move_as_blobs_with_no_torrent_on_either_side() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        let mut published = Vec::new();
+        // Sizes from empty-ish to exactly SMALL (four pieces).
+        for i in 0..600usize {
+            let len = match i {
+                0 => SMALL as usize,
+                1 => 1,
+                _ => 40 + (i * 7919) % 9000,
+            };
+            let data = random_bytes(len);
+            published.push((a.publish(&format!("s{i}.txt"), &data).await, data));
+        }
+        assert_eq!(a.swarm.live_count(), 0, "a small version is not a torrent");
+        let (on_demand, background) = published.split_at(10);
+        for (p, _) in background {
+            b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::Background(Stripe::WHOLE)).await.unwrap();
+        }
+        for (p, data) in background {
+            b.swarm.wait_complete(p.info_hash).await.unwrap();
+            let local = b.swarm.local_path(p.info_hash).expect("complete on B");
+            assert!(&std::fs::read(local).unwrap() == data, "B's copy differs");
+        }
+        for (p, data) in on_demand {
+            b.swarm.ensure(p.info_hash, &p.torrent, vec![a.addr()], Fetch::OnDemand).await.unwrap();
+            assert!(b.swarm.local_path(p.info_hash).is_none(), "on demand: nothing before a read");
+            let got = read_all(&b.swarm, p.info_hash, data.len(), 128 * 1024).await;
+            assert!(&got == data, "B read other bytes");
+        }
+        assert_eq!((a.swarm.live_count(), b.swarm.live_count()), (0, 0), "no torrent went live");
+        a.swarm.shutdown().await;
+        b.swarm.shutdown().await;
+    })
+    .await
+}
+
+/// A small version its first named holder does not have comes from the
+/// next one; one no holder has whole comes by BitTorrent, woken by a want.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_version_a_holder_lacks_comes_from_the_next_or_by_bittorrent() {
+    init_tracing();
+    within(120, async {
+        let a = Peer::start("A", None).await;
+        let b = Peer::start("B", None).await;
+        let c = Peer::start("C", None).await;
+        route_wants(&b, &a);
+        let one = random_bytes(5000);
+        let two = random_bytes(7000);
+        let (p1, p2) = (a.publish("one.txt", &one).await, a.publish("two.txt", &two).await);
+        // C has neither: B asks C, then A.
+        b.swarm.ensure(p1.info_hash, &p1.torrent, vec![c.addr(), a.addr()], Fetch::Background(Stripe::WHOLE)).await.unwrap();
+        b.swarm.wait_complete(p1.info_hash).await.unwrap();
+        assert!(std::fs::read(b.swarm.local_path(p1.info_hash).unwrap()).unwrap() == one);
+        assert_eq!(a.swarm.live_count(), 0, "A served it as a blob");
+        // Only C is named: no blob, so BitTorrent, which B's want makes A
+        // wake and dial.
+        b.swarm.ensure(p2.info_hash, &p2.torrent, vec![c.addr()], Fetch::Background(Stripe::WHOLE)).await.unwrap();
+        b.swarm.wait_complete(p2.info_hash).await.unwrap();
+        assert!(std::fs::read(b.swarm.local_path(p2.info_hash).unwrap()).unwrap() == two);
+        for p in [&a, &b, &c] {
+            p.swarm.shutdown().await;
         }
     })
     .await
