@@ -65,9 +65,19 @@ impl Members {
         on
     }
 
-    /// Where the other online members' peers listen.
-    pub fn peers(&self) -> Vec<SocketAddr> {
-        self.by_id.lock().values().filter(|m| m.online && m.id != self.me).filter_map(|m| m.peer_addr).collect()
+    /// Where the other online members' peers listen, those of `first`
+    /// ahead of the others in its order (a version's author and the members known to hold it: whom a small
+    /// version's fetch asks first).
+    pub fn peers_first(&self, first: &[MemberId]) -> Vec<SocketAddr> {
+        let mut online: Vec<(usize, SocketAddr)> = self
+            .by_id
+            .lock()
+            .values()
+            .filter(|m| m.online && m.id != self.me)
+            .filter_map(|m| Some((first.iter().position(|f| *f == m.id).unwrap_or(usize::MAX), m.peer_addr?)))
+            .collect();
+        online.sort_by_key(|(rank, _)| *rank);
+        online.into_iter().map(|(_, a)| a).collect()
     }
 
     /// This member's stripe of a version `author` published: its rank among
@@ -116,6 +126,18 @@ mod tests {
     }
 
     #[test]
+    fn the_author_and_holders_come_first_among_the_online_peers() {
+        let ms = Members::new(MemberId(5), "me".into());
+        let ms_list = (1..=8).map(|i| member(i, "m", i != 4)).collect();
+        ms.replace_all(ms_list);
+        let addr = |id: u16| SocketAddr::from(([127, 0, 0, 1], 4000 + id));
+        let got = ms.peers_first(&[MemberId(7), MemberId(4), MemberId(2)]);
+        assert_eq!(&got[..2], &[addr(7), addr(2)], "author, then the online holder");
+        assert_eq!(got.len(), 6, "every online member but me, once");
+        assert!(!got.contains(&addr(4)) && !got.contains(&addr(5)));
+    }
+
+    #[test]
     fn names_peers_and_leaving() {
         let ms = Members::new(MemberId(5), "me".into());
         ms.replace_all(vec![member(2, "ana", true), member(5, "me", true)]);
@@ -123,9 +145,9 @@ mod tests {
         assert_eq!(ms.name(MemberId(3)), "bob");
         assert_eq!(ms.name(MemberId(8)), "member-8");
         assert_eq!(ms.online_names(), vec!["ana".to_string(), "me".to_string()]);
-        assert_eq!(ms.peers(), vec![SocketAddr::from(([127, 0, 0, 1], 4002))], "online others only");
+        assert_eq!(ms.peers_first(&[]), vec![SocketAddr::from(([127, 0, 0, 1], 4002))], "online others only");
         ms.remove(MemberId(2));
-        assert!(ms.peers().is_empty());
+        assert!(ms.peers_first(&[]).is_empty());
         assert_eq!(ms.list().len(), 2);
     }
 }

@@ -7,7 +7,7 @@ use super::{Content, ContentError, Coordinator, Fetch, Folder, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use titorrent_tracker::calls::{GetTorrent, Have};
-use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, Version};
+use titorrent_tracker::proto::{FileEntry, FileId, InfoHash, MemberId, Version};
 
 impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Records a file's new current version and forgets local versions of
@@ -65,9 +65,10 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                 t
             }
         };
-        let peers = self.members.peers();
+        let author = self.table.current(file).map(|e| e.author);
+        let first: Vec<MemberId> = author.into_iter().chain(self.store.holders(file, version)).collect();
+        let peers = self.members.peers_first(&first);
         let fetch = if self.background.load(Ordering::Relaxed) || self.is_pinned(file) {
-            let author = self.table.current(file).map(|e| e.author);
             Fetch::Background(self.members.stripe(author))
         } else {
             Fetch::OnDemand
