@@ -27,6 +27,11 @@
 //! Reads of ranges not local yet go through librqbit `FileStream`s
 //! (`stream_read`), which make librqbit ask for those pieces first.
 //!
+//! A version of at most [`SMALL`] bytes never needs librqbit between
+//! members: it is published dormant and fetched whole, many to a request,
+//! over a member link (`blobs`); BitTorrent is its fallback and what
+//! standard clients get through an export.
+//!
 //! Peers are the group's members only: no DHT, LSD, UPnP or public tracker,
 //! and every connection is mutual TLS between members' keys (`links`).
 //! Torrents learn member addresses from `ensure` and from a tracker on
