@@ -67,6 +67,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_secs(60);
 /// Requests in flight at once (to all holders together).
 const BATCHES_AT_ONCE: usize = 4;
+/// How long a read waits for its blob before it goes by BitTorrent.
+const READ_BUDGET: Duration = Duration::from_secs(5);
 /// Idle links kept open per holder.
 const POOLED: usize = 4;
 
@@ -398,10 +400,17 @@ impl Inner {
         true
     }
 
-    /// Fetches a small version now, for a read: asks its holders in turn.
+    /// Fetches a small version now, for a read: asks its holders in turn,
+    /// for [`READ_BUDGET`] at most (a holder listed online may be cut off;
+    /// the read then goes by BitTorrent, which waits for any holder).
     /// Whether it is complete here after.
     pub(super) async fn fetch_small_now(&self, v: &Arc<Version>) -> bool {
         let _one = v.blob_fetch.lock().await;
+        let _ = tokio::time::timeout(READ_BUDGET, self.ask_holders_for(v)).await;
+        v.is_complete()
+    }
+
+    async fn ask_holders_for(&self, v: &Arc<Version>) {
         for addr in self.holders_of(v).into_iter().take(4) {
             if v.is_complete() || v.live_handle().is_some() {
                 break;
@@ -415,7 +424,6 @@ impl Inner {
                 Err(e) => debug!(%addr, ih = %v.ih, error = %e, "blob request for a read failed"),
             }
         }
-        v.is_complete()
     }
 
     /// The holder's side: the bytes of each version asked for that is whole
