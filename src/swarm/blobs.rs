@@ -356,10 +356,8 @@ impl Inner {
         for (v, next, written) in checked {
             match written {
                 Ok(tmp) => {
-                    if self.adopt_blob(&v, &tmp).await {
+                    if self.adopt_blob(&v, tmp).await {
                         done.push(v);
-                    } else {
-                        let _ = std::fs::remove_file(&tmp);
                     }
                 }
                 Err(e) => {
@@ -384,15 +382,29 @@ impl Inner {
     }
 
     /// Moves a verified copy into place, unless the version woke, was
-    /// forgotten or completed meanwhile.
-    async fn adopt_blob(&self, v: &Arc<Version>, tmp: &std::path::Path) -> bool {
+    /// forgotten or completed meanwhile (then the copy is removed). The
+    /// rename runs on the blocking pool, under the version's transition
+    /// lock.
+    async fn adopt_blob(&self, v: &Arc<Version>, tmp: PathBuf) -> bool {
         let _t = v.transition.lock().await;
-        if v.forgotten.load(Ordering::Acquire) || v.is_complete() || v.live_handle().is_some() {
-            return false;
-        }
-        if let Err(e) = std::fs::rename(tmp, &v.path) {
-            debug!(ih = %v.ih, "cannot move a fetched version into place: {e}");
-            return false;
+        let wanted = !(v.forgotten.load(Ordering::Acquire) || v.is_complete() || v.live_handle().is_some());
+        let path = v.path.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            let r = if wanted { std::fs::rename(&tmp, &path) } else { Err(io::Error::other("not wanted any more")) };
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match moved {
+            Ok(()) => {}
+            Err(e) if wanted => {
+                debug!(ih = %v.ih, "cannot move a fetched version into place: {e}");
+                return false;
+            }
+            Err(_) => return false,
         }
         *v.file.lock() = None;
         self.set_engine(v, Engine::Dormant { haves: full_bitfield(v.n_pieces) });
@@ -428,24 +440,26 @@ impl Inner {
 
     /// The holder's side: the bytes of each version asked for that is whole
     /// here and small, up to [`BATCH_BYTES`] in all.
-    pub(super) async fn blobs_for(&self, ids: Vec<InfoHash>) -> Vec<Option<Vec<u8>>> {
+    pub(super) async fn blobs_for(self: Arc<Self>, ids: Vec<InfoHash>) -> Vec<Option<Vec<u8>>> {
         let n = ids.len();
-        let mut budget = BATCH_BYTES;
-        let picked: Vec<Option<PathBuf>> = ids
-            .into_iter()
-            .map(|ih| {
-                let v = self.lookup(ih).ok()?;
-                let fits = v.size <= SMALL && v.size <= budget && self.range_local(&v, 0, v.size);
-                fits.then(|| {
+        // On the blocking pool: a dormant version's lookup reads its
+        // metadata from disk.
+        tokio::task::spawn_blocking(move || {
+            let mut budget = BATCH_BYTES;
+            ids.into_iter()
+                .map(|ih| {
+                    let v = self.lookup(ih).ok()?;
+                    if v.size > SMALL || v.size > budget || !self.range_local(&v, 0, v.size) {
+                        return None;
+                    }
                     budget -= v.size;
                     v.seen.lock().last_active = std::time::Instant::now();
-                    v.path.clone()
+                    std::fs::read(&v.path).ok()
                 })
-            })
-            .collect();
-        tokio::task::spawn_blocking(move || picked.into_iter().map(|p| std::fs::read(p?).ok()).collect())
-            .await
-            .unwrap_or_else(|_| vec![None; n])
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; n])
     }
 }
 
