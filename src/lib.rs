@@ -8,6 +8,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod file_copy;
 pub mod fuse;
 pub mod logging;
 pub mod model;

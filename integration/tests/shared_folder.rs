@@ -528,6 +528,57 @@ fn a_killed_writer_loses_its_lock_after_the_ttl_and_its_unpublished_edit_comes_b
 }
 
 #[test]
+fn a_large_file_edited_in_place_by_a_killed_writer_comes_back_whole_as_a_conflict_copy() {
+    use std::os::unix::fs::FileExt;
+    scenario(Duration::from_secs(180), || {
+        let (_tracker, mut v) = group(Some(LEASE_TTL_S), &["alice", "bob"]);
+        let bob = v.pop().unwrap();
+        let mut alice = v.pop().unwrap();
+        // Large enough that the staging copy is copy-on-write over the
+        // published version and its background copy takes a while.
+        let size = 256 * MIB;
+        let base = Pattern::random("a large file edited in place").bytes_at(0, size as usize);
+        fs::write(alice.path("disk.img"), &base).unwrap();
+        wait_for(SEE, "bob lists disk.img at its size", || match fs::metadata(bob.path("disk.img")) {
+            Ok(m) if m.len() == size => Ok(()),
+            other => Err(format!("{other:?}")),
+        });
+
+        // An edit in place (no O_TRUNC): 4 KiB in the middle, never closed,
+        // and the daemon dies before its copy of the base can be complete.
+        let held = OpenOptions::new().write(true).open(alice.path("disk.img")).unwrap();
+        held.write_all_at(&[0xAB; 4096], 100 * MIB + 5).unwrap();
+        alice.kill9();
+        drop(held);
+        let mut edit = base.clone();
+        edit[(100 * MIB + 5) as usize..(100 * MIB + 5 + 4096) as usize].fill(0xAB);
+
+        let mark = alice.log_len();
+        alice.mount();
+        let copy = wait_for(SEE, "alice's conflict copy of disk.img appears", || {
+            let n = names(alice.mountpoint());
+            match conflict_copies(&n)[..] {
+                [one] => Ok(one.clone()),
+                _ => Err(format!("{n:?}")),
+            }
+        });
+        let log = alice.log_since(mark);
+        assert!(
+            log.contains("completed the staging copy the previous run left"),
+            "the restarted daemon did not complete a copy-on-write staging copy (was it complete before the kill?):\n{log}"
+        );
+        let got = fs::read(alice.path(&copy)).unwrap();
+        assert_same_bytes("alice's conflict copy: the version edited, with alice's 4 KiB", &got, &edit);
+        let on_bob = wait_for(SEE, "bob reads the conflict copy whole", || match fs::read(bob.path(&copy)) {
+            Ok(b) if b.len() == edit.len() => Ok(b),
+            other => Err(format!("{:?}", other.map(|b| b.len()))),
+        });
+        assert_same_bytes("bob's read of the conflict copy", &on_bob, &edit);
+        assert_same_bytes("disk.img on bob: the published version", &fs::read(bob.path("disk.img")).unwrap(), &base);
+    });
+}
+
+#[test]
 fn a_publish_in_flight_when_the_tracker_is_killed_lands_after_it_restarts() {
     scenario(Duration::from_secs(240), || {
         let (mut tracker, alice, bob) = alice_and_bob();

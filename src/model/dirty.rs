@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 /// Changed ranges are kept in blocks of this size (the smallest piece
 /// length): no piece is split by a block, so nothing is lost by rounding,
 /// and a burst of small writes stays a small map.
-const BLOCK: u64 = 16 * 1024;
+pub(super) const BLOCK: u64 = 16 * 1024;
 
 /// Sorted, disjoint, non-adjacent `[start, end)` ranges, rounded out to
 /// whole blocks (the last may end at `u64::MAX`).
@@ -50,6 +50,29 @@ impl Dirty {
         self.ranges.insert(start, end);
     }
 
+    /// The parts of `[start, end)` no range covers, in order.
+    pub fn gaps(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        if start >= end {
+            return gaps;
+        }
+        let mut at = start;
+        let first = self.ranges.range(..=start).next_back().map(|(s, e)| (*s, *e));
+        for (s, e) in first.into_iter().chain(self.ranges.range(start + 1..end).map(|(s, e)| (*s, *e))) {
+            if s > at {
+                gaps.push((at, s.min(end)));
+            }
+            at = at.max(e);
+            if at >= end {
+                return gaps;
+            }
+        }
+        if at < end {
+            gaps.push((at, end));
+        }
+        gaps
+    }
+
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().map(|(s, e)| (*s, *e)).collect()
     }
@@ -87,6 +110,20 @@ mod tests {
         assert_eq!(d.ranges(), vec![(0, BLOCK), (BLOCK * 3, u64::MAX)]);
         d.write(u64::MAX - 3, 10);
         assert_eq!(d.ranges(), vec![(0, BLOCK), (BLOCK * 3, u64::MAX)], "no overflow at the top");
+    }
+
+    #[test]
+    fn gaps_are_what_no_range_covers() {
+        let mut d = Dirty::default();
+        assert_eq!(d.gaps(5, 9), vec![(5, 9)]);
+        d.write(BLOCK, BLOCK);
+        d.write(BLOCK * 4, BLOCK * 2);
+        assert_eq!(d.gaps(0, BLOCK * 8), vec![(0, BLOCK), (BLOCK * 2, BLOCK * 4), (BLOCK * 6, BLOCK * 8)]);
+        assert_eq!(d.gaps(BLOCK + 5, BLOCK * 2), vec![], "inside one range");
+        assert_eq!(d.gaps(BLOCK + 5, BLOCK * 4 + 1), vec![(BLOCK * 2, BLOCK * 4)]);
+        assert_eq!(d.gaps(BLOCK * 3, BLOCK * 3 + 7), vec![(BLOCK * 3, BLOCK * 3 + 7)]);
+        assert_eq!(d.gaps(BLOCK * 5, BLOCK * 7), vec![(BLOCK * 6, BLOCK * 7)]);
+        assert_eq!(d.gaps(7, 7), vec![], "an empty range has no gap");
     }
 
     #[test]

@@ -17,7 +17,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     pub fn read_plan(&self, fh: Fh, offset: u64, size: u32) -> Result<ReadPlan> {
         let file = self.handles.get(fh).ok_or(ModelError::BadHandle)?.file;
         if let Some(staging) = self.writes.staging(file) {
-            return Ok(ReadPlan::Data(pread(&staging.file, offset, size)?));
+            return Ok(ReadPlan::Data(staging.read(offset, size)?));
         }
         let e = self.table.entry(file).ok_or(ModelError::NotFound)?;
         let Some(ih) = e.info_hash.filter(|_| offset < e.size) else {
@@ -66,6 +66,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// Changes a file's size. Through an open write handle this edits the
     /// staging copy; otherwise it is a whole open-truncate-close edit.
     pub async fn set_size(self: &Arc<Self>, id: FileId, fh: Option<Fh>, size: u64) -> Result<()> {
+        if let Some(staging) = self.writes.staging(id) {
+            staging.ready_for_len(size).await;
+        }
         if self.truncate_staging(id, fh, size)? {
             return Ok(());
         }

@@ -128,13 +128,13 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Some(w) = self.writes.view(id) {
             if let Ok(md) = w.staging.file.metadata() {
                 e.size = md.len();
-                if let Some(t) = w.edit_mtime(&md) {
+                if let Some(t) = w.edit_mtime() {
                     e.mtime = t;
                 }
                 // A write or truncate changes the ctime too: the time of
                 // the last one (the publish then sets its own, later).
-                if let Some(written) = w.written_at(&md).filter(|_| w.changed) {
-                    e.ctime = e.ctime.max(written);
+                if w.changed {
+                    e.ctime = e.ctime.max(w.staging.written_at());
                 }
             }
         }

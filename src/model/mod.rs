@@ -53,6 +53,7 @@ mod local;
 mod members;
 mod open;
 mod outbox;
+mod overlay;
 pub mod ports;
 mod publish;
 mod special;

@@ -2,8 +2,10 @@
 //! tracker, preparing the staging copy, joining this member's own write
 //! session, and what the last close of a write handle sets off.
 
+use super::overlay::{Overlay, OVERLAY_MIN};
 use super::writes::{Closed, Edit, Join, Session, Staging};
 use super::{check_name, Content, Coordinator, CoordError, Fh, Folder, ModelError, OpenMode, Result};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             match self.writes.begin_open(id, mode.truncate) {
                 Join::Joined(staging) => {
                     if mode.truncate {
+                        staging.ready_for_len(0).await;
                         staging.set_len(0)?;
                     }
                     return Ok(self.handles.open(id, mode));
@@ -300,8 +303,19 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             self.ensure_version(id, entry.version, ih).await?;
         }
         if let Some(src) = self.content.local_path(ih) {
+            if reflink(&src, &staging.file) {
+                return Ok(staging);
+            }
+            if entry.size >= OVERLAY_MIN {
+                // No reflinks here (ext4): ready at once, the base's bytes
+                // copied in behind the program's writes.
+                match Overlay::start(&staging.path, &staging.file, &src) {
+                    Ok(o) => return Ok(Staging { overlay: Some(o), ..staging }),
+                    Err(e) => tracing::debug!(error = %e, "no copy-on-write staging copy; copying the base whole"),
+                }
+            }
             let dst = staging.file.try_clone()?;
-            tokio::task::spawn_blocking(move || clone_or_copy(&src, &dst))
+            tokio::task::spawn_blocking(move || -> std::io::Result<u64> { std::io::copy(&mut File::open(&src)?, &mut &dst) })
                 .await
                 .map_err(|e| ModelError::Io(std::io::Error::other(e)))??;
             return Ok(staging);
@@ -399,19 +413,13 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     }
 }
 
-/// Makes `dst` (empty) a copy of the file at `src`: a reflink (`FICLONE`,
+/// Makes `dst` (empty) share the blocks of the file at `src` (`FICLONE`,
 /// no byte copied, blocks shared until written) where the cache's
-/// filesystem has them (btrfs, XFS), else an in-kernel copy. Whether it was
-/// a reflink.
-fn clone_or_copy(src: &std::path::Path, dst: &std::fs::File) -> std::io::Result<bool> {
+/// filesystem has reflinks (btrfs, XFS). Whether it did.
+fn reflink(src: &std::path::Path, dst: &File) -> bool {
     use std::os::fd::AsRawFd;
-    let from = std::fs::File::open(src)?;
+    let Ok(from) = File::open(src) else { return false };
     // SAFETY: both descriptors are open for as long as the call lasts; the
     // ioctl reads nothing but its integer argument.
-    if unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
-        return Ok(true);
-    }
-    let mut out = dst;
-    std::io::copy(&mut &from, &mut out)?;
-    Ok(false)
+    unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) == 0 }
 }

@@ -151,11 +151,13 @@ impl Outbox {
 
 /// Removes a staging copy whose bytes the store holds now.
 pub(super) fn remove_staging(path: &Path) {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(staging = %path.display(), error = %e, "could not remove a published staging copy")
+    for p in [path.to_path_buf(), super::overlay::base_link(path)] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(staging = %p.display(), error = %e, "could not remove a published staging copy")
+            }
+            _ => {}
         }
-        _ => {}
     }
 }
 

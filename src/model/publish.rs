@@ -23,7 +23,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
             lease: w.lease.id.0,
             base: w.lease.version.0,
             mode: w.pending_mode.or(e.as_ref().map(|e| e.mode)).unwrap_or(0o644),
-            mtime: md.as_ref().ok().and_then(|md| w.edit_mtime(md)).unwrap_or_else(now_ms),
+            mtime: w.edit_mtime().unwrap_or_else(now_ms),
             staging: w.staging.path.clone(),
             size: md.map(|m| m.len()).unwrap_or(0),
             info_hash: None,
@@ -54,6 +54,9 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         if let Err(e) = self.outbox.save(&entry).await {
             tracing::warn!(path = %self.path_of(id), error = %e, "cannot write the outbox entry; publishing anyway");
         }
+        // The overlay's copy of the base must be in before the bytes are
+        // hashed (the saved entry and the linked base cover a crash now).
+        view.staging.completed().await;
         // No handle is open: what the session changed is settled.
         let delta = view.staging.delta();
         self.deliver(entry, delta).await;
@@ -112,6 +115,22 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
         if entry.info_hash.is_some() || entry.size == 0 {
             return true;
+        }
+        // A staging copy left by a run that died before its overlay's copy
+        // was complete: its holes are the base's bytes.
+        if super::overlay::base_link(&entry.staging).exists() {
+            let staging = entry.staging.clone();
+            match tokio::task::spawn_blocking(move || super::overlay::fill_leftover(&staging)).await {
+                Ok(Ok(_)) => tracing::info!(%path, "completed the staging copy the previous run left, from the version it started from"),
+                Ok(Err(e)) => {
+                    tracing::error!(%path, error = %e, "cannot complete the staging copy from the version it started from; the edit stays in the outbox for the next mount");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!(%path, error = %e, "the staging copy's completion did not run; the edit stays in the outbox for the next mount");
+                    return false;
+                }
+            }
         }
         // Publishing links the staging file into the store. It is
         // removed only once the outbox entry names the info hash: a

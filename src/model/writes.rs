@@ -31,14 +31,15 @@
 //! this very member (`touch f && echo x >> f`).
 
 use super::dirty::Dirty;
+use super::overlay::OverlayHandle;
 use super::{now_ms, Delta, ModelError, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 use titorrent_tracker::proto::{FileId, InfoHash, Lease, LeaseId, UnixMillis};
 
 #[derive(Debug)]
@@ -55,25 +56,71 @@ pub(super) struct Staging {
     /// What the session changed (taken with no other lock held, after the
     /// bytes are written, so a publish that sees the close sees them).
     pub dirty: Mutex<Dirty>,
+    /// Copy-on-write over the base while its bytes are still being copied
+    /// in (`overlay.rs`); none for a copy made whole at open.
+    pub overlay: Option<OverlayHandle>,
+    /// When the copy was made, or last written or truncated (ms): the
+    /// edit's mtime. Kept here, not taken from the file, which the
+    /// overlay's background copy writes too.
+    pub written: AtomicU64,
 }
 
 impl Staging {
     pub fn new(path: PathBuf, file: File, base: Option<InfoHash>) -> Staging {
-        Staging { path, file, appending: Mutex::new(()), base, dirty: Mutex::default() }
+        let written = AtomicU64::new(now_ms());
+        Staging { path, file, appending: Mutex::new(()), base, dirty: Mutex::default(), overlay: None, written }
+    }
+
+    /// Reads `size` bytes at `offset`.
+    pub fn read(&self, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+        match &self.overlay {
+            Some(o) => o.0.read(&self.file, offset, size),
+            None => super::pread(&self.file, offset, size),
+        }
     }
 
     /// Writes `data` at `offset` and notes the range changed.
     pub fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        self.file.write_all_at(data, offset)?;
+        match &self.overlay {
+            Some(o) => o.0.write(&self.file, data, offset)?,
+            None => self.file.write_all_at(data, offset)?,
+        }
         self.dirty.lock().write(offset, data.len() as u64);
+        self.written.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Sets the copy's size and notes everything past it changed.
+    /// Sets the copy's size and notes everything past it changed. A cut
+    /// below the base's size waits for the overlay's copy (call
+    /// [`Staging::ready_for_len`] first where waiting may take long).
     pub fn set_len(&self, size: u64) -> std::io::Result<()> {
+        if let Some(o) = &self.overlay {
+            o.0.before_set_len(size);
+        }
         self.file.set_len(size)?;
         self.dirty.lock().truncate(size);
+        self.written.store(now_ms(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Waits until setting the size to `size` would not wait.
+    pub async fn ready_for_len(&self, size: u64) {
+        if let Some(o) = self.overlay.as_ref().filter(|o| o.0.set_len_waits(size)) {
+            o.0.completed().await;
+        }
+    }
+
+    /// Waits until the file holds every byte of the edit (the overlay's
+    /// copy is complete), as the publish needs.
+    pub async fn completed(&self) {
+        if let Some(o) = &self.overlay {
+            o.0.completed().await;
+        }
+    }
+
+    /// When the copy was last written or truncated, or made.
+    pub fn written_at(&self) -> UnixMillis {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// What the session changed of its base, if it has one.
@@ -227,17 +274,11 @@ impl View {
     /// The mtime of the edit: the one a program set, else, once written,
     /// the staging copy's (the time of the last write). The publish carries
     /// the same, so `stat` shows one mtime before and after it lands.
-    pub fn edit_mtime(&self, staging: &std::fs::Metadata) -> Option<UnixMillis> {
+    pub fn edit_mtime(&self) -> Option<UnixMillis> {
         if self.pending_mtime.is_some() {
             return self.pending_mtime;
         }
-        self.changed.then(|| self.written_at(staging)).flatten()
-    }
-
-    /// When the staging copy was last written or truncated.
-    pub fn written_at(&self, staging: &std::fs::Metadata) -> Option<UnixMillis> {
-        let written = staging.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-        Some(written.as_millis() as UnixMillis)
+        self.changed.then(|| self.staging.written_at())
     }
 }
 
