@@ -115,9 +115,21 @@ impl Outbox {
     /// Writes an entry durably, on the blocking pool: an fsync must not
     /// hold a runtime worker.
     pub async fn save(&self, e: &OutboxEntry) -> std::io::Result<()> {
+        self.write(e, true).await
+    }
+
+    /// [`Self::save`] of a session that is still open, without waiting for
+    /// the disk: what it describes (the staging copy's bytes, written as
+    /// the program writes) is in the page cache only too, so it outlives a
+    /// killed daemon as they do. The close's save is durable.
+    pub async fn save_open(&self, e: &OutboxEntry) -> std::io::Result<()> {
+        self.write(e, false).await
+    }
+
+    async fn write(&self, e: &OutboxEntry, durable: bool) -> std::io::Result<()> {
         let text = toml::to_string(e).map_err(std::io::Error::other)?;
         let path = self.path(e.file, e.lease);
-        tokio::task::spawn_blocking(move || crate::atomic_file::write(&path, text.as_bytes(), true))
+        tokio::task::spawn_blocking(move || crate::atomic_file::write(&path, text.as_bytes(), durable))
             .await
             .map_err(std::io::Error::other)?
     }

@@ -35,7 +35,7 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
     /// while a program writes still has the bytes and knows whose they are.
     pub(super) async fn note_open_edit(&self, id: FileId, w: &View) {
         let entry = self.outbox_entry(id, w, false);
-        if let Err(err) = self.outbox.save(&entry).await {
+        if let Err(err) = self.outbox.save_open(&entry).await {
             tracing::warn!(path = %self.path_of(id), error = %err, "cannot write the outbox entry");
         }
     }
