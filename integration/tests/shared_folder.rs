@@ -527,6 +527,22 @@ fn a_killed_writer_loses_its_lock_after_the_ttl_and_its_unpublished_edit_comes_b
     });
 }
 
+/// Writes back and drops from the page cache every file called `name` in
+/// the directories under `objects` (a member's object store).
+fn drop_from_page_cache(objects: &Path, name: &str) {
+    use std::os::fd::AsRawFd;
+    let mut found = 0;
+    for dir in fs::read_dir(objects).unwrap().flatten() {
+        let Ok(f) = fs::File::open(dir.path().join(name)) else { continue };
+        f.sync_all().unwrap();
+        // SAFETY: an advisory call on a descriptor we own.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0, "posix_fadvise");
+        found += 1;
+    }
+    assert!(found > 0, "no {name} under {}", objects.display());
+}
+
 #[test]
 fn a_large_file_edited_in_place_by_a_killed_writer_comes_back_whole_as_a_conflict_copy() {
     use std::os::unix::fs::FileExt;
@@ -545,7 +561,10 @@ fn a_large_file_edited_in_place_by_a_killed_writer_comes_back_whole_as_a_conflic
         });
 
         // An edit in place (no O_TRUNC): 4 KiB in the middle, never closed,
-        // and the daemon dies before its copy of the base can be complete.
+        // and the daemon dies before its copy of the base can be complete:
+        // with the base's pages out of the page cache, that copy reads
+        // 256 MiB from disk.
+        drop_from_page_cache(&alice.state_dir().join("cache/objects"), "disk.img");
         let held = OpenOptions::new().write(true).open(alice.path("disk.img")).unwrap();
         held.write_all_at(&[0xAB; 4096], 100 * MIB + 5).unwrap();
         alice.kill9();
