@@ -240,8 +240,12 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
 
     pub fn fsync(&self, fh: Fh) -> Result<()> {
         let file = self.handles.get(fh).ok_or(ModelError::BadHandle)?.file;
-        if let Some(s) = self.writes.staging(file) {
-            s.file.sync_data()?;
+        if let Some(w) = self.writes.view(file) {
+            w.staging.file.sync_data()?;
+            if let Some(o) = &w.staging.overlay {
+                o.0.sync_base_link()?;
+            }
+            self.outbox.make_durable(file.0, w.lease.id.0)?;
         }
         Ok(())
     }

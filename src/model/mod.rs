@@ -36,8 +36,10 @@
 //! Lock order: there is none to keep, because no code path holds two of
 //! these locks at once. Each part's methods take only the part's own lock
 //! and call no other part; the front takes one part's lock at a time and
-//! copies out what it needs. A staging copy's `appending` lock is taken
-//! with no part's lock held. No part's lock is held across an `.await` or a
+//! copies out what it needs. A staging copy's `appending` lock, and the
+//! lock of its copy-on-write overlay (`overlay.rs`, held across that
+//! staging copy's own disk work and no other), are taken with no part's
+//! lock held; an append holds both, in that order. No part's lock is held across an `.await` or a
 //! file system call: the staging copies and local versions are opened,
 //! read, written, `stat`ed and closed after the lock is released (only
 //! logging happens under a lock).

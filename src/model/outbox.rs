@@ -140,6 +140,18 @@ impl Outbox {
         crate::atomic_file::write(&self.path(e.file, e.lease), text.as_bytes(), true)
     }
 
+    /// Makes the entry of `file`'s edit under `lease` durable, if there is
+    /// one (an `fsync` of the file being written: its bytes and the entry
+    /// that says whose they are reach the disk together).
+    pub fn make_durable(&self, file: u64, lease: u64) -> std::io::Result<()> {
+        match std::fs::File::open(self.path(file, lease)) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
     /// Forgets the entry of `file`'s edit under `lease`.
     pub fn remove(&self, file: u64, lease: u64) {
         let _ = std::fs::remove_file(self.path(file, lease));

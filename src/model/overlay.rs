@@ -165,6 +165,19 @@ impl Overlay {
         }
     }
 
+    /// Makes the base's link beside the staging copy durable while the copy
+    /// is not complete (for an `fsync`: the staging copy's holes mean the
+    /// base's bytes only while the link is there).
+    pub fn sync_base_link(&self) -> io::Result<()> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        match self.link.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    }
+
     /// Reads `size` bytes at `offset` of the staging copy `file`.
     pub fn read(&self, file: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
         if self.is_complete() {

@@ -653,3 +653,53 @@ async fn a_chown_to_the_owner_a_file_being_written_has_sends_nothing() {
     assert_eq!(f.tracker.files.lock()[&e.id].owner, bo, "a change of owner reaches the tracker");
     f.folder.release(fh);
 }
+
+/// An open for write of a large local version makes a copy-on-write
+/// staging copy: reads see the version at once, a write keeps the rest of
+/// its blocks, a cut below the size waits for the copy, `fsync` works, and
+/// the publish carries every byte; nothing is left in the staging dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_place_of_a_large_file_goes_through_its_overlay() {
+    let f = fixture();
+    let (entry, fh) = f.folder.create(FileId::ROOT, "disk", 0o644, OpenMode::default(), false, Owner::default()).await.unwrap();
+    let size = super::overlay::OVERLAY_MIN as usize + (3 << 20);
+    let base: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    for (k, chunk) in base.chunks(1 << 20).enumerate() {
+        f.folder.write(fh, (k << 20) as u64, chunk).unwrap();
+    }
+    f.folder.release(fh);
+    published(&f, 1).await;
+
+    let fh = f.folder.open(entry.id, OpenMode { write: true, ..OpenMode::default() }).await.unwrap();
+    let staging = f.folder.writes.staging(entry.id).unwrap();
+    assert!(staging.overlay.is_some(), "a version of {size} bytes is not copied at open");
+    let mut want = base.clone();
+    f.folder.write(fh, 3_000_005, b"0123456789").unwrap();
+    want[3_000_005..3_000_015].copy_from_slice(b"0123456789");
+    let read = |off: u64, len: u32| match f.folder.read_plan(fh, off, len).unwrap() {
+        ReadPlan::Data(d) => d,
+        ReadPlan::Fetch { .. } => panic!("a staging copy is read here"),
+    };
+    assert_eq!(read(2_990_000, 40_000), want[2_990_000..3_030_000], "the write and the base around it");
+    assert_eq!(read(size as u64 - 10, 100), want[size - 10..], "the end of the base");
+    f.folder.fsync(fh).unwrap();
+    let cut = size as u64 - 1_000_003;
+    f.folder.set_size(entry.id, Some(fh), cut).await.unwrap();
+    want.truncate(cut as usize);
+    assert!(staging.overlay.as_ref().unwrap().0.is_complete(), "the cut waited for the copy");
+    drop(staging);
+    f.folder.release(fh);
+    published(&f, 2).await;
+
+    let rh = f.folder.open_read(entry.id).unwrap();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        match f.folder.read_plan(rh, got.len() as u64, 1 << 20).unwrap() {
+            ReadPlan::Data(d) if !d.is_empty() => got.extend_from_slice(&d),
+            _ => break,
+        }
+    }
+    assert!(got == want, "the published version: {} bytes, {} expected", got.len(), want.len());
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("staging")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in the staging dir: {left:?}");
+}
