@@ -63,14 +63,21 @@ impl Peer {
     /// `titorrent create-group`: a new group on `tracker` whose first
     /// member is `member`. Not mounted yet.
     pub fn create_group(tracker: &TrackerProc, member: &str) -> Peer {
-        let p = Peer::new(member, Some(tracker.addr()));
+        Peer::create_group_via(tracker, tracker.addr(), member)
+    }
+
+    /// Same, but the member reaches the tracker at `addr` (a proxy in
+    /// front of it, say): the membership, and so every invite it makes,
+    /// names `addr`.
+    pub fn create_group_via(tracker: &TrackerProc, addr: SocketAddr, member: &str) -> Peer {
+        let p = Peer::new(member, Some(addr));
         let group = format!("{member}-group");
         p.cli_ok(
             "create-group",
             [
                 OsStr::new("create-group"),
                 "--tracker".as_ref(),
-                tracker.addr().to_string().as_ref(),
+                addr.to_string().as_ref(),
                 "--admin-token".as_ref(),
                 tracker.admin_token_file().as_os_str(),
                 "--group".as_ref(),

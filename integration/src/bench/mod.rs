@@ -10,6 +10,8 @@
 
 pub mod announce;
 pub mod btfs;
+pub mod bulk;
+pub mod delay;
 pub mod edits;
 pub mod locks;
 pub mod measure;
@@ -39,6 +41,8 @@ pub const FIGURES: &[(&str, &[&str])] = &[
     ("P7", &["P7"]),
     ("P8", &["P8"]),
     ("P9", &["P9a", "P9b", "P9c"]),
+    ("P11", &["P11a", "P11b"]),
+    ("P12", &["P12"]),
 ];
 
 /// Sizes and counts of one run.
@@ -67,6 +71,13 @@ pub struct Sizes {
     pub p9_idle: Duration,
     /// The longest P9 waits for the daemons to settle after `p9_idle`.
     pub p9_settle_max: Duration,
+    /// Files of the crate sources P11 extracts (about; whole crate
+    /// directories), all of them when `None`.
+    pub p11_files: Option<usize>,
+    /// Files of the crate sources P12 extracts (about).
+    pub p12_files: usize,
+    /// Round trip P12 adds on the tracker link.
+    pub p12_rtt: Duration,
 }
 
 impl Sizes {
@@ -93,6 +104,9 @@ impl Sizes {
             p8_duration: Duration::from_secs(10),
             p9_idle: Duration::from_secs(15),
             p9_settle_max: Duration::from_secs(300),
+            p11_files: None,
+            p12_files: 2_000,
+            p12_rtt: Duration::from_millis(20),
         }
     }
 
@@ -119,6 +133,9 @@ impl Sizes {
             p8_duration: Duration::from_secs(1),
             p9_idle: Duration::from_secs(1),
             p9_settle_max: Duration::from_secs(10),
+            p11_files: Some(200),
+            p12_files: 100,
+            p12_rtt: Duration::from_millis(20),
         }
     }
 }
@@ -186,6 +203,8 @@ fn groups(smoke: bool) -> Vec<(&'static str, &'static [&'static str], Duration, 
         ("tree", &["P6", "P9"], t(3600, 300), tree::run as Body),
         ("swarm", &["P7"], t(1200, 180), swarm::run as Body),
         ("announce", &["P8"], t(300, 60), announce::run as Body),
+        ("bulk", &["P11"], t(2400, 300), bulk::run_p11 as Body),
+        ("bulk-rtt", &["P12"], t(1800, 300), bulk::run_p12 as Body),
     ]
 }
 

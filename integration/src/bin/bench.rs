@@ -7,7 +7,9 @@
 //!
 //! Needs root, /dev/fuse, fusermount3 and release builds of titorrent next
 //! to this binary (`cargo build --release --workspace`); the full run also
-//! btfs, opentracker, wrk and iproute2 (`integration/bench-deps.sh`).
+//! btfs, opentracker, wrk and iproute2 (`integration/bench-deps.sh`), and
+//! bindfs for the references of P11 and P12 (without it those rows say
+//! "skipped").
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,7 +19,8 @@ use titorrent_integration::bench::{self, Options, FIGURES};
 const USAGE: &str = "usage: titorrent-bench [--smoke] [--only P1,P3,...] [--out FILE]
 
   --smoke      small sizes, no external references (what CI runs)
-  --only LIST  run only these figures (P1..P9, or parts such as P2a), comma-separated
+  --only LIST  run only these figures (P1..P9, P11, P12, or parts such as P2a),
+               comma-separated
   --out FILE   where to write the markdown report (default docs/benchmarks.md)";
 
 fn parse() -> Result<Options, String> {
@@ -46,7 +49,7 @@ fn parse() -> Result<Options, String> {
                 for f in v.split(',').map(normalize_figure).filter(|f| !f.is_empty()) {
                     let figure = f.trim_end_matches(|c: char| c.is_ascii_lowercase());
                     if !FIGURES.iter().any(|(id, _)| *id == figure) {
-                        return Err(format!("unknown figure {f:?} (P1..P9, or a part such as P2a)"));
+                        return Err(format!("unknown figure {f:?} (P1..P9, P11, P12, or a part such as P2a)"));
                     }
                     opts.only.insert(f);
                 }
