@@ -530,12 +530,12 @@ pub fn run_p11(ctx: &Ctx, sink: &Sink) -> anyhow::Result<()> {
         }
     };
     let r = titorrent_run(&archive, &local.tree, None)?;
-    s.note(format!(
+    s.note(
         "tracker on 127.0.0.1, members alice and bob mounted (`titorrent mount MNT --state DIR --listen 127.0.0.1:0`, \
          the build's default configuration); alice runs `tar -xf ARCHIVE -C MNT/t`; the bench polls bob's MNT/t \
          every 100 ms until it lists every file, then reads bob's whole tree (the harness's Tree::read, every byte) \
-         and compares it with the local extraction; then alice runs `rm -rf MNT/t`"
-    ));
+         and compares it with the local extraction; then alice runs `rm -rf MNT/t`",
+    );
     s.note(describe_run(&r, n));
     let local_tar = local.tar;
     drop(local);
