@@ -586,7 +586,11 @@ fn a_large_file_edited_in_place_by_a_killed_writer_comes_back_whole_as_a_conflic
             log.contains("completed the staging copy the previous run left"),
             "the restarted daemon did not complete a copy-on-write staging copy (was it complete before the kill?):\n{log}"
         );
-        let got = fs::read(alice.path(&copy)).unwrap();
+        // The copy's name is there before its bytes are published.
+        let got = wait_for(SEE, "alice reads the conflict copy whole", || match fs::read(alice.path(&copy)) {
+            Ok(b) if b.len() == edit.len() => Ok(b),
+            other => Err(format!("{:?}", other.map(|b| b.len()))),
+        });
         assert_same_bytes("alice's conflict copy: the version edited, with alice's 4 KiB", &got, &edit);
         let on_bob = wait_for(SEE, "bob reads the conflict copy whole", || match fs::read(bob.path(&copy)) {
             Ok(b) if b.len() == edit.len() => Ok(b),
