@@ -70,9 +70,43 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
                     tracing::info!(name = %entry.name, "resuming a publish left by the previous run");
                     let this = self.clone();
                     // What the previous run changed is not known: hashed whole.
-                    self.tasks.spawn_on(async move { this.deliver(entry, None).await }, &self.rt);
+                    self.tasks.spawn_on(
+                        async move {
+                            if this.complete_leftover(&entry).await {
+                                this.deliver(entry, None).await
+                            }
+                        },
+                        &self.rt,
+                    );
                 }
                 Err(e) => tracing::error!(file = %p.display(), error = %e, "unreadable outbox entry; left in place"),
+            }
+        }
+    }
+
+    /// Completes a staging copy that the previous run left before its
+    /// overlay's copy was complete (its holes are the base's bytes; only a
+    /// run that died leaves one: a publish waits for the copy). False when
+    /// that failed: the edit stays in the outbox for the next mount.
+    async fn complete_leftover(&self, entry: &OutboxEntry) -> bool {
+        if entry.info_hash.is_some() {
+            return true;
+        }
+        let path = &entry.name;
+        let staging = entry.staging.clone();
+        match tokio::task::spawn_blocking(move || super::overlay::fill_leftover(&staging)).await {
+            Ok(Ok(false)) => true,
+            Ok(Ok(true)) => {
+                tracing::info!(%path, "completed the staging copy the previous run left, from the version it started from");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(%path, error = %e, "cannot complete the staging copy from the version it started from; the edit stays in the outbox for the next mount");
+                false
+            }
+            Err(e) => {
+                tracing::error!(%path, error = %e, "the staging copy's completion did not run; the edit stays in the outbox for the next mount");
+                false
             }
         }
     }
@@ -115,22 +149,6 @@ impl<C: Content, T: Coordinator> Folder<C, T> {
         }
         if entry.info_hash.is_some() || entry.size == 0 {
             return true;
-        }
-        // A staging copy left by a run that died before its overlay's copy
-        // was complete: its holes are the base's bytes.
-        if super::overlay::base_link(&entry.staging).exists() {
-            let staging = entry.staging.clone();
-            match tokio::task::spawn_blocking(move || super::overlay::fill_leftover(&staging)).await {
-                Ok(Ok(_)) => tracing::info!(%path, "completed the staging copy the previous run left, from the version it started from"),
-                Ok(Err(e)) => {
-                    tracing::error!(%path, error = %e, "cannot complete the staging copy from the version it started from; the edit stays in the outbox for the next mount");
-                    return false;
-                }
-                Err(e) => {
-                    tracing::error!(%path, error = %e, "the staging copy's completion did not run; the edit stays in the outbox for the next mount");
-                    return false;
-                }
-            }
         }
         // Publishing links the staging file into the store. It is
         // removed only once the outbox entry names the info hash: a

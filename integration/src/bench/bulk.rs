@@ -332,22 +332,6 @@ pub struct TitorrentRun {
     pub proxied: Option<u64>,
 }
 
-/// Polls `probe` every `every` until it returns `Ok` or `timeout` passes;
-/// then the last `Err`.
-fn poll_result<T>(timeout: Duration, every: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let e = match probe() {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(e);
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// A tracker and members alice and bob, both mounted; with `one_way`, both
 /// reach the tracker only through a [`DelayProxy`] of that delay.
 /// Alice extracts `archive` into her mount; bob must end with `expected`.
@@ -368,7 +352,7 @@ pub fn titorrent_run(archive: &Archive, expected: &Tree, one_way: Option<Duratio
     let closed = Instant::now();
 
     let listing = Duration::from_secs(120 + n as u64 / 20);
-    poll_result(listing, Duration::from_millis(100), || {
+    measure::poll_result(listing, Duration::from_millis(100), || {
         let c = listed_files(&bt);
         if c >= n {
             Ok(())
@@ -379,7 +363,7 @@ pub fn titorrent_run(archive: &Archive, expected: &Tree, one_way: Option<Duratio
     .map_err(|e| anyhow!("bob does not list every file {} after the last close: {e}", secs(listing)))?;
     let listed = closed.elapsed();
     let mut got = None;
-    let compared = poll_result(Duration::from_secs(120), Duration::from_secs(1), || {
+    let compared = measure::poll_result(Duration::from_secs(120), Duration::from_secs(1), || {
         let t = Tree::read(&bt).map_err(|e| format!("reading bob's tree: {e}"))?;
         let d = t.difference(expected, Compare::BYTES);
         got = Some(t);

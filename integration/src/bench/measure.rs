@@ -297,13 +297,20 @@ impl Rng {
 
 /// Polls `probe` every `every` until it returns `Some`, or `timeout` passes.
 pub fn poll<T>(timeout: Duration, every: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_result(timeout, every, || probe().ok_or(String::new())).ok()
+}
+
+/// Polls `probe` every `every` until it returns `Ok` or `timeout` passes;
+/// then the last `Err` (what was seen instead).
+pub fn poll_result<T>(timeout: Duration, every: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
+        let e = match probe() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
         if Instant::now() >= deadline {
-            return None;
+            return Err(e);
         }
         std::thread::sleep(every);
     }
